@@ -1,0 +1,50 @@
+use std::io::IsTerminal;
+
+use super::ColorChoice;
+
+/// ANSI styling that is on only where it helps: on a terminal, without NO_COLOR,
+/// unless `--color` says otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct Palette {
+    enabled: bool,
+}
+
+impl Palette {
+    pub fn new(choice: ColorChoice, stream_is_terminal: bool) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let enabled = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => stream_is_terminal && !no_color,
+        };
+        Palette { enabled }
+    }
+
+    pub fn for_stderr(choice: ColorChoice) -> Self {
+        Self::new(choice, std::io::stderr().is_terminal())
+    }
+
+    pub fn for_stdout(choice: ColorChoice) -> Self {
+        Self::new(choice, std::io::stdout().is_terminal())
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.enabled {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    pub fn red(&self, text: &str) -> String {
+        self.paint("31", text)
+    }
+
+    pub fn green(&self, text: &str) -> String {
+        self.paint("32", text)
+    }
+
+    pub fn bold(&self, text: &str) -> String {
+        self.paint("1", text)
+    }
+}

@@ -1,0 +1,4 @@
+//! wharf: a declarative container reconciler for one Linux host.
+
+pub mod cli;
+pub mod manifest;

@@ -1,0 +1,81 @@
+//! The spec hash: decides whether a running container still matches its manifest.
+//!
+//! It covers what shapes a container: image, command, args, env, workdir, user,
+//! network, resources, volumes and labels. It leaves out what wharf applies around
+//! the container and can change without recreating it: replicas (scaling never
+//! recreates), pull, restart, stop, health and update. It is computed from the
+//! normalised spec, so field order, formatting, comments, `busybox` vs
+//! `docker.io/library/busybox:latest` and `128Mi` vs `134217728` do not change it.
+//! Absent optional fields are not hashed, so adding a field to the format later
+//! does not change the hash of manifests that do not use it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::spec::{Network, Resources, ServiceSpec, Volume};
+
+/// Hex SHA-256 of the container-shaping part of a normalised spec.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SpecHash(String);
+
+impl SpecHash {
+    pub fn of(spec: &ServiceSpec) -> Self {
+        let shape = ContainerShape {
+            image: &spec.image,
+            command: spec.command.as_deref(),
+            args: spec.args.as_deref(),
+            env: &spec.env,
+            workdir: spec.workdir.as_deref(),
+            user: spec.user.as_deref(),
+            network: spec.network,
+            resources: &spec.resources,
+            volumes: &spec.volumes,
+            labels: &spec.labels,
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(b"wharf/v1\0");
+        // Serializing plain data with string keys cannot fail.
+        hasher.update(serde_json::to_vec(&shape).unwrap_or_default());
+        SpecHash(format!("{:x}", hasher.finalize()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 hex digits, for human output.
+    pub fn short(&self) -> &str {
+        self.0.get(..12).unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for SpecHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Serialize)]
+struct ContainerShape<'a> {
+    image: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    env: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workdir: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    network: Network,
+    resources: &'a Resources,
+    #[serde(skip_serializing_if = "<[Volume]>::is_empty")]
+    volumes: &'a [Volume],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+}

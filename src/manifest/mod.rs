@@ -1,0 +1,33 @@
+//! Stage 1 of the data flow: manifest files in, validated services out.
+//!
+//! `yaml` parses text into position-carrying trees, `de` deserializes the `spec`
+//! types from them, `validate` checks and normalises, `hash` fingerprints the result
+//! and `load` ties it together for files and directories.
+
+mod de;
+mod diagnostic;
+mod hash;
+mod load;
+mod spec;
+mod units;
+mod validate;
+mod yaml;
+
+pub use diagnostic::Diagnostic;
+pub use hash::SpecHash;
+pub use load::{
+    duplicate_names, is_manifest_name, load_file, load_paths, manifest_files, parse_manifest,
+    Loaded, Service,
+};
+pub use spec::*;
+pub use units::{ByteSize, Duration};
+pub use yaml::Mark;
+
+/// The JSON Schema of a `wharf/v1` manifest, as committed in `schemas/service.schema.json`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(ServiceSpec);
+    // A schema built from our own types always serializes.
+    let mut json = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    json.push('\n');
+    json
+}

@@ -1,0 +1,307 @@
+//! The `wharf/v1` service manifest, as users write it.
+//!
+//! These types are the single source of truth for the format: the loader
+//! deserializes them, `wharf schema` derives the JSON Schema from them, and every
+//! default lives here (in `#[serde(default)]` functions that the schema shows).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::units::{ByteSize, Duration};
+
+/// One service: a container image run as `replicas` identical containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "wharf service manifest (wharf/v1)")]
+pub struct ServiceSpec {
+    /// Format version; always `wharf/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: ApiVersion,
+    /// Always `Service`.
+    pub kind: Kind,
+    /// Service name: a DNS label (lowercase letters, digits and `-`, at most 48
+    /// characters). Containers are named `<name>-<replica>`.
+    #[schemars(length(min = 1, max = 48), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Image reference: `registry/repository:tag` or `...@sha256:<digest>`. Short names
+    /// are completed as Docker does: `busybox` is `docker.io/library/busybox:latest`.
+    pub image: String,
+    /// When to fetch the image from its registry.
+    #[serde(default)]
+    pub pull: PullPolicy,
+    /// Number of containers to run (0 to 1000). 0 keeps the service defined with none running.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(max = 1000))]
+    pub replicas: u32,
+    /// Replaces the image's Entrypoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's Cmd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Environment variables, added to (and overriding) the image's. Numbers and
+    /// booleans are taken as written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (absolute); the image's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `uid[:gid]` or `name[:group]` (names resolved in the image); the image's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `host` shares the host's network; `none` gives the container its own network
+    /// namespace with only loopback.
+    #[serde(default)]
+    pub network: Network,
+    /// Resource limits; unset means unlimited.
+    #[serde(default, skip_serializing_if = "Resources::is_unlimited")]
+    pub resources: Resources,
+    /// What to do when a container exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// How containers are stopped.
+    #[serde(default)]
+    pub stop: Stop,
+    /// How to tell that a container works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// How running containers are replaced when the spec changes.
+    #[serde(default)]
+    pub update: Update,
+    /// Storage mounted into each container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    /// Free-form key/value pairs recorded with the containers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApiVersion {
+    #[serde(rename = "wharf/v1")]
+    V1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Kind {
+    Service,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Resolve the tag at the registry on every apply.
+    Always,
+    /// Use the local image when the reference is already present.
+    #[default]
+    IfNotPresent,
+    /// Never contact a registry; fail when the image is not present.
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Network {
+    /// The host's network namespace (no port mapping needed).
+    #[default]
+    Host,
+    /// An own network namespace with only the loopback interface.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whenever the container exits.
+    #[default]
+    Always,
+    /// Restart only after a non-zero exit code or a kill.
+    OnFailure,
+    /// Leave exited containers stopped.
+    Never,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with cpus, memory and pids")]
+pub struct Resources {
+    /// CPU time as a number of CPUs (0.5 = half of one CPU), at least 0.01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory limit, at least 6Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// Maximum number of processes, at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+}
+
+impl Resources {
+    fn is_unlimited(&self) -> bool {
+        *self == Resources::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with signal and timeout")]
+pub struct Stop {
+    /// Signal sent first: SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH
+    /// or SIGKILL (the `SIG` prefix may be left out).
+    #[serde(default = "default_stop_signal")]
+    pub signal: String,
+    /// Time to wait after the signal before SIGKILL.
+    #[serde(default = "default_stop_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_stop_signal() -> String {
+    "SIGTERM".into()
+}
+
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop {
+            signal: default_stop_signal(),
+            timeout: default_stop_timeout(),
+        }
+    }
+}
+
+/// A health check: exactly one of `exec`, `tcp` or `http`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with one of exec, tcp or http")]
+pub struct Health {
+    /// Command run inside the container; exit code 0 is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<Vec<String>>,
+    /// Healthy when a TCP connection to the port succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpCheck>,
+    /// Healthy when `GET http://127.0.0.1:<port><path>` answers 2xx or 3xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+    /// Time between checks.
+    #[serde(default = "default_health_interval")]
+    pub interval: Duration,
+    /// Time one check may take.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Duration,
+    /// Consecutive failures before the container counts as unhealthy.
+    #[serde(default = "default_health_retries")]
+    pub retries: u32,
+    /// Grace period after start during which failures do not count.
+    #[serde(default)]
+    pub start_period: Duration,
+}
+
+fn default_health_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_health_retries() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with port")]
+pub struct TcpCheck {
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with port and path")]
+pub struct HttpCheck {
+    pub port: u16,
+    /// Request path, starting with `/`.
+    #[serde(default = "default_http_path")]
+    pub path: String,
+}
+
+fn default_http_path() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with order and max_unavailable")]
+pub struct Update {
+    /// `stop-first` stops an old container before starting its replacement (safe with
+    /// `network: host`, where both would want the same port); `start-first` starts the
+    /// new one first.
+    #[serde(default)]
+    pub order: UpdateOrder,
+    /// How many replicas may be down at once during an update (0 only with start-first).
+    #[serde(default = "default_max_unavailable")]
+    pub max_unavailable: u32,
+}
+
+fn default_max_unavailable() -> u32 {
+    1
+}
+
+impl Default for Update {
+    fn default() -> Self {
+        Update {
+            order: UpdateOrder::default(),
+            max_unavailable: default_max_unavailable(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    #[default]
+    StopFirst,
+    StartFirst,
+}
+
+/// A mount. `volume`: a named volume (kept when containers go) or, without `name`, an
+/// anonymous one (removed with its container). `bind`: a host directory or file
+/// (`source`). `tmpfs`: memory-backed, optionally limited by `size`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with type and target")]
+pub struct Volume {
+    #[serde(rename = "type")]
+    pub kind: VolumeKind,
+    /// Volume name (type volume only); volumes with the same name are shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Absolute host path (type bind only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Absolute path inside the container.
+    pub target: String,
+    #[serde(default)]
+    pub readonly: bool,
+    /// Size limit (type tmpfs only); half of the host's memory when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeKind {
+    Volume,
+    Bind,
+    Tmpfs,
+}
