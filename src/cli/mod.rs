@@ -29,7 +29,12 @@ pub mod exit {
 )]
 pub struct Cli {
     /// State directory: images, containers, volumes and the state database.
-    #[arg(long, global = true, env = "WHARF_ROOT", default_value = "/var/lib/wharf")]
+    #[arg(
+        long,
+        global = true,
+        env = "WHARF_ROOT",
+        default_value = "/var/lib/wharf"
+    )]
     pub root: PathBuf,
 
     /// Print more detail (repeat for more).

@@ -9,7 +9,9 @@ use crate::manifest::{load_paths, Diagnostic, Loaded};
 
 /// Check manifests without touching any container.
 #[derive(Debug, Parser)]
-#[command(after_help = "Examples:\n  wharf validate examples/\n  wharf validate services/web.yaml services/worker.yaml\n  wharf validate --json /etc/wharf/services\n\nExit status: 0 all valid, 1 errors found, 2 usage error.")]
+#[command(
+    after_help = "Examples:\n  wharf validate examples/\n  wharf validate services/web.yaml services/worker.yaml\n  wharf validate --json /etc/wharf/services\n\nExit status: 0 all valid, 1 errors found, 2 usage error."
+)]
 pub struct Args {
     /// Manifest files or directories (a directory's top-level *.yaml and *.yml files).
     #[arg(required = true)]

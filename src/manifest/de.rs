@@ -25,15 +25,15 @@ const MAX_ATTEMPTS: usize = 32;
 /// Deserializes `T` from a document and returns every problem found.
 ///
 /// serde stops at the first error that is not an unknown or duplicate field. To
-/// report the others too, the failing node is patched in a copy of the tree and
-/// deserialization runs again: first it is replaced by a stand-in (the first allowed
-/// value of an enum, else an empty string), and if that fails too it is removed.
-/// The value is returned when it could be built; it is only the user's spec when
-/// there are no problems.
+/// report the others too, the failing field is patched in a copy of the tree and
+/// deserialization runs again: it is set to a stand-in (the first allowed value of
+/// an enum, else an empty string; a missing field is added so), and if stand-ins
+/// fail too it is removed. The value is returned when it could be built; it is only
+/// the user's spec when there are no problems.
 pub fn from_node<T: DeserializeOwned>(root: &Node) -> (Option<T>, Vec<Problem>) {
     let mut tree = root.clone();
     let mut problems: Vec<Problem> = Vec::new();
-    let mut patched: Vec<(Vec<PathSegment>, Patch)> = Vec::new();
+    let mut patched: Vec<Vec<PathSegment>> = Vec::new();
     for _ in 0..MAX_ATTEMPTS {
         let collected = RefCell::new(Vec::new());
         let deserializer = NodeDeserializer {
@@ -54,33 +54,24 @@ pub fn from_node<T: DeserializeOwned>(root: &Node) -> (Option<T>, Vec<Problem>) 
             }
             Err(error) => error.into_problem(&[], tree.mark),
         };
-        let previous = patched
-            .iter()
-            .find(|(path, _)| *path == problem.path)
-            .map(|(_, patch)| *patch);
         let path = problem.path.clone();
-        let applied = match previous {
-            None => {
-                problems.push(problem);
-                tree.replace(&path, stand_in).then_some(Patch::Replaced)
-            }
-            Some(Patch::Replaced) => tree.remove(&path).map(|_| Patch::Removed),
-            // A removed required field: nothing more can be learned.
-            Some(Patch::Removed) => None,
-        };
-        match applied {
-            Some(patch) => patched.push((path, patch)),
-            None => break,
+        let tries = patched.iter().filter(|p| **p == path).count();
+        if tries == 0 {
+            problems.push(problem);
         }
+        let applied = match tries {
+            0 => tree.set(&path, stand_in),
+            1 if !stand_in.is_empty() => tree.set(&path, stand_in),
+            1 | 2 => tree.remove(&path).is_some(),
+            _ => false,
+        };
+        if !applied {
+            break;
+        }
+        patched.push(path);
     }
     problems.sort_by_key(|p| p.mark);
     (None, problems)
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Patch {
-    Replaced,
-    Removed,
 }
 
 #[derive(Debug)]
@@ -215,9 +206,13 @@ impl<'a> NodeDeserializer<'a> {
         }
     }
 
-    fn report(&self, mark: Mark, message: String) {
+    /// Records a problem with the entry `key` of this mapping (or with the mapping
+    /// itself when `key` is None) and carries on.
+    fn report(&self, key: Option<&str>, mark: Mark, message: String) {
+        let mut path = self.path.clone();
+        path.extend(key.map(|key| PathSegment::Key(key.to_owned())));
         self.collected.borrow_mut().push(Problem {
-            path: self.path.clone(),
+            path,
             mark,
             message,
         });
@@ -231,15 +226,16 @@ impl<'a> NodeDeserializer<'a> {
             let key = match &key_node.value {
                 Value::Scalar(Scalar { text, .. }) => text.as_str(),
                 _ => {
-                    self.report(key_node.mark, "keys must be plain strings".into());
+                    self.report(None, key_node.mark, "keys must be plain strings".into());
                     continue;
                 }
             };
             if let Some(first) = kept.iter().find(|entry| entry.key == key) {
                 self.report(
+                    Some(key),
                     key_node.mark,
                     format!(
-                        "`{key}` is given twice (first at line {}); keep one",
+                        "given twice (first at line {}); keep one",
                         first.key_mark.line
                     ),
                 );
@@ -247,7 +243,7 @@ impl<'a> NodeDeserializer<'a> {
             }
             if let Some(known) = known {
                 if !known.contains(&key) {
-                    self.report(key_node.mark, unknown_field_message(key, known));
+                    self.report(Some(key), key_node.mark, unknown_field_message(key, known));
                     continue;
                 }
             }
@@ -286,7 +282,7 @@ fn unknown_field_message(key: &str, known: &[&str]) -> String {
         .map(|(_, candidate)| format!(" (did you mean `{candidate}`?)"))
         .unwrap_or_default();
     format!(
-        "unknown field `{key}`{suggestion}; expected one of: {}",
+        "unknown field{suggestion}; expected one of: {}",
         known.join(", ")
     )
 }
@@ -436,7 +432,9 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'de> {
     ) -> Result<V::Value, Error> {
         match &self.node.value {
             Value::Mapping(entries) => self.visit_mapping(entries, Some(fields), visitor),
-            _ => self.deserialize_any(visitor),
+            // Not deserialize_any: serde would accept a list as a struct's fields in order.
+            Value::Sequence(_) => Err(de::Error::invalid_type(de::Unexpected::Seq, &visitor)),
+            Value::Scalar(_) => self.deserialize_any(visitor),
         }
     }
 
@@ -506,8 +504,8 @@ mod tests {
         assert_eq!(
             problems("name: a\nreplica: 2\nlimts: {pids: 1}\n"),
             [
-                "2:1: : unknown field `replica` (did you mean `replicas`?); expected one of: name, replicas, limits",
-                "3:1: : unknown field `limts` (did you mean `limits`?); expected one of: name, replicas, limits",
+                "2:1: replica: unknown field (did you mean `replicas`?); expected one of: name, replicas, limits",
+                "3:1: limts: unknown field (did you mean `limits`?); expected one of: name, replicas, limits",
             ]
         );
     }
@@ -528,7 +526,7 @@ mod tests {
                 "1:7: name: expected a string, found a list",
                 "2:11: replicas: expected a whole number, 0 or more, found the string \"x\"",
                 "3:16: limits.pids: expected a whole number, 0 or more, found -1",
-                "4:1: : unknown field `extra`; expected one of: name, replicas, limits",
+                "4:1: extra: unknown field; expected one of: name, replicas, limits",
             ]
         );
     }
@@ -539,7 +537,7 @@ mod tests {
             problems("replicas: 1\nreplicas: 2\n"),
             [
                 "1:1: name: required field is missing",
-                "2:1: : `replicas` is given twice (first at line 1); keep one",
+                "2:1: replicas: given twice (first at line 1); keep one",
             ]
         );
     }

@@ -84,7 +84,9 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
             Ok(meta) if meta.is_dir() => match manifest_files(path) {
                 Ok(files) => files,
                 Err(err) => {
-                    loaded.errors.push(file_error(path, "cannot read directory", &err));
+                    loaded
+                        .errors
+                        .push(file_error(path, "cannot read directory", &err));
                     continue;
                 }
             },
@@ -230,6 +232,8 @@ fn mark_of_byte(bytes: &[u8], offset: usize) -> Mark {
     Mark {
         line: 1 + before.iter().filter(|b| **b == b'\n').count(),
         // Everything before `offset` is valid UTF-8, so columns count characters.
-        column: 1 + String::from_utf8_lossy(&before[line_start..]).chars().count(),
+        column: 1 + String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count(),
     }
 }

@@ -14,6 +14,7 @@ use super::units::{ByteSize, Duration};
 /// One service: a container image run as `replicas` identical containers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a service manifest (a mapping with apiVersion, kind, name, image, ...)")]
 #[schemars(title = "wharf service manifest (wharf/v1)")]
 pub struct ServiceSpec {
     /// Format version; always `wharf/v1`.
@@ -23,7 +24,10 @@ pub struct ServiceSpec {
     pub kind: Kind,
     /// Service name: a DNS label (lowercase letters, digits and `-`, at most 48
     /// characters). Containers are named `<name>-<replica>`.
-    #[schemars(length(min = 1, max = 48), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 48),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Image reference: `registry/repository:tag` or `...@sha256:<digest>`. Short names
     /// are completed as Docker does: `busybox` is `docker.io/library/busybox:latest`.

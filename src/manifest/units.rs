@@ -259,7 +259,15 @@ mod tests {
             err,
             "invalid quantity \"12Q\" (expected bytes with an optional k, M, G, Ki, Mi or Gi suffix)"
         );
-        for bad in ["", "Mi", "1.5Gi", "-1", "1mi", "1 Mi", "99999999999999999999"] {
+        for bad in [
+            "",
+            "Mi",
+            "1.5Gi",
+            "-1",
+            "1mi",
+            "1 Mi",
+            "99999999999999999999",
+        ] {
             assert!(bytes(bad).is_err(), "{bad:?} should be rejected");
         }
     }

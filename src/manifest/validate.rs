@@ -51,7 +51,10 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec, Vec<Invalid>> {
     for (field, list) in [("command", &spec.command), ("args", &spec.args)] {
         for (index, item) in list.iter().flatten().enumerate() {
             if item.contains('\0') {
-                check.fail(&[key(field), PathSegment::Index(index)], "contains a NUL byte".into());
+                check.fail(
+                    &[key(field), PathSegment::Index(index)],
+                    "contains a NUL byte".into(),
+                );
             }
         }
     }
@@ -175,7 +178,9 @@ fn check_env(spec: &ServiceSpec, check: &mut Checker) {
 
 fn check_absolute(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
-        return Err(format!("\"{path}\" must be an absolute path (starting with /)"));
+        return Err(format!(
+            "\"{path}\" must be an absolute path (starting with /)"
+        ));
     }
     if path.split('/').any(|part| part == "..") {
         return Err(format!("\"{path}\" must not contain '..'"));
@@ -257,10 +262,7 @@ fn check_health(health: &Health, check: &mut Checker) {
         health.http.is_some(),
     ];
     match kinds.iter().filter(|set| **set).count() {
-        0 => check.fail(
-            &[key("health")],
-            "give one check: exec, tcp or http".into(),
-        ),
+        0 => check.fail(&[key("health")], "give one check: exec, tcp or http".into()),
         1 => {}
         _ => check.fail(
             &[key("health")],
@@ -271,11 +273,17 @@ fn check_health(health: &Health, check: &mut Checker) {
         check.fail(&at("exec"), "command is empty".into());
     }
     if health.tcp.as_ref().is_some_and(|tcp| tcp.port == 0) {
-        check.fail(&[key("health"), key("tcp"), key("port")], "port must be 1 to 65535".into());
+        check.fail(
+            &[key("health"), key("tcp"), key("port")],
+            "port must be 1 to 65535".into(),
+        );
     }
     if let Some(http) = &health.http {
         if http.port == 0 {
-            check.fail(&[key("health"), key("http"), key("port")], "port must be 1 to 65535".into());
+            check.fail(
+                &[key("health"), key("http"), key("port")],
+                "port must be 1 to 65535".into(),
+            );
         }
         if !http.path.starts_with('/') {
             check.fail(

@@ -108,15 +108,39 @@ impl Node {
         Some(node)
     }
 
-    /// Replaces the node at `path` with a string scalar, keeping its mark.
-    pub fn replace(&mut self, path: &[PathSegment], text: &str) -> bool {
-        let Some(node) = self.get_mut(path) else {
+    /// Sets the node at `path` to a string scalar, adding the entry when the last
+    /// step is a missing mapping key. Returns whether the tree changed.
+    pub fn set(&mut self, path: &[PathSegment], text: &str) -> bool {
+        let scalar = |mark| Node {
+            mark,
+            value: Value::Scalar(Scalar {
+                text: text.to_owned(),
+                resolved: Resolved::String,
+            }),
+        };
+        if let Some(node) = self.get_mut(path) {
+            let changed = node.as_str() != Some(text);
+            *node = scalar(node.mark);
+            return changed;
+        }
+        let Some((PathSegment::Key(key), parent_path)) = path.split_last() else {
             return false;
         };
-        node.value = Value::Scalar(Scalar {
-            text: text.to_owned(),
-            resolved: Resolved::String,
-        });
+        let Some(parent) = self.get_mut(parent_path) else {
+            return false;
+        };
+        let mark = parent.mark;
+        let Value::Mapping(entries) = &mut parent.value else {
+            return false;
+        };
+        let key_node = Node {
+            mark,
+            value: Value::Scalar(Scalar {
+                text: key.clone(),
+                resolved: Resolved::String,
+            }),
+        };
+        entries.push((key_node, scalar(mark)));
         true
     }
 
@@ -426,7 +450,13 @@ mod tests {
             PathSegment::Key("resources".into()),
             PathSegment::Key("memory".into()),
         ];
-        assert_eq!(root.locate(&path), Mark { line: 3, column: 11 });
+        assert_eq!(
+            root.locate(&path),
+            Mark {
+                line: 3,
+                column: 11
+            }
+        );
     }
 
     #[test]

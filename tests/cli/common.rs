@@ -1,0 +1,35 @@
+//! Helpers shared by the integration tests: run the real `wharf` binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `wharf ARGS...` in `dir` without colour and returns what it printed.
+pub fn wharf_in(dir: &Path, args: &[&str]) -> Run {
+    let output: Output = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the wharf binary runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `wharf ARGS...` from the repository root.
+pub fn wharf(args: &[&str]) -> Run {
+    wharf_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+/// A minimal valid manifest for service `name`.
+pub fn manifest(name: &str) -> String {
+    format!("apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: 127.0.0.1:5000/{name}:1\n")
+}

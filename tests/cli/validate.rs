@@ -1,0 +1,231 @@
+//! `wharf validate`: what users see for valid and broken manifests.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use crate::common::{manifest, wharf, wharf_in};
+
+#[test]
+fn every_example_is_valid() {
+    let run = wharf(&["validate", "examples/"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "3 services in 3 files OK\n");
+}
+
+/// Each file in tests/manifests/invalid/ starts with `# expect: LINE:COL FIELD: TEXT`;
+/// validating it must fail with exit 1 and print `FILE:LINE:COL: FIELD: TEXT...`.
+#[test]
+fn each_broken_manifest_names_file_line_column_and_field() {
+    let dir = "tests/manifests/invalid";
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .expect("corpus exists")
+        .map(|entry| entry.expect("readable entry").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 25, "only {} invalid manifests", files.len());
+    for file in files {
+        let text = fs::read_to_string(&file).expect("readable corpus file");
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} lacks an `# expect:` first line", file.display()));
+        let (location, rest) = expect.split_once(' ').expect("LINE:COL then the message");
+        let (field, message) = rest.split_once(": ").expect("FIELD: message");
+        let field_part = if field.is_empty() {
+            String::new()
+        } else {
+            format!(" {field}:")
+        };
+        let wanted = format!("{}:{location}:{field_part} {message}", file.display());
+
+        let run = wharf(&["validate", &file.display().to_string()]);
+        assert_eq!(run.code, 1, "{} should be invalid", file.display());
+        assert!(
+            run.stderr.lines().any(|line| line.starts_with(&wanted)),
+            "expected a line starting with\n  {wanted}\ngot\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn all_errors_of_all_files_are_reported_in_one_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(
+        dir.path().join("a.yaml"),
+        manifest("a") + "replicas: -1\nrestart: sometimes\n",
+    )
+    .expect("write");
+    fs::write(dir.path().join("b.yaml"), manifest("b") + "workdir: app\n").expect("write");
+    fs::write(dir.path().join("c.yaml"), manifest("c")).expect("write");
+
+    let run = wharf_in(dir.path(), &["validate", "."]);
+    assert_eq!(run.code, 1);
+    let errors: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        errors,
+        [
+            "./a.yaml:5:11: replicas: expected a whole number, 0 or more, found -1",
+            "./a.yaml:6:10: restart: \"sometimes\" is not one of: always, on-failure, never",
+            "./b.yaml:5:10: workdir: \"app\" must be an absolute path (starting with /)",
+            "3 errors in 2 files (3 files read)",
+        ]
+    );
+}
+
+#[test]
+fn a_name_defined_in_two_files_is_an_error_naming_both() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(dir.path().join("api.yaml"), manifest("web")).expect("write");
+    fs::write(dir.path().join("web.yaml"), manifest("web")).expect("write");
+
+    let run = wharf_in(dir.path(), &["validate", "."]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("./web.yaml:3:7: name: service \"web\" is already defined at ./api.yaml:3:7"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_file_may_hold_several_services() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "{}---\n{}---\n# nothing here\n",
+        manifest("a"),
+        manifest("b")
+    );
+    fs::write(dir.path().join("stack.yml"), text).expect("write");
+
+    let run = wharf_in(dir.path(), &["validate", "stack.yml"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "2 services in 1 file OK\n");
+}
+
+#[test]
+fn directories_read_only_visible_top_level_yaml_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path();
+    fs::write(path.join("web.yaml"), manifest("web")).expect("write");
+    fs::write(path.join("worker.yml"), manifest("worker")).expect("write");
+    // Empty and comment-only files define nothing, without error.
+    fs::write(path.join("empty.yaml"), "").expect("write");
+    fs::write(path.join("comments.yaml"), "# nothing yet\n").expect("write");
+    // Leftovers that would be errors (duplicates, broken YAML) if they were read.
+    for leftover in [
+        ".hidden.yaml",
+        "web.yaml~",
+        ".web.yaml.swp",
+        ".web.yaml.swx",
+        "web.yaml.bak",
+        "web.yaml.tmp",
+        "web.yaml.orig",
+        "#web.yaml#",
+        "notes.txt",
+    ] {
+        fs::write(path.join(leftover), "{ broken").expect("write");
+    }
+    fs::create_dir(path.join("old")).expect("mkdir");
+    fs::write(path.join("old/web.yaml"), manifest("web")).expect("write");
+    fs::create_dir(path.join(".git")).expect("mkdir");
+    fs::write(path.join(".git/web.yaml"), "{ broken").expect("write");
+
+    let run = wharf_in(path, &["validate", "."]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "2 services in 4 files OK\n");
+}
+
+#[test]
+fn symlinks_are_followed_as_in_a_kubernetes_configmap_mount() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path();
+    // A ConfigMap volume: files are symlinks into ..data, itself a symlink to a
+    // timestamped directory that is swapped atomically on update.
+    fs::create_dir(path.join("..2026_11_29_10_00_00.1")).expect("mkdir");
+    fs::write(
+        path.join("..2026_11_29_10_00_00.1/web.yaml"),
+        manifest("web"),
+    )
+    .expect("write");
+    symlink("..2026_11_29_10_00_00.1", path.join("..data")).expect("symlink");
+    symlink("..data/web.yaml", path.join("web.yaml")).expect("symlink");
+
+    let run = wharf_in(path, &["validate", "."]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "1 service in 1 file OK\n");
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_located() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut bytes = manifest("web").into_bytes();
+    bytes.extend_from_slice(b"labels: {team: caf\xe9}\n");
+    fs::write(dir.path().join("web.yaml"), bytes).expect("write");
+
+    let run = wharf_in(dir.path(), &["validate", "web.yaml"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("web.yaml:5:19: file is not valid UTF-8; save it as UTF-8"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_missing_path_is_an_error_and_no_path_is_a_usage_error() {
+    let run = wharf(&["validate", "no/such/dir"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("no/such/dir: cannot read: No such file or directory"),
+        "{}",
+        run.stderr
+    );
+
+    let run = wharf(&["validate"]);
+    assert_eq!(run.code, 2, "usage errors exit 2: {}", run.stderr);
+}
+
+#[test]
+fn json_output_lists_services_and_errors() {
+    let run = wharf(&["validate", "--json", "examples/"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["files"], 3);
+    let names: Vec<&str> = report["services"]
+        .as_array()
+        .expect("services array")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["notes", "web", "worker"]);
+
+    let run = wharf(&[
+        "validate",
+        "--json",
+        "tests/manifests/invalid/zero-cpus.yaml",
+    ]);
+    assert_eq!(run.code, 1);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(report["valid"], false);
+    let error = &report["errors"][0];
+    assert_eq!(error["line"], 6);
+    assert_eq!(error["column"], 19);
+    assert_eq!(error["field"], "resources.cpus");
+}
+
+#[test]
+fn verbose_lists_each_service_with_its_spec_hash() {
+    let run = wharf(&["validate", "-v", "examples/worker.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let first = run.stdout.lines().next().expect("a line per service");
+    assert!(
+        first.starts_with("worker  examples/worker.yaml:7:7  replicas 3  spec "),
+        "{first}"
+    );
+}

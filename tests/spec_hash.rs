@@ -1,0 +1,74 @@
+//! The spec hash decides whether a running container still matches its manifest.
+
+use std::path::Path;
+
+use wharf::manifest::{parse_manifest, Service};
+
+fn service(text: &str) -> Service {
+    let mut services = parse_manifest(Path::new("test.yaml"), text.as_bytes())
+        .unwrap_or_else(|errors| panic!("valid manifest expected: {errors:?}"));
+    assert_eq!(services.len(), 1);
+    services.remove(0)
+}
+
+const WEB: &str = "\
+apiVersion: wharf/v1
+kind: Service
+name: web
+image: busybox
+replicas: 2
+env: {A: '1', B: '2'}
+resources: {memory: 128Mi, cpus: 0.5}
+";
+
+#[test]
+fn order_formatting_comments_and_spelling_do_not_change_the_hash() {
+    let rewritten = "\
+# the web tier
+kind: Service
+apiVersion: wharf/v1
+name: web
+resources:
+  cpus: 0.5
+  memory: 134217728   # the same 128Mi
+env:
+  B: \"2\"
+  A: 1
+image: docker.io/library/busybox:latest
+replicas: 2
+";
+    assert_eq!(service(WEB).hash, service(rewritten).hash);
+}
+
+#[test]
+fn scaling_and_policies_do_not_change_the_hash() {
+    let changed = WEB.replace("replicas: 2", "replicas: 7")
+        + "restart: never\npull: always\nstop: {timeout: 30s}\nupdate: {order: start-first}\nhealth: {tcp: {port: 80}}\n";
+    assert_eq!(service(WEB).hash, service(&changed).hash);
+}
+
+#[test]
+fn what_shapes_the_container_changes_the_hash() {
+    let base = service(WEB).hash;
+    for changed in [
+        WEB.replace("A: '1'", "A: '3'"),
+        WEB.replace("busybox", "busybox:1.36"),
+        WEB.replace("128Mi", "256Mi"),
+        WEB.to_owned() + "command: [/bin/sh]\n",
+        WEB.to_owned() + "network: none\n",
+        WEB.to_owned() + "volumes: [{type: tmpfs, target: /tmp}]\n",
+        WEB.to_owned() + "labels: {team: web}\n",
+    ] {
+        assert_ne!(service(&changed).hash, base, "{changed}");
+    }
+}
+
+#[test]
+fn the_hash_is_stable_across_releases() {
+    // If this changes, every running container looks outdated after an upgrade:
+    // only change it on purpose, with a note in the release.
+    assert_eq!(
+        service(WEB).hash.as_str(),
+        "856968b9e7cef167eb68629d5a2bf06a5b14e083d62a0c7dacf3529965cde338"
+    );
+}
