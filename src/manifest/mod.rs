@@ -7,6 +7,7 @@
 mod de;
 mod diagnostic;
 mod hash;
+mod image_ref;
 mod load;
 mod spec;
 mod units;
@@ -15,6 +16,7 @@ mod yaml;
 
 pub use diagnostic::Diagnostic;
 pub use hash::SpecHash;
+pub use image_ref::ImageRef;
 pub use load::{
     duplicate_names, is_manifest_name, load_file, load_paths, manifest_files, parse_manifest,
     Loaded, Service,

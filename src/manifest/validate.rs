@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 
-use oci_spec::distribution::Reference;
-
+use super::image_ref::ImageRef;
 use super::spec::{Health, ServiceSpec, Update, UpdateOrder, Volume, VolumeKind};
 use super::units::ByteSize;
 use super::yaml::PathSegment;
@@ -143,17 +142,14 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// Completes short names as Docker does: `busybox` -> `docker.io/library/busybox:latest`.
 pub fn normalize_image(image: &str) -> Result<String, String> {
-    let reference: Reference = image.parse().map_err(|err| {
-        let hint = if image.chars().any(|c| c.is_ascii_uppercase()) {
-            "; repository names are lowercase"
-        } else {
-            ""
-        };
-        format!(
-            "invalid image reference \"{image}\": {err}{hint} (expected [registry/]repository[:tag][@sha256:digest], e.g. docker.io/library/busybox:1.36)"
-        )
-    })?;
-    Ok(reference.whole())
+    image
+        .parse::<ImageRef>()
+        .map(|reference| reference.to_string())
+        .map_err(|err| {
+            format!(
+                "invalid image reference \"{image}\": {err}; write [registry/]repository[:tag][@sha256:digest], e.g. docker.io/library/busybox:1.36"
+            )
+        })
 }
 
 fn check_env(spec: &ServiceSpec, check: &mut Checker) {

@@ -33,3 +33,14 @@ pub fn wharf(args: &[&str]) -> Run {
 pub fn manifest(name: &str) -> String {
     format!("apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: 127.0.0.1:5000/{name}:1\n")
 }
+
+/// Writes `contents` to `dir/name`.
+pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) {
+    std::fs::write(dir.join(name), contents).expect("test files can be written");
+}
+
+/// The command exited 0 and printed exactly `stdout`.
+pub fn assert_succeeds_with(run: &Run, stdout: &str) {
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_eq!(run.stdout, stdout);
+}

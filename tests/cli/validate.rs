@@ -3,13 +3,12 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use crate::common::{manifest, wharf, wharf_in};
+use crate::common::{assert_succeeds_with, manifest, wharf, wharf_in, write};
 
 #[test]
 fn every_example_is_valid() {
     let run = wharf(&["validate", "examples/"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.stdout, "3 services in 3 files OK\n");
+    assert_succeeds_with(&run, "3 services in 3 files OK\n");
 }
 
 /// Each file in tests/manifests/invalid/ starts with `# expect: LINE:COL FIELD: TEXT`;
@@ -52,13 +51,13 @@ fn each_broken_manifest_names_file_line_column_and_field() {
 #[test]
 fn all_errors_of_all_files_are_reported_in_one_run() {
     let dir = tempfile::tempdir().expect("temp dir");
-    fs::write(
-        dir.path().join("a.yaml"),
+    write(
+        dir.path(),
+        "a.yaml",
         manifest("a") + "replicas: -1\nrestart: sometimes\n",
-    )
-    .expect("write");
-    fs::write(dir.path().join("b.yaml"), manifest("b") + "workdir: app\n").expect("write");
-    fs::write(dir.path().join("c.yaml"), manifest("c")).expect("write");
+    );
+    write(dir.path(), "b.yaml", manifest("b") + "workdir: app\n");
+    write(dir.path(), "c.yaml", manifest("c"));
 
     let run = wharf_in(dir.path(), &["validate", "."]);
     assert_eq!(run.code, 1);
@@ -77,8 +76,8 @@ fn all_errors_of_all_files_are_reported_in_one_run() {
 #[test]
 fn a_name_defined_in_two_files_is_an_error_naming_both() {
     let dir = tempfile::tempdir().expect("temp dir");
-    fs::write(dir.path().join("api.yaml"), manifest("web")).expect("write");
-    fs::write(dir.path().join("web.yaml"), manifest("web")).expect("write");
+    write(dir.path(), "api.yaml", manifest("web"));
+    write(dir.path(), "web.yaml", manifest("web"));
 
     let run = wharf_in(dir.path(), &["validate", "."]);
     assert_eq!(run.code, 1);
@@ -98,22 +97,21 @@ fn a_file_may_hold_several_services() {
         manifest("a"),
         manifest("b")
     );
-    fs::write(dir.path().join("stack.yml"), text).expect("write");
+    write(dir.path(), "stack.yml", text);
 
     let run = wharf_in(dir.path(), &["validate", "stack.yml"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.stdout, "2 services in 1 file OK\n");
+    assert_succeeds_with(&run, "2 services in 1 file OK\n");
 }
 
 #[test]
 fn directories_read_only_visible_top_level_yaml_files() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path();
-    fs::write(path.join("web.yaml"), manifest("web")).expect("write");
-    fs::write(path.join("worker.yml"), manifest("worker")).expect("write");
+    write(path, "web.yaml", manifest("web"));
+    write(path, "worker.yml", manifest("worker"));
     // Empty and comment-only files define nothing, without error.
-    fs::write(path.join("empty.yaml"), "").expect("write");
-    fs::write(path.join("comments.yaml"), "# nothing yet\n").expect("write");
+    write(path, "empty.yaml", "");
+    write(path, "comments.yaml", "# nothing yet\n");
     // Leftovers that would be errors (duplicates, broken YAML) if they were read.
     for leftover in [
         ".hidden.yaml",
@@ -126,16 +124,15 @@ fn directories_read_only_visible_top_level_yaml_files() {
         "#web.yaml#",
         "notes.txt",
     ] {
-        fs::write(path.join(leftover), "{ broken").expect("write");
+        write(path, leftover, "{ broken");
     }
     fs::create_dir(path.join("old")).expect("mkdir");
-    fs::write(path.join("old/web.yaml"), manifest("web")).expect("write");
+    write(path, "old/web.yaml", manifest("web"));
     fs::create_dir(path.join(".git")).expect("mkdir");
-    fs::write(path.join(".git/web.yaml"), "{ broken").expect("write");
+    write(path, ".git/web.yaml", "{ broken");
 
     let run = wharf_in(path, &["validate", "."]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.stdout, "2 services in 4 files OK\n");
+    assert_succeeds_with(&run, "2 services in 4 files OK\n");
 }
 
 #[test]
@@ -145,17 +142,12 @@ fn symlinks_are_followed_as_in_a_kubernetes_configmap_mount() {
     // A ConfigMap volume: files are symlinks into ..data, itself a symlink to a
     // timestamped directory that is swapped atomically on update.
     fs::create_dir(path.join("..2026_11_29_10_00_00.1")).expect("mkdir");
-    fs::write(
-        path.join("..2026_11_29_10_00_00.1/web.yaml"),
-        manifest("web"),
-    )
-    .expect("write");
+    write(path, "..2026_11_29_10_00_00.1/web.yaml", manifest("web"));
     symlink("..2026_11_29_10_00_00.1", path.join("..data")).expect("symlink");
     symlink("..data/web.yaml", path.join("web.yaml")).expect("symlink");
 
     let run = wharf_in(path, &["validate", "."]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.stdout, "1 service in 1 file OK\n");
+    assert_succeeds_with(&run, "1 service in 1 file OK\n");
 }
 
 #[test]
@@ -163,7 +155,7 @@ fn bytes_that_are_not_utf8_are_located() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut bytes = manifest("web").into_bytes();
     bytes.extend_from_slice(b"labels: {team: caf\xe9}\n");
-    fs::write(dir.path().join("web.yaml"), bytes).expect("write");
+    write(dir.path(), "web.yaml", bytes);
 
     let run = wharf_in(dir.path(), &["validate", "web.yaml"]);
     assert_eq!(run.code, 1);
