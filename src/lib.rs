@@ -1,4 +1,5 @@
 //! wharf: a declarative container reconciler for one Linux host.
 
 pub mod cli;
+pub mod image;
 pub mod manifest;

@@ -1,15 +1,22 @@
 //! The command line: global options and one module per subcommand.
 
+mod image;
+mod images;
 mod output;
+mod progress;
+mod pull;
 mod schema;
 mod validate;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use output::Palette;
+
+use crate::image::{ImageStore, Registries, INSECURE_REGISTRIES_ENV};
 
 /// Exit codes shared by all commands (documented in the README). A wrong command
 /// line exits with 2, from clap.
@@ -25,7 +32,7 @@ pub mod exit {
     name = "wharf",
     version,
     about = "Declarative container reconciler for one Linux host",
-    after_help = "Examples:\n  wharf validate examples/\n  wharf schema > service.schema.json"
+    after_help = "Examples:\n  wharf validate examples/\n  wharf pull busybox:1.36\n  wharf images"
 )]
 pub struct Cli {
     /// State directory: images, containers, volumes and the state database.
@@ -45,6 +52,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
+    /// A registry (HOST:PORT) to reach over plain HTTP; repeatable. Loopback
+    /// registries always are.
+    #[arg(long = "insecure-registry", global = true, env = INSECURE_REGISTRIES_ENV, value_delimiter = ',')]
+    pub insecure_registries: Vec<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -60,6 +72,9 @@ pub enum ColorChoice {
 pub enum Command {
     Validate(validate::Args),
     Schema(schema::Args),
+    Pull(pull::Args),
+    Images(images::Args),
+    Image(image::Args),
 }
 
 /// Parses the command line and runs the command; returns the process exit code.
@@ -68,6 +83,50 @@ pub fn main() -> ExitCode {
     let code = match &cli.command {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Schema(args) => schema::run(args),
+        Command::Pull(args) => pull::run(&cli, args),
+        Command::Images(args) => images::run(&cli, args),
+        Command::Image(args) => image::run(&cli, args),
     };
     ExitCode::from(code)
+}
+
+/// What commands that touch the host share: the stores under `--root`, registry
+/// clients and an async runtime.
+pub struct Session {
+    pub images: ImageStore,
+    pub registries: Registries,
+    runtime: tokio::runtime::Runtime,
+    errors: Palette,
+}
+
+impl Session {
+    /// Opens the stores, or prints why not and returns the exit code.
+    pub fn open(cli: &Cli) -> Result<Self, u8> {
+        let errors = Palette::for_stderr(cli.color);
+        let fail = |err: &dyn std::error::Error| {
+            output::print_error(err, &errors);
+            exit::FAILURE
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| fail(&err))?;
+        let images = ImageStore::open(&cli.root).map_err(|err| fail(&err))?;
+        Ok(Session {
+            images,
+            registries: Registries::new(cli.insecure_registries.clone()),
+            runtime,
+            errors,
+        })
+    }
+
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Prints the error with its causes; returns the failure exit code.
+    pub fn fail(&self, error: &dyn std::error::Error) -> u8 {
+        output::print_error(error, &self.errors);
+        exit::FAILURE
+    }
 }

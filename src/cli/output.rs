@@ -48,3 +48,29 @@ impl Palette {
         self.paint("1", text)
     }
 }
+
+/// `1.5 MiB`-style sizes.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Prints an error and the chain of its causes to stderr.
+pub fn print_error(error: &dyn std::error::Error, palette: &Palette) {
+    eprintln!("{} {error}", palette.red("error:"));
+    let mut source = error.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
