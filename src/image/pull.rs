@@ -142,7 +142,7 @@ impl ImageStore {
         let stream = registries.blob(image, blob).await?;
         progress.started(&blob.digest, blob.size);
         self.content
-            .write_blob_stream(&blob.digest, stream, &|bytes| {
+            .write_blob_stream(&blob.digest, blob.size, stream, &|bytes| {
                 progress.advanced(&blob.digest, bytes)
             })
             .await

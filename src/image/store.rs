@@ -111,11 +111,13 @@ impl ContentStore {
         self.verify_and_commit(tmp.into_temp_path(), digest, actual)
     }
 
-    /// Streams a blob into a temporary file, hashing as it goes, and moves it under
-    /// its digest only once complete and verified. `advance` is told each chunk's size.
+    /// Streams a blob of `size` bytes into a temporary file, hashing as it goes, and
+    /// moves it under its digest only once complete and verified. `advance` is told
+    /// each chunk's size.
     pub async fn write_blob_stream<S>(
         &self,
         digest: &Digest,
+        size: u64,
         mut stream: S,
         advance: &(dyn Fn(u64) + Sync),
     ) -> Result<(), StoreError>
@@ -126,20 +128,27 @@ impl ContentStore {
             .map_err(self.io_error(&self.tmp))?
             .into_parts();
         let mut file = tokio::fs::File::from_std(file);
+        let mut hasher = Hasher::default();
+        let mut received = 0u64;
         let result = async {
-            let mut hasher = Hasher::default();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
                 hasher.update(&chunk);
+                received += chunk.len() as u64;
                 tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
                 advance(chunk.len() as u64);
             }
-            file.sync_all().await?;
-            Ok::<_, io::Error>(hasher.finish())
+            file.sync_all().await
         }
         .await;
         match result {
-            Ok(actual) => self.verify_and_commit(tmp, digest, actual),
+            Ok(()) => self.verify_and_commit(tmp, digest, hasher.finish()),
+            // The client checks digests too and fails the stream at its end; report
+            // that as the mismatch it is.
+            Err(_) if received == size => Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual: hasher.finish(),
+            }),
             Err(source) => Err(StoreError::Download {
                 digest: digest.clone(),
                 source,

@@ -1,0 +1,9 @@
+//! Images against a real registry and real overlay mounts (run as root).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod layers;
+mod pulls;
+mod unpack_safety;
+mod whiteouts;

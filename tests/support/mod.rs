@@ -1,0 +1,106 @@
+//! A real registry for tests: Debian's docker-registry on a loopback port, with the
+//! test images that `tests/support/test-registry` builds offline and pushes.
+
+#![allow(dead_code)] // Each test crate uses a different part.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub struct TestRegistry {
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub dir: PathBuf,
+    _keep: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    /// One registry with the test images for the whole test process; it stops by
+    /// itself when the process exits.
+    pub fn shared() -> &'static TestRegistry {
+        static SHARED: OnceLock<TestRegistry> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let registry = TestRegistry::start();
+            script(&[
+                "push-images",
+                &registry.dir.display().to_string(),
+                &registry.addr,
+            ]);
+            registry
+        })
+    }
+
+    /// An empty registry of its own, for tests that damage what it stores.
+    pub fn start() -> TestRegistry {
+        let keep = tempfile::tempdir().expect("temp dir for the registry");
+        let dir = keep.path().to_owned();
+        let addr = script(&[
+            "start",
+            &dir.display().to_string(),
+            &std::process::id().to_string(),
+        ]);
+        TestRegistry {
+            addr,
+            dir,
+            _keep: keep,
+        }
+    }
+
+    /// `ADDR/test/NAME`, e.g. `image("busybox:1")`.
+    pub fn image(&self, name: &str) -> String {
+        format!("{}/test/{name}", self.addr)
+    }
+
+    /// Copies an image from another registry into this one.
+    pub fn copy_from(&self, other: &TestRegistry, name: &str) {
+        run(Command::new("skopeo").args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{}", other.image(name)),
+            &format!("docker://{}", self.image(name)),
+        ]));
+    }
+
+    /// The file in the registry's storage that holds blob `digest`.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    pub fn stop(&self) {
+        script(&["stop", &self.dir.display().to_string()]);
+    }
+}
+
+fn script(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/test-registry");
+    run(Command::new("bash").arg(script).args(args))
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command.output().expect("helper runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `skopeo inspect` of an image in an OCI layout, as JSON.
+pub fn skopeo_inspect_layout(layout: &Path, name: &str) -> serde_json::Value {
+    let out =
+        run(Command::new("skopeo").args(["inspect", &format!("oci:{}:{name}", layout.display())]));
+    serde_json::from_str(&out).expect("skopeo prints JSON")
+}
+
+/// Runs skopeo with `args` (e.g. to write a layout or archive for import tests).
+pub fn skopeo(args: &[&str]) {
+    run(Command::new("skopeo").args(args));
+}
