@@ -54,7 +54,7 @@ fn whiteouts_and_opaque_directories_merge_as_overlayfs_expects() {
     assert!(whiteout.file_type().is_char_device());
     assert_eq!(whiteout.rdev(), 0);
     let opaque = rustix::fs::getxattr(
-        &upper_layer.join("app"),
+        upper_layer.join("app"),
         "trusted.overlay.opaque",
         &mut [0u8; 8],
     )
