@@ -15,6 +15,7 @@ pub fn wharf_in(dir: &Path, args: &[&str]) -> Run {
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        .env_remove("WHARF_ROOT")
         .output()
         .expect("the wharf binary runs");
     Run {
@@ -43,4 +44,11 @@ pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) {
 pub fn assert_succeeds_with(run: &Run, stdout: &str) {
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
     assert_eq!(run.stdout, stdout);
+}
+
+/// Runs `wharf --root ROOT ARGS...` from the repository root.
+pub fn wharf_at(root: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["--root", root.to_str().expect("UTF-8 temp path")];
+    all.extend_from_slice(args);
+    wharf(&all)
 }

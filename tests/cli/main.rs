@@ -1,5 +1,9 @@
 //! Tests that run the real `wharf` binary, one module per command.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod common;
+mod images;
 mod schema;
 mod validate;

@@ -1,0 +1,208 @@
+//! `wharf pull`, `wharf images` and `wharf image ...` against a real registry.
+
+use crate::common::{wharf_at, Run};
+use crate::support::{skopeo, TestRegistry};
+
+fn ok(run: &Run) -> &str {
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    &run.stdout
+}
+
+#[test]
+fn pull_shows_progress_lines_and_images_lists_the_result() {
+    let registry = TestRegistry::shared();
+    let root = tempfile::tempdir().expect("root");
+    let image = registry.image("busybox:1");
+
+    let run = wharf_at(root.path(), &["pull", &image]);
+    assert!(
+        ok(&run).starts_with(&format!("pulled {image} (sha256:")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.trim_end().ends_with("1.0 MiB)"),
+        "{}",
+        run.stdout
+    );
+    // Without a terminal, progress is plain lines on stderr.
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("pulling sha256:")),
+        "{}",
+        run.stderr
+    );
+
+    let run = wharf_at(root.path(), &["images"]);
+    let lines: Vec<&str> = ok(&run).lines().collect();
+    assert!(lines[0].starts_with("REFERENCE"), "{}", run.stdout);
+    assert!(lines[1].starts_with(&image), "{}", run.stdout);
+
+    let run = wharf_at(root.path(), &["images", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(ok(&run)).expect("JSON");
+    assert_eq!(rows[0]["reference"], image.as_str());
+    assert!(rows[0]["digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    assert!(rows[0]["size"]
+        .as_u64()
+        .is_some_and(|size| size > 1_000_000));
+    assert!(rows[0]["pulled"].is_string());
+
+    // Already present: --if-not-present does not download again.
+    let run = wharf_at(root.path(), &["pull", "--if-not-present", &image]);
+    ok(&run);
+    assert!(!run.stderr.contains("pulling"), "{}", run.stderr);
+}
+
+#[test]
+fn pull_errors_name_the_image_and_registry_and_print_the_causes() {
+    let root = tempfile::tempdir().expect("root");
+    let run = wharf_at(root.path(), &["pull", "127.0.0.1:9/nothing:1"]);
+    assert_eq!(run.code, 1);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        lines[0],
+        "error: cannot pull 127.0.0.1:9/nothing:1 from 127.0.0.1:9"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("  caused by:") && l.contains("Connection refused")),
+        "{}",
+        run.stderr
+    );
+
+    let run = wharf_at(root.path(), &["pull", "Not/A/Valid:Name"]);
+    assert_eq!(
+        run.code, 2,
+        "an invalid reference is a usage error: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn tag_and_rm_manage_names() {
+    let registry = TestRegistry::shared();
+    let root = tempfile::tempdir().expect("root");
+    let image = registry.image("busybox:1");
+    ok(&wharf_at(root.path(), &["pull", &image]));
+
+    let run = wharf_at(root.path(), &["image", "tag", &image, "web:stable"]);
+    assert_eq!(
+        ok(&run),
+        format!("tagged {image} as docker.io/library/web:stable\n")
+    );
+    let listed = wharf_at(root.path(), &["images"]).stdout;
+    assert!(listed.contains("docker.io/library/web:stable"), "{listed}");
+
+    ok(&wharf_at(root.path(), &["image", "rm", "web:stable"]));
+    let run = wharf_at(root.path(), &["image", "rm", "web:stable"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("no image docker.io/library/web:stable is stored locally"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn prune_frees_what_no_name_uses_and_keeps_the_rest() {
+    let registry = TestRegistry::shared();
+    let root = tempfile::tempdir().expect("root");
+    let (busybox, layered) = (registry.image("busybox:1"), registry.image("layered:1"));
+    ok(&wharf_at(root.path(), &["pull", &busybox]));
+    ok(&wharf_at(root.path(), &["pull", &layered]));
+    let layer_dirs = || {
+        std::fs::read_dir(root.path().join("layers/sha256"))
+            .expect("layers")
+            .count()
+    };
+    assert_eq!(layer_dirs(), 3, "layered shares busybox's layer");
+
+    let run = wharf_at(root.path(), &["image", "prune"]);
+    assert!(
+        ok(&run).starts_with("freed 0 B: 0 blobs, 0 layers"),
+        "{}",
+        run.stdout
+    );
+
+    ok(&wharf_at(root.path(), &["image", "rm", &layered]));
+    let run = wharf_at(root.path(), &["image", "prune"]);
+    // layered's manifest, config and two own layers; its first layer is busybox's.
+    assert!(ok(&run).contains(": 4 blobs, 2 layers"), "{}", run.stdout);
+    assert_eq!(layer_dirs(), 1);
+
+    // busybox is intact: present without downloading anything.
+    let run = wharf_at(root.path(), &["pull", "--if-not-present", &busybox]);
+    ok(&run);
+    assert!(!run.stderr.contains("pulling"), "{}", run.stderr);
+}
+
+#[test]
+fn import_reads_layouts_and_archives_written_by_skopeo() {
+    let registry = TestRegistry::shared();
+    let root = tempfile::tempdir().expect("root");
+    let work = tempfile::tempdir().expect("work");
+    let layout = work.path().join("layout");
+    let archive = work.path().join("busybox.tar");
+    let source = format!("docker://{}", registry.image("busybox:1"));
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &source,
+        &format!("oci:{}:imported:1", layout.display()),
+    ]);
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &source,
+        &format!("oci-archive:{}:archived:2", archive.display()),
+    ]);
+
+    let run = wharf_at(
+        root.path(),
+        &["image", "import", layout.to_str().expect("UTF-8")],
+    );
+    assert_eq!(ok(&run), "imported docker.io/library/imported:1\n");
+    let run = wharf_at(
+        root.path(),
+        &["image", "import", archive.to_str().expect("UTF-8")],
+    );
+    assert_eq!(ok(&run), "imported docker.io/library/archived:2\n");
+    let run = wharf_at(
+        root.path(),
+        &[
+            "image",
+            "import",
+            archive.to_str().expect("UTF-8"),
+            "--name",
+            "registry.lan/web:1.4",
+        ],
+    );
+    assert_eq!(ok(&run), "imported registry.lan/web:1.4\n");
+
+    // Imported images run offline: present for `never`-style lookups.
+    let run = wharf_at(
+        root.path(),
+        &["pull", "--if-not-present", "registry.lan/web:1.4"],
+    );
+    ok(&run);
+    assert_eq!(
+        std::fs::read_dir(root.path().join("layers/sha256"))
+            .expect("layers")
+            .count(),
+        1
+    );
+
+    let run = wharf_at(root.path(), &["image", "import", "/nonexistent.tar"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("not an OCI layout directory or oci-archive"),
+        "{}",
+        run.stderr
+    );
+}
