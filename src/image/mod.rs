@@ -172,10 +172,13 @@ impl ImageStore {
             .annotations
             .insert(ANNOTATION_REF_NAME.into(), name.to_owned());
         self.content
-            .update_index(|index| {
-                index.manifests.retain(|d| d.ref_name() != Some(name));
-                index.manifests.push(descriptor);
-                Ok(())
+            .sync()
+            .and_then(|()| {
+                self.content.update_index(|index| {
+                    index.manifests.retain(|d| d.ref_name() != Some(name));
+                    index.manifests.push(descriptor);
+                    Ok(())
+                })
             })
             .map_err(|source| ImageError::Store {
                 image: name.to_owned(),

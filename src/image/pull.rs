@@ -12,7 +12,7 @@ use super::oci::{
 };
 use super::registry::Registries;
 use super::store::temp_dir;
-use super::unpack::unpack_layer;
+use super::unpack::{unpack_layer, unpack_layer_from};
 use super::{ImageStore, LocalImage};
 use crate::manifest::{ImageRef, PullPolicy};
 
@@ -88,15 +88,7 @@ impl ImageStore {
             });
         }
         futures_util::stream::iter(manifest.layers.iter().zip(&config.rootfs.diff_ids))
-            .map(|(layer, diff_id)| async move {
-                self.fetch_blob(registries, image, layer, progress).await?;
-                self.ensure_layer(layer, diff_id)
-                    .await
-                    .map_err(|source| ImageError::Store {
-                        image: image.to_string(),
-                        source,
-                    })
-            })
+            .map(|(layer, diff_id)| self.fetch_layer(registries, image, layer, diff_id, progress))
             .buffer_unordered(CONCURRENT_LAYERS)
             .try_collect::<Vec<()>>()
             .await?;
@@ -154,6 +146,88 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Makes a layer's blob and directory present. When both are missing, the blob
+    /// is unpacked while it downloads, so a pull takes about as long as the slower
+    /// of the two instead of their sum.
+    async fn fetch_layer(
+        &self,
+        registries: &Registries,
+        image: &ImageRef,
+        blob: &Descriptor,
+        diff_id: &Digest,
+        progress: &dyn PullProgress,
+    ) -> Result<(), ImageError> {
+        let store_error = |source| ImageError::Store {
+            image: image.to_string(),
+            source,
+        };
+        // Blob before layer, as when fetch_blob and ensure_layer run one after the other.
+        let blob_guard = self.in_flight.lock(format!("blob {}", blob.digest)).await;
+        let layer_guard = self.in_flight.lock(format!("layer {diff_id}")).await;
+        if self.content.has_blob(&blob.digest) || self.layer_dir(diff_id).is_dir() {
+            drop((layer_guard, blob_guard));
+            self.fetch_blob(registries, image, blob, progress).await?;
+            return self.ensure_layer(blob, diff_id).await.map_err(store_error);
+        }
+        let compression = Compression::of_layer(&blob.media_type)
+            .ok_or_else(|| StoreError::UnsupportedLayer {
+                digest: blob.digest.clone(),
+                media_type: blob.media_type.clone(),
+            })
+            .map_err(store_error)?;
+
+        let (sender, receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+        let unpacking = {
+            let (tmp_root, digest, diff_id) =
+                (self.tmp.clone(), blob.digest.clone(), diff_id.clone());
+            tokio::task::spawn_blocking(move || {
+                let tmp = temp_dir(&tmp_root, "layer").map_err(|source| StoreError::Io {
+                    path: tmp_root,
+                    source,
+                })?;
+                unpack_layer_from(
+                    ChannelReader::new(receiver),
+                    compression,
+                    &diff_id,
+                    tmp.path(),
+                )
+                .map_err(|source| StoreError::Unpack { digest, source })?;
+                Ok::<_, StoreError>(tmp)
+            })
+        };
+        let stream = registries.blob(image, blob).await?.then(move |chunk| {
+            let sender = sender.clone();
+            async move {
+                if let Ok(bytes) = &chunk {
+                    // A closed channel means the unpacker failed; its error is reported below.
+                    let _ = sender.send(bytes.clone()).await;
+                }
+                chunk
+            }
+        });
+        progress.started(&blob.digest, blob.size);
+        let downloaded = self
+            .content
+            .write_blob_stream(&blob.digest, blob.size, Box::pin(stream), &|bytes| {
+                progress.advanced(&blob.digest, bytes)
+            })
+            .await;
+        let unpacked = unpacking.await.map_err(|err| StoreError::Io {
+            path: self.layer_dir(diff_id),
+            source: std::io::Error::other(err),
+        });
+        downloaded.map_err(store_error)?;
+        progress.finished(&blob.digest);
+        let tmp = unpacked.and_then(|result| result).map_err(store_error)?;
+        let target = self.layer_dir(diff_id);
+        fs::rename(tmp.path(), &target).map_err(|source| {
+            store_error(StoreError::Io {
+                path: target,
+                source,
+            })
+        })
+    }
+
     /// Unpacks a stored layer blob into its directory unless that exists. It is
     /// unpacked in a temporary directory and renamed when complete and verified.
     pub(super) async fn ensure_layer(
@@ -198,4 +272,34 @@ impl ImageStore {
 
 pub(super) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Reads the chunks a download sends, as the unpacker's input.
+struct ChannelReader {
+    receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl ChannelReader {
+    fn new(receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Self {
+        ChannelReader {
+            receiver,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
 }

@@ -7,7 +7,8 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use futures_util::{Stream, StreamExt};
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::{flock, syncfs, FlockOperation};
+use tokio::io::AsyncWriteExt;
 
 use super::digest::{Digest, Hasher};
 use super::error::StoreError;
@@ -104,7 +105,6 @@ impl ContentStore {
                 hasher.update(&buffer[..n]);
                 tmp.write_all(&buffer[..n])?;
             }
-            tmp.as_file().sync_all()?;
             Ok(hasher.finish())
         };
         let actual = copy().map_err(self.io_error(&self.tmp))?;
@@ -135,10 +135,10 @@ impl ContentStore {
                 let chunk = chunk?;
                 hasher.update(&chunk);
                 received += chunk.len() as u64;
-                tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+                file.write_all(&chunk).await?;
                 advance(chunk.len() as u64);
             }
-            file.sync_all().await
+            file.flush().await
         }
         .await;
         match result {
@@ -207,6 +207,17 @@ impl ContentStore {
             .manifests
             .into_iter()
             .find(|d| d.ref_name() == Some(name)))
+    }
+
+    /// Makes every blob written so far durable. Blobs are not synced one by one
+    /// (renaming a complete file is enough against a killed process); this one
+    /// syncfs before a name is recorded covers a power loss too.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let dir = File::open(&self.dir).map_err(self.io_error(&self.dir))?;
+        syncfs(&dir).map_err(|errno| StoreError::Io {
+            path: self.dir.clone(),
+            source: errno.into(),
+        })
     }
 
     /// Changes index.json under an exclusive lock, replacing it atomically.

@@ -37,8 +37,18 @@ pub fn unpack_layer(
     dest: &Path,
 ) -> Result<(), UnpackError> {
     let file = File::open(blob).map_err(UnpackError::io("open the layer blob"))?;
-    let buffered = BufReader::with_capacity(256 * 1024, file);
-    let decompressed: Box<dyn Read> = match compression {
+    unpack_layer_from(file, compression, diff_id, dest)
+}
+
+/// Like [`unpack_layer`], reading the blob from `blob` (e.g. while it downloads).
+pub fn unpack_layer_from(
+    blob: impl Read,
+    compression: Compression,
+    diff_id: &Digest,
+    dest: &Path,
+) -> Result<(), UnpackError> {
+    let buffered = BufReader::with_capacity(256 * 1024, blob);
+    let decompressed: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
         Compression::Zstd => Box::new(
@@ -103,6 +113,9 @@ struct Extractor {
     root: Root,
     /// Directory mtimes are set last: creating entries inside changes them.
     dir_times: Vec<(Vec<OsString>, u64)>,
+    /// The last parent directory resolved: archives list a directory's entries
+    /// together, and resolving through pathrs costs dozens of syscalls.
+    last_parent: Option<(Vec<OsString>, pathrs::Handle)>,
 }
 
 impl Extractor {
@@ -112,6 +125,7 @@ impl Extractor {
             dest: dest.to_owned(),
             root,
             dir_times: Vec::new(),
+            last_parent: None,
         })
     }
 
@@ -134,11 +148,7 @@ impl Extractor {
             }
             return Ok(());
         };
-        let parent_path = join(parent);
-        let parent_dir = self
-            .root
-            .mkdir_all(&parent_path, &std::fs::Permissions::from_mode(0o755))
-            .map_err(UnpackError::resolve(&parent_path))?;
+        let parent_dir = self.parent_dir(parent)?;
         let name_bytes = name.as_bytes();
 
         if name_bytes == OPAQUE_MARKER {
@@ -289,14 +299,47 @@ impl Extractor {
         Ok(())
     }
 
+    /// The directory `parent` inside the root, created if missing. The cached handle
+    /// is dropped whenever an entry replaces that directory or one above it, so it
+    /// always names what the path resolves to now.
+    fn parent_dir(&mut self, parent: &[OsString]) -> Result<pathrs::Handle, UnpackError> {
+        if let Some((cached, handle)) = &self.last_parent {
+            if cached == parent {
+                return handle
+                    .try_clone()
+                    .map_err(UnpackError::resolve(&join(parent)));
+            }
+        }
+        let path = join(parent);
+        let handle = self
+            .root
+            .mkdir_all(&path, &std::fs::Permissions::from_mode(0o755))
+            .map_err(UnpackError::resolve(&path))?;
+        let cached = handle.try_clone().map_err(UnpackError::resolve(&path))?;
+        self.last_parent = Some((parent.to_vec(), cached));
+        Ok(handle)
+    }
+
+    /// Forgets the cached parent if `parts` is it or one of its ancestors.
+    fn invalidate_parent(&mut self, parts: &[OsString]) {
+        if let Some((cached, _)) = &self.last_parent {
+            if cached.starts_with(parts) {
+                self.last_parent = None;
+            }
+        }
+    }
+
     /// Removes whatever is at `parent/name` (a later entry replaces an earlier one).
     fn remove_existing(
-        &self,
+        &mut self,
         parent_dir: &pathrs::Handle,
         parent: &[OsString],
         name: &OsStr,
     ) -> Result<(), UnpackError> {
         let path = join(parent).join(name);
+        let mut replaced = parent.to_vec();
+        replaced.push(name.to_owned());
+        self.invalidate_parent(&replaced);
         match fs::unlinkat(parent_dir, name, AtFlags::empty()) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::NOENT) => Ok(()),
