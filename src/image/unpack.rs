@@ -233,13 +233,7 @@ impl Extractor {
                     AtFlags::SYMLINK_NOFOLLOW,
                 )
                 .map_err(created("set owner"))?;
-                fs::utimensat(
-                    &parent_dir,
-                    name.as_os_str(),
-                    &timestamps(meta.mtime),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(created("set times"))?;
+                set_times(&parent_dir, name, meta.mtime, &path)?;
             }
             tar::EntryType::Link => {
                 let target_raw = entry.link_name_bytes().ok_or_else(|| {
@@ -284,13 +278,7 @@ impl Extractor {
                 )
                 .map_err(created("create device node"))?;
                 set_owner_and_mode(&parent_dir, name, &meta, &path)?;
-                fs::utimensat(
-                    &parent_dir,
-                    name.as_os_str(),
-                    &timestamps(meta.mtime),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(created("set times"))?;
+                set_times(&parent_dir, name, meta.mtime, &path)?;
             }
             // PAX and GNU long-name headers are consumed by the tar crate; nothing
             // else (sockets, volume labels) belongs in a layer.
@@ -414,6 +402,21 @@ fn set_owner_and_mode(
         AtFlags::empty(),
     )
     .map_err(UnpackError::sys("set mode", path))
+}
+
+fn set_times(
+    parent_dir: &pathrs::Handle,
+    name: &OsStr,
+    mtime: u64,
+    path: &Path,
+) -> Result<(), UnpackError> {
+    fs::utimensat(
+        parent_dir,
+        name,
+        &timestamps(mtime),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(UnpackError::sys("set times", path))
 }
 
 fn set_xattrs(file: &File, meta: &Metadata, path: &Path) -> Result<(), UnpackError> {
