@@ -11,11 +11,17 @@ pub struct Run {
 
 /// Runs `wharf ARGS...` in `dir` without colour and returns what it printed.
 pub fn wharf_in(dir: &Path, args: &[&str]) -> Run {
+    wharf_with_env(dir, args, &[])
+}
+
+/// Like [`wharf_in`], with extra environment variables.
+pub fn wharf_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let output: Output = Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env_remove("WHARF_ROOT")
+        .envs(env.iter().copied())
         .output()
         .expect("the wharf binary runs");
     Run {

@@ -1,6 +1,8 @@
 //! `wharf pull`, `wharf images` and `wharf image ...` against a real registry.
 
-use crate::common::{wharf_at, Run};
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::{wharf_at, wharf_with_env, Run};
 use crate::support::{skopeo, TestRegistry};
 
 fn ok(run: &Run) -> &str {
@@ -205,4 +207,62 @@ fn import_reads_layouts_and_archives_written_by_skopeo() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn authenticated_pulls_use_the_docker_config_and_its_credential_helpers() {
+    let shared = TestRegistry::shared();
+    let registry = TestRegistry::start_with_login("wharf:s3cret");
+    registry.copy_from(shared, "busybox:1");
+    let image = registry.image("busybox:1");
+    let home = tempfile::tempdir().expect("docker config dir");
+    let config = home.path().join("config.json");
+    let docker_config = home.path().to_str().expect("UTF-8");
+    let pull = |root: &std::path::Path, path: &str| {
+        let root = root.to_str().expect("UTF-8");
+        wharf_with_env(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+            &["--root", root, "pull", &image],
+            &[("DOCKER_CONFIG", docker_config), ("PATH", path)],
+        )
+    };
+    let system_path = std::env::var("PATH").unwrap_or_default();
+
+    // No credentials: the registry refuses, and the error says so.
+    let root = tempfile::tempdir().expect("root");
+    let run = pull(root.path(), &system_path);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("Not authorized"), "{}", run.stderr);
+
+    // An `auths` entry, as `docker login` writes it (base64 of wharf:s3cret).
+    std::fs::write(
+        &config,
+        format!(r#"{{"auths": {{"{}": {{"auth": "d2hhcmY6czNjcmV0"}}}}}}"#, registry.addr),
+    )
+    .expect("write config");
+    let root = tempfile::tempdir().expect("root");
+    ok(&pull(root.path(), &system_path));
+
+    // A credential helper: docker-credential-<name> on PATH answers `get`.
+    let bin = home.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let helper = bin.join("docker-credential-wharftest");
+    std::fs::write(
+        &helper,
+        r#"#!/bin/sh
+read server
+printf '{"ServerURL":"%s","Username":"wharf","Secret":"s3cret"}' "$server"
+"#,
+    )
+    .expect("write helper");
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(
+        &config,
+        format!(r#"{{"credHelpers": {{"{}": "wharftest"}}}}"#, registry.addr),
+    )
+    .expect("write config");
+    let root = tempfile::tempdir().expect("root");
+    let path = format!("{}:{system_path}", bin.display());
+    ok(&pull(root.path(), &path));
+    registry.stop();
 }

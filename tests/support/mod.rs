@@ -11,6 +11,8 @@ pub struct TestRegistry {
     /// `127.0.0.1:PORT`
     pub addr: String,
     pub dir: PathBuf,
+    /// `USER:PASSWORD` when the registry requires a login.
+    pub login: Option<String>,
     _keep: tempfile::TempDir,
 }
 
@@ -32,16 +34,25 @@ impl TestRegistry {
 
     /// An empty registry of its own, for tests that damage what it stores.
     pub fn start() -> TestRegistry {
+        Self::start_with(None)
+    }
+
+    /// An empty registry that requires the login `user:password`.
+    pub fn start_with_login(login: &str) -> TestRegistry {
+        Self::start_with(Some(login))
+    }
+
+    fn start_with(login: Option<&str>) -> TestRegistry {
         let keep = tempfile::tempdir().expect("temp dir for the registry");
         let dir = keep.path().to_owned();
-        let addr = script(&[
-            "start",
-            &dir.display().to_string(),
-            &std::process::id().to_string(),
-        ]);
+        let owner = std::process::id().to_string();
+        let mut args = vec!["start", dir.to_str().expect("UTF-8 temp path"), &owner];
+        args.extend(login);
+        let addr = script(&args);
         TestRegistry {
             addr,
             dir,
+            login: login.map(str::to_owned),
             _keep: keep,
         }
     }
@@ -53,14 +64,14 @@ impl TestRegistry {
 
     /// Copies an image from another registry into this one.
     pub fn copy_from(&self, other: &TestRegistry, name: &str) {
-        run(Command::new("skopeo").args([
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            &format!("docker://{}", other.image(name)),
-            &format!("docker://{}", self.image(name)),
-        ]));
+        let mut copy = Command::new("skopeo");
+        copy.args(["copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"]);
+        if let Some(login) = &self.login {
+            copy.args(["--dest-creds", login]);
+        }
+        copy.arg(format!("docker://{}", other.image(name)))
+            .arg(format!("docker://{}", self.image(name)));
+        run(&mut copy);
     }
 
     /// The file in the registry's storage that holds blob `digest`.
