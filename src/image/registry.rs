@@ -65,8 +65,9 @@ impl Registries {
                 |(h, _)| h,
             );
         host == "localhost"
-            || host == "::1"
-            || host.starts_with("127.")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
             || self.insecure.iter().any(|insecure| insecure == registry)
     }
 
@@ -285,4 +286,33 @@ fn credentials(registry: &str) -> Result<RegistryAuth, String> {
 fn install_crypto_provider() {
     // Fails only when one is installed already, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_listed_registries_use_plain_http() {
+        let registries = Registries::new(vec!["registry.lan:5000".into()]);
+        for plain in [
+            "127.0.0.1:5000",
+            "127.0.0.2",
+            "localhost:5000",
+            "localhost",
+            "[::1]:5000",
+            "registry.lan:5000",
+        ] {
+            assert!(registries.plain_http(plain), "{plain}");
+        }
+        for tls in [
+            "docker.io",
+            "registry.lan",
+            "registry.lan:5001",
+            "ghcr.io",
+            "127.example.com",
+        ] {
+            assert!(!registries.plain_http(tls), "{tls}");
+        }
+    }
 }

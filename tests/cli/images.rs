@@ -135,6 +135,20 @@ fn prune_frees_what_no_name_uses_and_keeps_the_rest() {
     assert!(ok(&run).contains(": 4 blobs, 2 layers"), "{}", run.stdout);
     assert_eq!(layer_dirs(), 1);
 
+    // Leftovers of pulls whose process died are removed too; a live one's are kept.
+    let tmp = root.path().join("tmp");
+    std::fs::write(tmp.join("blob-999999999-abc"), "partial").expect("write");
+    std::fs::create_dir(tmp.join("layer-999999999-def")).expect("mkdir");
+    let live = tmp.join(format!("blob-{}-ghi", std::process::id()));
+    std::fs::write(&live, "in progress").expect("write");
+    let run = wharf_at(root.path(), &["image", "prune"]);
+    assert!(
+        ok(&run).contains(": 0 blobs, 0 layers, 2 leftovers"),
+        "{}",
+        run.stdout
+    );
+    assert!(live.exists());
+
     // busybox is intact: present without downloading anything.
     let run = wharf_at(root.path(), &["pull", "--if-not-present", &busybox]);
     ok(&run);
@@ -237,7 +251,10 @@ fn authenticated_pulls_use_the_docker_config_and_its_credential_helpers() {
     // An `auths` entry, as `docker login` writes it (base64 of wharf:s3cret).
     std::fs::write(
         &config,
-        format!(r#"{{"auths": {{"{}": {{"auth": "d2hhcmY6czNjcmV0"}}}}}}"#, registry.addr),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "d2hhcmY6czNjcmV0"}}}}}}"#,
+            registry.addr
+        ),
     )
     .expect("write config");
     let root = tempfile::tempdir().expect("root");

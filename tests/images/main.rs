@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod compression;
 mod layers;
 mod pulls;
 mod unpack_safety;

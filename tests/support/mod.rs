@@ -65,7 +65,12 @@ impl TestRegistry {
     /// Copies an image from another registry into this one.
     pub fn copy_from(&self, other: &TestRegistry, name: &str) {
         let mut copy = Command::new("skopeo");
-        copy.args(["copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"]);
+        copy.args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ]);
         if let Some(login) = &self.login {
             copy.args(["--dest-creds", login]);
         }
