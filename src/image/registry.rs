@@ -149,17 +149,6 @@ impl Registries {
         parse_manifest(image, bytes, digest, resolved)
     }
 
-    /// The digest `image` resolves to at its registry now (a HEAD request).
-    pub async fn current_digest(&self, image: &ImageRef) -> Result<Digest, ImageError> {
-        let client = self.client(&image.registry);
-        let auth = credentials(&image.registry).map_err(|err| Self::error(image, err))?;
-        let digest = client
-            .fetch_manifest_digest(&to_reference(image), &auth)
-            .await
-            .map_err(|err| Self::error(image, err))?;
-        Digest::parse(&digest).map_err(|err| Self::error(image, err))
-    }
-
     /// Streams one blob of `image`. The caller verifies the digest.
     pub async fn blob(
         &self,
