@@ -3,3 +3,4 @@
 pub mod cli;
 pub mod image;
 pub mod manifest;
+pub mod runtime;

@@ -1,0 +1,653 @@
+//! The runtime on youki's libcontainer.
+//!
+//! Layout under the wharf root:
+//! - `containers/<id>/`: the bundle (config.json), the overlay rootfs with its upper
+//!   and work dirs, `etc/` (hosts, hostname, resolv.conf), anonymous volumes,
+//!   `output.log` (stdout and stderr), `init` (pid and its start time), `started`,
+//!   `exit` (code and time, once seen);
+//! - `state/<id>/`: libcontainer's state;
+//! - `volumes/<name>/`: named volumes, kept when containers go.
+//!
+//! Container ids are `<service>-<slot>-<6 hex>`, so a replacement can exist beside
+//! the container it replaces; the hostname is `<service>-<slot>`.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal;
+use pathrs::Root;
+
+use super::config::{annotation, command_line, runtime_config, HostFacts, MountSource};
+use super::error::RuntimeError;
+use super::logs::Logs;
+use super::netns::bring_up_loopback;
+use super::process::{is_exited_unreaped, is_same_process, start_time};
+use super::reaper::Reaper;
+use super::users::resolve_user;
+use super::{ContainerStatus, CreateRequest, ObservedContainer, Runtime};
+use crate::image::{mount_rootfs, unmount_rootfs};
+use crate::manifest::{Network, ServiceSpec, VolumeKind};
+
+/// libcontainer's build and start change the whole process's working directory:
+/// one at a time, with absolute paths only.
+static LIBCONTAINER: Mutex<()> = Mutex::new(());
+
+/// How long a killed container may take to disappear.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct LibcontainerRuntime {
+    containers: PathBuf,
+    state: PathBuf,
+    volumes: PathBuf,
+}
+
+/// What `exec` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl LibcontainerRuntime {
+    pub fn open(root: &Path) -> Result<Self, RuntimeError> {
+        fs::create_dir_all(root).map_err(RuntimeError::io(root))?;
+        let root = root.canonicalize().map_err(RuntimeError::io(root))?;
+        let runtime = LibcontainerRuntime {
+            containers: root.join("containers"),
+            state: root.join("state"),
+            volumes: root.join("volumes"),
+        };
+        for dir in [&runtime.containers, &runtime.state, &runtime.volumes] {
+            fs::create_dir_all(dir).map_err(RuntimeError::io(dir))?;
+        }
+        Ok(runtime)
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers.join(id)
+    }
+
+    pub fn logs(&self, id: &str) -> Logs {
+        Logs::new(self.container_dir(id).join("output.log"))
+    }
+
+    /// The named volume directory for `name`.
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.volumes.join(name)
+    }
+
+    fn create_blocking(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
+        let service = &request.service;
+        let hostname = format!("{}-{}", service.name, request.slot);
+        let id = format!("{hostname}-{}", random_suffix());
+        let dir = self.container_dir(&id);
+        let cgroups_path = format!("/wharf/{id}");
+        let what = format!("service {}, replica {}", service.name, request.slot);
+        fs::create_dir(&dir).map_err(RuntimeError::io(&dir))?;
+        match self.build(request, &id, &hostname, &dir, &cgroups_path) {
+            Ok(()) => Ok(id),
+            Err(message) => {
+                self.cleanup(&id, &cgroups_path);
+                Err(RuntimeError::Container { what, message })
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        request: &CreateRequest,
+        id: &str,
+        hostname: &str,
+        dir: &Path,
+        cgroups_path: &str,
+    ) -> Result<(), String> {
+        let service = &request.service;
+        let image = &request.image;
+        let rootfs = mount_rootfs(&request.layers, dir)
+            .map_err(|err| format!("cannot mount the root filesystem: {err}"))?
+            .rootfs;
+        let image_user = image.config.config.as_ref().and_then(|c| c.user.clone());
+        let user = resolve_user(&rootfs, service.user.as_deref().or(image_user.as_deref()))?;
+        let args = command_line(service, &image.config).map_err(|err| err.to_string())?;
+        check_executable(&rootfs, &args[0], service, &image.config)?;
+        let mounts = self.volume_sources(service, dir)?;
+        let etc_dir = dir.join("etc");
+        write_etc_files(&etc_dir, hostname, service.network)
+            .map_err(|err| format!("cannot write /etc files: {err}"))?;
+
+        let mut annotations = BTreeMap::from([
+            (annotation::SERVICE.to_owned(), service.name.clone()),
+            (annotation::SLOT.to_owned(), request.slot.to_string()),
+            (
+                annotation::SPEC_HASH.to_owned(),
+                request.spec_hash.to_string(),
+            ),
+            (annotation::IMAGE.to_owned(), image.name.clone()),
+            (
+                annotation::IMAGE_DIGEST.to_owned(),
+                image.digest().to_string(),
+            ),
+            (
+                annotation::SPEC.to_owned(),
+                serde_json::to_string(service).unwrap_or_default(),
+            ),
+        ]);
+        if let Some(manifest) = &request.manifest {
+            annotations.insert(
+                annotation::MANIFEST.to_owned(),
+                manifest.display().to_string(),
+            );
+            if let Some(parent) = manifest.parent() {
+                annotations.insert(
+                    annotation::MANIFEST_DIR.to_owned(),
+                    parent.display().to_string(),
+                );
+            }
+        }
+        let host = HostFacts {
+            id: id.to_owned(),
+            hostname: hostname.to_owned(),
+            slot: request.slot,
+            rootfs,
+            user,
+            mounts,
+            etc_dir,
+            nofile_hard: nofile_hard_limit(),
+            cgroups_path: cgroups_path.to_owned(),
+            annotations,
+        };
+        let config =
+            runtime_config(service, &image.config, &host).map_err(|err| err.to_string())?;
+        let config_path = dir.join("config.json");
+        fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&config).unwrap_or_default(),
+        )
+        .map_err(|err| format!("cannot write {}: {err}", config_path.display()))?;
+
+        let log_path = dir.join("output.log");
+        let open_log = || OpenOptions::new().create(true).append(true).open(&log_path);
+        let (stdout, stderr) = open_log()
+            .and_then(|out| Ok((out, open_log()?)))
+            .map_err(|err| format!("cannot open {}: {err}", log_path.display()))?;
+        let container = {
+            let _one_at_a_time = lock(&LIBCONTAINER);
+            let built = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
+                .with_stdout(stdout)
+                .with_stderr(stderr)
+                .with_root_path(&self.state)
+                .and_then(|builder| {
+                    builder
+                        .as_init(dir)
+                        .with_systemd(false)
+                        .with_detach(true)
+                        .build()
+                });
+            // Failed builds leave zombie children too.
+            Reaper::global().children_spawned();
+            built.map_err(|err| describe_libcontainer_error("create the container", &err))?
+        };
+        let pid = container
+            .pid()
+            .ok_or("libcontainer reported no process for the new container")?
+            .as_raw();
+        if service.network == Network::None {
+            bring_up_loopback(pid).map_err(|err| format!("cannot bring up loopback: {err}"))?;
+        }
+        let started = start_time(pid).ok_or("the container's process exited during creation")?;
+        fs::write(dir.join("init"), format!("{pid} {started}\n"))
+            .map_err(|err| format!("cannot record the init process: {err}"))?;
+        Ok(())
+    }
+
+    /// Host directories for the service's volumes, in manifest order: named volumes
+    /// under `volumes/`, anonymous ones in the container directory, bind sources
+    /// checked to exist.
+    fn volume_sources(
+        &self,
+        service: &ServiceSpec,
+        dir: &Path,
+    ) -> Result<Vec<MountSource>, String> {
+        let mut sources = Vec::new();
+        for (index, volume) in service.volumes.iter().enumerate() {
+            let source = match (volume.kind, &volume.name, &volume.source) {
+                (VolumeKind::Tmpfs, _, _) => MountSource::Tmpfs,
+                (VolumeKind::Volume, Some(name), _) => MountSource::Dir(self.volume_dir(name)),
+                (VolumeKind::Volume, None, _) => {
+                    MountSource::Dir(dir.join("volumes").join(index.to_string()))
+                }
+                (VolumeKind::Bind, _, Some(source)) => {
+                    if !Path::new(source).exists() {
+                        return Err(format!(
+                            "bind source {source} does not exist (volumes[{index}]); create it or fix `source`"
+                        ));
+                    }
+                    MountSource::Dir(PathBuf::from(source))
+                }
+                (VolumeKind::Bind, _, None) => {
+                    return Err(format!("volumes[{index}] has no source"))
+                }
+            };
+            if let (MountSource::Dir(path), VolumeKind::Volume) = (&source, volume.kind) {
+                fs::create_dir_all(path)
+                    .map_err(|err| format!("cannot create volume {}: {err}", path.display()))?;
+            }
+            sources.push(source);
+        }
+        Ok(sources)
+    }
+
+    /// Removes everything a container had on the host, whatever state it is in.
+    fn cleanup(&self, id: &str, cgroups_path: &str) {
+        if let Ok(mut container) = Container::load(self.state.join(id)) {
+            let _one_at_a_time = lock(&LIBCONTAINER);
+            let _ = container.delete(true);
+        }
+        remove_cgroup_leaf(cgroups_path);
+        let dir = self.container_dir(id);
+        let _ = unmount_rootfs(&dir);
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(self.state.join(id));
+    }
+
+    /// The container's init process, if it is still the one wharf started.
+    fn live_pid(&self, id: &str) -> Option<i32> {
+        let (pid, started) = self.init_record(id)?;
+        is_same_process(pid, started).then_some(pid)
+    }
+
+    fn init_record(&self, id: &str) -> Option<(i32, u64)> {
+        let text = fs::read_to_string(self.container_dir(id).join("init")).ok()?;
+        let mut parts = text.split_whitespace();
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    }
+
+    fn load(&self, id: &str) -> Result<Container, RuntimeError> {
+        if !self.container_dir(id).is_dir() {
+            return Err(RuntimeError::NotFound(id.to_owned()));
+        }
+        Container::load(self.state.join(id)).map_err(|source| RuntimeError::Libcontainer {
+            what: format!("container {id}"),
+            action: "loading its state",
+            source: Box::new(source),
+        })
+    }
+
+    fn start_blocking(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut container = self.load(id)?;
+        {
+            let _one_at_a_time = lock(&LIBCONTAINER);
+            container
+                .start()
+                .map_err(|source| RuntimeError::Libcontainer {
+                    what: format!("container {id}"),
+                    action: "start",
+                    source: Box::new(source),
+                })?;
+        }
+        let now = unix_seconds(SystemTime::now());
+        let path = self.container_dir(id).join("started");
+        fs::write(&path, format!("{now}\n")).map_err(RuntimeError::io(path))
+    }
+
+    fn kill_blocking(&self, id: &str, signal: Signal, all: bool) -> Result<(), RuntimeError> {
+        if self.live_pid(id).is_none() {
+            return Ok(());
+        }
+        let mut container = self.load(id)?;
+        container.kill(signal, all).or_else(|source| {
+            // It may have exited between the check and the signal.
+            if self.live_pid(id).is_none() {
+                Ok(())
+            } else {
+                Err(RuntimeError::Libcontainer {
+                    what: format!("container {id}"),
+                    action: "signal",
+                    source: Box::new(source),
+                })
+            }
+        })
+    }
+
+    /// Waits until the container's process is gone; returns whether it went in time.
+    fn wait_gone(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Some((pid, _)) = self.init_record(id) else {
+            return true;
+        };
+        while self.live_pid(id).is_some() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            // A child of ours wakes the reaper; a container created by another
+            // process is polled.
+            if Reaper::global()
+                .wait_for(pid, left.min(Duration::from_millis(20)))
+                .is_some()
+            {
+                break;
+            }
+        }
+        self.record_exit(id);
+        true
+    }
+
+    fn stop_blocking(
+        &self,
+        id: &str,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        self.kill_blocking(id, signal, false)?;
+        if self.wait_gone(id, timeout) {
+            return Ok(());
+        }
+        self.kill_blocking(id, Signal::SIGKILL, true)?;
+        if self.wait_gone(id, KILL_GRACE) {
+            Ok(())
+        } else {
+            Err(RuntimeError::Container {
+                what: format!("container {id}"),
+                message: format!("still running {}s after SIGKILL", KILL_GRACE.as_secs()),
+            })
+        }
+    }
+
+    fn remove_blocking(&self, id: &str) -> Result<(), RuntimeError> {
+        if !self.container_dir(id).is_dir() {
+            return Err(RuntimeError::NotFound(id.to_owned()));
+        }
+        if self.live_pid(id).is_some() {
+            self.kill_blocking(id, Signal::SIGKILL, true)?;
+            self.wait_gone(id, KILL_GRACE);
+        }
+        self.cleanup(id, &format!("/wharf/{id}"));
+        Ok(())
+    }
+
+    /// Records the exit code if this process saw the exit (it is the parent).
+    fn record_exit(&self, id: &str) {
+        let path = self.container_dir(id).join("exit");
+        if path.exists() {
+            return;
+        }
+        if let Some((pid, started)) = self.init_record(id) {
+            // A zombie of ours is being reaped right now: wait for its status.
+            let exit = if is_exited_unreaped(pid, started) {
+                Reaper::global().wait_for(pid, Duration::from_secs(1))
+            } else {
+                Reaper::global().exit_of(pid)
+            };
+            if let Some(exit) = exit {
+                let _ = fs::write(&path, format!("{} {}\n", exit.code, unix_seconds(exit.at)));
+            }
+        }
+    }
+
+    fn observe(&self, id: &str) -> Option<ObservedContainer> {
+        let dir = self.container_dir(id);
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("config.json")).ok()?).ok()?;
+        let annotations = config.get("annotations")?;
+        let get = |key: &str| {
+            annotations
+                .get(key)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        // Only containers carrying wharf's annotations are wharf's.
+        let service = get(annotation::SERVICE)?;
+        let read = |name: &str| fs::read_to_string(dir.join(name)).ok();
+        let started_at = read("started")
+            .and_then(|t| t.trim().parse().ok())
+            .map(from_unix_seconds);
+        let status = match (self.init_record(id), self.live_pid(id)) {
+            (None, _) => ContainerStatus::Unknown,
+            (Some(_), Some(_)) if started_at.is_some() => ContainerStatus::Running,
+            (Some(_), Some(_)) => ContainerStatus::Created,
+            (Some(_), None) => {
+                self.record_exit(id);
+                let exit = read("exit");
+                let mut parts = exit.as_deref().unwrap_or("").split_whitespace();
+                ContainerStatus::Exited {
+                    code: parts.next().and_then(|c| c.parse().ok()),
+                    at: parts
+                        .next()
+                        .and_then(|t| t.parse().ok())
+                        .map(from_unix_seconds),
+                }
+            }
+        };
+        Some(ObservedContainer {
+            id: id.to_owned(),
+            service,
+            slot: get(annotation::SLOT)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            pid: self.live_pid(id),
+            status,
+            started_at,
+            spec_hash: get(annotation::SPEC_HASH).unwrap_or_default(),
+            image: get(annotation::IMAGE).unwrap_or_default(),
+            image_digest: get(annotation::IMAGE_DIGEST).unwrap_or_default(),
+            manifest: get(annotation::MANIFEST).map(PathBuf::from),
+            manifest_dir: get(annotation::MANIFEST_DIR).map(PathBuf::from),
+        })
+    }
+
+    fn list_blocking(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        let entries = fs::read_dir(&self.containers).map_err(RuntimeError::io(&self.containers))?;
+        let mut found: Vec<ObservedContainer> = entries
+            .flatten()
+            .filter_map(|entry| self.observe(&entry.file_name().to_string_lossy()))
+            .collect();
+        found.sort_by(|a, b| (&a.service, a.slot, &a.id).cmp(&(&b.service, b.slot, &b.id)));
+        Ok(found)
+    }
+
+    /// Runs `args` inside a running container and returns its exit code and output.
+    pub fn exec(&self, id: &str, args: &[String]) -> Result<ExecOutput, RuntimeError> {
+        if self.live_pid(id).is_none() {
+            return Err(RuntimeError::Container {
+                what: format!("container {id}"),
+                message: "is not running".into(),
+            });
+        }
+        let what = format!("container {id}");
+        let (out_read, out_write) =
+            nix::unistd::pipe().map_err(|e| RuntimeError::io("pipe")(e.into()))?;
+        let (err_read, err_write) =
+            nix::unistd::pipe().map_err(|e| RuntimeError::io("pipe")(e.into()))?;
+        let pid = {
+            let _one_at_a_time = lock(&LIBCONTAINER);
+            let built = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
+                .with_stdout(out_write)
+                .with_stderr(err_write)
+                .with_root_path(&self.state)
+                .and_then(|builder| {
+                    builder
+                        .as_tenant()
+                        .with_container_args(args.to_vec())
+                        .with_detach(true)
+                        .build()
+                });
+            Reaper::global().children_spawned();
+            built.map_err(|source| RuntimeError::Libcontainer {
+                what: what.clone(),
+                action: "exec",
+                source: Box::new(source),
+            })?
+        };
+        let read_all = |fd: std::os::fd::OwnedFd| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = File::from(fd).read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let (stdout, stderr) = (read_all(out_read), read_all(err_read));
+        let exit = Reaper::global().wait_for(pid.as_raw(), Duration::from_secs(24 * 3600));
+        Ok(ExecOutput {
+            code: exit.map_or(-1, |e| e.code),
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
+}
+
+impl Runtime for LibcontainerRuntime {
+    async fn create(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
+        let (runtime, request) = (self.clone(), request.clone());
+        blocking(move || runtime.create_blocking(&request)).await
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let (runtime, id) = (self.clone(), id.to_owned());
+        blocking(move || runtime.start_blocking(&id)).await
+    }
+
+    async fn stop(&self, id: &str, signal: Signal, timeout: Duration) -> Result<(), RuntimeError> {
+        let (runtime, id) = (self.clone(), id.to_owned());
+        blocking(move || runtime.stop_blocking(&id, signal, timeout)).await
+    }
+
+    async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
+        let (runtime, id) = (self.clone(), id.to_owned());
+        blocking(move || runtime.kill_blocking(&id, signal, false)).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let (runtime, id) = (self.clone(), id.to_owned());
+        blocking(move || runtime.remove_blocking(&id)).await
+    }
+
+    async fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        let runtime = self.clone();
+        blocking(move || runtime.list_blocking()).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, RuntimeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| RuntimeError::Config(format!("runtime task failed: {err}")))?
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The error and its causes on one line (libcontainer's top-level messages are terse).
+fn describe_libcontainer_error(action: &str, error: &dyn std::error::Error) -> String {
+    let mut text = format!("cannot {action}: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Fails early, with a clear message, when the command is not in the image.
+fn check_executable(
+    rootfs: &Path,
+    program: &str,
+    service: &ServiceSpec,
+    image: &crate::image::ImageConfig,
+) -> Result<(), String> {
+    let root =
+        Root::open(rootfs).map_err(|err| format!("cannot open the root filesystem: {err}"))?;
+    let found = if program.contains('/') {
+        root.resolve(program).is_ok()
+    } else {
+        let env = super::config::environment(service, image, 0);
+        let path = env
+            .iter()
+            .find_map(|entry| entry.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .to_owned();
+        path.split(':')
+            .any(|dir| root.resolve(Path::new(dir).join(program)).is_ok())
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "executable \"{program}\" not found in the image; check `command` or the image's entrypoint"
+        ))
+    }
+}
+
+fn write_etc_files(dir: &Path, hostname: &str, network: Network) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if network == Network::Host {
+        // The host's own names stay resolvable, as they are on the host.
+        if let Ok(host_hosts) = fs::read_to_string("/etc/hosts") {
+            hosts = host_hosts;
+        }
+    }
+    hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    fs::write(dir.join("hosts"), hosts)?;
+    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    fs::write(dir.join("resolv.conf"), resolv)
+}
+
+/// Removes `<cgroup root>/<controller>/<path>` (v1) and `<cgroup root>/<path>` (v2)
+/// where a failed build left them.
+fn remove_cgroup_leaf(cgroups_path: &str) {
+    let relative = cgroups_path.trim_start_matches('/');
+    let mut candidates = vec![Path::new("/sys/fs/cgroup").join(relative)];
+    if let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") {
+        candidates.extend(controllers.flatten().map(|c| c.path().join(relative)));
+    }
+    for dir in candidates {
+        if dir.is_dir() {
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+}
+
+fn nofile_hard_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024)
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 3];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        bytes = [nanos as u8, (nanos >> 8) as u8, std::process::id() as u8];
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn from_unix_seconds(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(seconds)
+}

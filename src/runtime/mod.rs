@@ -1,0 +1,111 @@
+//! Containers: the `Runtime` seam the planner's steps go through, and its real
+//! implementation on youki's libcontainer.
+
+mod config;
+mod error;
+mod libcontainer;
+mod logs;
+mod netns;
+mod process;
+mod reaper;
+mod users;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+pub use config::{
+    annotation, command_line, environment, runtime_config, working_dir, HostFacts, MountSource,
+    ResolvedUser,
+};
+pub use error::RuntimeError;
+pub use libcontainer::LibcontainerRuntime;
+pub use logs::{LogStream, Logs};
+pub use reaper::{Exit, Reaper};
+
+use crate::image::LocalImage;
+use crate::manifest::{ServiceSpec, SpecHash};
+
+/// What to create: one replica slot of a service from a stored image.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub service: ServiceSpec,
+    pub slot: u32,
+    pub spec_hash: SpecHash,
+    pub image: LocalImage,
+    /// The image's layer directories, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// The manifest file that defines the service, when it came from one.
+    pub manifest: Option<PathBuf>,
+}
+
+/// A wharf container as found on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedContainer {
+    pub id: String,
+    pub service: String,
+    pub slot: u32,
+    pub status: ContainerStatus,
+    pub pid: Option<i32>,
+    pub started_at: Option<SystemTime>,
+    pub spec_hash: String,
+    pub image: String,
+    pub image_digest: String,
+    pub manifest: Option<PathBuf>,
+    pub manifest_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerStatus {
+    /// Built, its process waiting to be started.
+    Created,
+    Running,
+    /// Its process ended; the code is known when this process (or the one that
+    /// created it) saw the exit.
+    Exited {
+        code: Option<i32>,
+        at: Option<SystemTime>,
+    },
+    /// Its state could not be read.
+    Unknown,
+}
+
+impl std::fmt::Display for ContainerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContainerStatus::Created => f.write_str("created"),
+            ContainerStatus::Running => f.write_str("running"),
+            ContainerStatus::Exited {
+                code: Some(code), ..
+            } => write!(f, "exited ({code})"),
+            ContainerStatus::Exited { code: None, .. } => f.write_str("exited"),
+            ContainerStatus::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// The operations the planner's steps need.
+pub trait Runtime: Send + Sync {
+    /// Creates a container (not started); returns its id.
+    fn create(
+        &self,
+        request: &CreateRequest,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Sends `signal`, waits up to `timeout`, then kills.
+    fn stop(
+        &self,
+        id: &str,
+        signal: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn kill(
+        &self,
+        id: &str,
+        signal: nix::sys::signal::Signal,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Removes a container and everything it had on the host but named volumes.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Every container wharf created under this root.
+    fn list(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
+}

@@ -1,0 +1,66 @@
+//! Is a container's process still the one we started? Decided from /proc, not from
+//! libcontainer's status: libcontainer reports Stopped as soon as it sent a signal,
+//! calls a zombie Stopped, and keeps a pid that the kernel may have given to another
+//! process since. The process start time (field 22 of /proc/<pid>/stat) guards
+//! against that reuse.
+
+use std::fs;
+
+/// A process as /proc shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Start time in clock ticks since boot.
+    pub start_time: u64,
+    /// Exited, waiting for its parent to collect the status.
+    pub zombie: bool,
+}
+
+pub fn info(pid: i32) -> Option<ProcessInfo> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace();
+    let state = fields.next()?;
+    // After the name come state (3), ppid (4) ... starttime is field 22, the 20th here.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(ProcessInfo {
+        start_time,
+        zombie: matches!(state, "Z" | "X"),
+    })
+}
+
+/// The start time of `pid` if it exists and has not exited.
+pub fn start_time(pid: i32) -> Option<u64> {
+    info(pid).filter(|p| !p.zombie).map(|p| p.start_time)
+}
+
+/// Whether `pid` is alive and still the process that started at `started`.
+pub fn is_same_process(pid: i32, started: u64) -> bool {
+    start_time(pid) == Some(started)
+}
+
+/// Whether `pid` is the process that started at `started`, exited but not yet reaped.
+pub fn is_exited_unreaped(pid: i32, started: u64) -> bool {
+    info(pid)
+        == Some(ProcessInfo {
+            start_time: started,
+            zombie: true,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_process_has_a_start_time_and_a_dead_pid_has_none() {
+        let me = std::process::id() as i32;
+        let started = start_time(me).expect("we are alive");
+        assert!(is_same_process(me, started));
+        assert!(
+            !is_same_process(me, started + 1),
+            "another start time is another process"
+        );
+        assert_eq!(start_time(i32::MAX), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! One reaper per process: a thread blocked in `waitpid(-1)` collects every child's
+//! exit status as it happens (container init processes are children of the process
+//! that built them, and failed builds leave zombie children behind). Exits are known
+//! without polling; waiters are woken through a condition variable.
+//!
+//! Nothing else in the process may wait for its own children while containers run:
+//! the reaper would take their status first.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+/// How a child ended: its exit code, or 128 + the signal that killed it (as shells report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    pub at: SystemTime,
+}
+
+pub struct Reaper {
+    exits: Mutex<HashMap<i32, Exit>>,
+    changed: Condvar,
+    /// Set when a child may exist; the thread sleeps on it while there is none.
+    children: Mutex<bool>,
+    spawned: Condvar,
+}
+
+impl Reaper {
+    /// The process's reaper, started on first use.
+    pub fn global() -> &'static Reaper {
+        static REAPER: OnceLock<Reaper> = OnceLock::new();
+        static STARTED: OnceLock<()> = OnceLock::new();
+        let reaper = REAPER.get_or_init(|| Reaper {
+            exits: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+            children: Mutex::new(false),
+            spawned: Condvar::new(),
+        });
+        STARTED.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("wharf-reaper".into())
+                .spawn(move || reaper.run())
+                .map(drop)
+                .unwrap_or_else(|err| eprintln!("warning: cannot start the child reaper: {err}"));
+        });
+        reaper
+    }
+
+    /// Tells the reaper that children may exist now (call after creating one).
+    pub fn children_spawned(&self) {
+        *lock(&self.children) = true;
+        self.spawned.notify_all();
+    }
+
+    fn run(&self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), None) {
+                Ok(status) => self.record(status),
+                Err(Errno::EINTR) => {}
+                Err(_) => {
+                    // No children (ECHILD): sleep until one is spawned.
+                    let mut children = lock(&self.children);
+                    *children = false;
+                    while !*children {
+                        children = self
+                            .spawned
+                            .wait(children)
+                            .unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+            }
+        }
+    }
+
+    fn record(&self, status: WaitStatus) {
+        let (pid, code) = match status {
+            WaitStatus::Exited(pid, code) => (pid, code),
+            WaitStatus::Signaled(pid, signal, _) => (pid, 128 + signal as i32),
+            _ => return,
+        };
+        lock(&self.exits).insert(
+            pid.as_raw(),
+            Exit {
+                code,
+                at: SystemTime::now(),
+            },
+        );
+        self.changed.notify_all();
+    }
+
+    /// The exit of child `pid`, if it has ended.
+    pub fn exit_of(&self, pid: i32) -> Option<Exit> {
+        lock(&self.exits).get(&pid).copied()
+    }
+
+    /// Waits up to `timeout` for child `pid` to end.
+    pub fn wait_for(&self, pid: i32, timeout: Duration) -> Option<Exit> {
+        let deadline = Instant::now() + timeout;
+        let mut exits = lock(&self.exits);
+        loop {
+            if let Some(exit) = exits.get(&pid) {
+                return Some(*exit);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            exits = self
+                .changed
+                .wait_timeout(exits, left)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

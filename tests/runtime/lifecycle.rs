@@ -1,0 +1,150 @@
+//! Create, start, observe, stop, remove, exec.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use wharf::runtime::{ContainerStatus, Runtime};
+
+use crate::harness::{sh, Host};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_is_read_back_from_the_logs() {
+    let host = Host::new().await;
+    let service = host.service(
+        "echo",
+        &sh("echo hello from $WHARF_SERVICE-$WHARF_REPLICA; echo oops >&2"),
+    );
+    let (code, output) = host.run_to_exit(&service).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(output, "hello from echo-0\noops\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_args_and_env_take_precedence_over_the_image() {
+    let host = Host::new().await;
+    // args replace the image's Cmd (/bin/sh).
+    let service = host.service("args", "args: [/bin/echo, from args]\n");
+    assert_eq!(
+        host.run_to_exit(&service).await,
+        (Some(0), "from args\n".into())
+    );
+    // command replaces the Entrypoint and drops the image's Cmd; args follow it.
+    let service = host.service("command", "command: [/bin/echo, cmd]\nargs: [and, args]\n");
+    assert_eq!(
+        host.run_to_exit(&service).await,
+        (Some(0), "cmd and args\n".into())
+    );
+    // Manifest env overrides the image's (PATH) and adds to it.
+    let service = host.service(
+        "env",
+        &(sh("echo $PATH $GREETING $WHARF_REPLICA") + "env: {PATH: /bin, GREETING: hi}\n"),
+    );
+    assert_eq!(
+        host.run_to_exit(&service).await,
+        (Some(0), "/bin hi 0\n".into())
+    );
+    // workdir
+    let service = host.service("workdir", &(sh("pwd") + "workdir: /tmp\n"));
+    assert_eq!(host.run_to_exit(&service).await, (Some(0), "/tmp\n".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_switch_by_name_or_id() {
+    let host = Host::new().await;
+    let service = host.service("by-name", &(sh("id -u; id -g") + "user: nobody\n"));
+    assert_eq!(
+        host.run_to_exit(&service).await,
+        (Some(0), "65534\n65534\n".into())
+    );
+    let service = host.service("by-id", &(sh("id -u; id -g") + "user: \"1000:2000\"\n"));
+    assert_eq!(
+        host.run_to_exit(&service).await,
+        (Some(0), "1000\n2000\n".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statuses_follow_the_process() {
+    let host = Host::new().await;
+    let service = host.service("status", &sh("sleep 30"));
+    let id = host.create(&service, 3).await.expect("create");
+    let created = host.observe(&id).await;
+    assert_eq!(created.status, ContainerStatus::Created);
+    assert_eq!((created.service.as_str(), created.slot), ("status", 3));
+    assert_eq!(created.spec_hash, service.hash.as_str());
+    assert!(created.image_digest.starts_with("sha256:"));
+    assert_eq!(
+        created.manifest_dir.as_deref(),
+        Some(std::path::Path::new("/etc/wharf/services"))
+    );
+
+    host.runtime.start(&id).await.expect("start");
+    let running = host.observe(&id).await;
+    assert_eq!(running.status, ContainerStatus::Running);
+    assert!(running.pid.is_some() && running.started_at.is_some());
+
+    host.runtime.kill(&id, Signal::SIGKILL).await.expect("kill");
+    assert_eq!(host.exit_code(&id).await, Some(137));
+    host.runtime.remove(&id).await.expect("remove");
+    assert!(host.leftovers().is_empty(), "{:?}", host.leftovers());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
+    let host = Host::new().await;
+    // sleep as PID 1 ignores SIGTERM.
+    let service = host.service("stubborn", "command: [sleep, \"1000\"]\n");
+    let id = host.run(&service).await;
+    let started = Instant::now();
+    host.runtime
+        .stop(&id, Signal::SIGTERM, Duration::from_millis(300))
+        .await
+        .expect("stop");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(host.exit_code(&id).await, Some(137));
+
+    // One that handles SIGTERM exits at once with its own code.
+    let service = host.service(
+        "polite",
+        &sh("trap 'exit 3' TERM; while true; do sleep 0.05; done"),
+    );
+    let id = host.run(&service).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    host.runtime
+        .stop(&id, Signal::SIGTERM, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(host.exit_code(&id).await, Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_returns_exit_code_and_output() {
+    let host = Host::new().await;
+    let service = host.service("exec", &(sh("sleep 30") + "env: {SECRET: sesame}\n"));
+    let id = host.run(&service).await;
+    let runtime = host.runtime.clone();
+    let id2 = id.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        runtime.exec(
+            &id2,
+            &[
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo $SECRET; echo err >&2; exit 7".into(),
+            ],
+        )
+    })
+    .await
+    .expect("join")
+    .expect("exec");
+    assert_eq!(output.code, 7);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "sesame\n");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
+    host.runtime.remove(&id).await.expect("remove");
+}

@@ -1,0 +1,61 @@
+//! Volumes: named, anonymous, bind and tmpfs.
+
+use wharf::runtime::Runtime;
+
+use crate::harness::{sh, Host};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn named_volume_data_survives_remove_and_recreate() {
+    let host = Host::new().await;
+    let writer = host.service(
+        "keeper",
+        &(sh("echo kept > /data/note") + "volumes: [{type: volume, name: keep, target: /data}]\n"),
+    );
+    assert_eq!(host.run_to_exit(&writer).await.0, Some(0));
+    let reader = host.service(
+        "keeper",
+        &(sh("cat /data/note") + "volumes: [{type: volume, name: keep, target: /data}]\n"),
+    );
+    assert_eq!(host.run_to_exit(&reader).await, (Some(0), "kept\n".into()));
+    assert!(host.runtime.volume_dir("keep").join("note").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_volumes_go_with_their_container() {
+    let host = Host::new().await;
+    let service = host.service(
+        "scratch",
+        &(sh("echo x > /scratch/f; sleep 30") + "volumes: [{type: volume, target: /scratch}]\n"),
+    );
+    let id = host.run(&service).await;
+    let dir = host.runtime.container_dir(&id).join("volumes/0");
+    for _ in 0..100 {
+        if dir.join("f").exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(dir.join("f").is_file());
+    host.runtime.remove(&id).await.expect("remove");
+    assert!(!dir.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bind_mounts_can_be_read_only_and_tmpfs_is_sized() {
+    let host = Host::new().await;
+    let shared = tempfile::tempdir().expect("bind source");
+    std::fs::write(shared.path().join("index.html"), "static\n").expect("write");
+    let extra = format!(
+        "volumes:\n  - {{type: bind, source: {}, target: /static, readonly: true}}\n  - {{type: tmpfs, target: /fast, size: 2Mi}}\n",
+        shared.path().display()
+    );
+    let service = host.service(
+        "mounts",
+        &(sh("cat /static/index.html; touch /static/new 2>&1 | grep -c Read-only; grep ' /fast ' /proc/mounts | grep -o 'size=[0-9a-z]*'")
+            + &extra),
+    );
+    let (code, output) = host.run_to_exit(&service).await;
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(output, "static\n1\nsize=2048k\n");
+    assert!(!shared.path().join("new").exists());
+}
