@@ -49,16 +49,23 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         Command::Tag { source, target } => images
             .tag(&source.to_string(), &target.to_string())
             .map(|()| format!("tagged {source} as {target}")),
-        // No container runs from the store yet, so only image names keep content.
-        Command::Prune => images.prune(&HashSet::new()).map(|report| {
-            format!(
-                "freed {}: {} blobs, {} layers, {} leftovers of interrupted pulls",
-                human_bytes(report.bytes),
-                report.blobs,
-                report.layers,
-                report.leftovers
+        Command::Prune => images
+            .prune(
+                &session
+                    .runtime
+                    .layers_in_use()
+                    .into_iter()
+                    .collect::<HashSet<_>>(),
             )
-        }),
+            .map(|report| {
+                format!(
+                    "freed {}: {} blobs, {} layers, {} leftovers of interrupted pulls",
+                    human_bytes(report.bytes),
+                    report.blobs,
+                    report.layers,
+                    report.leftovers
+                )
+            }),
         Command::Import { path, name } => session
             .block_on(images.import(path, name.as_ref()))
             .map(|names| format!("imported {}", names.join(", "))),

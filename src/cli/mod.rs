@@ -1,11 +1,18 @@
 //! The command line: global options and one module per subcommand.
 
+mod control;
+mod exec;
 mod image;
 mod images;
+mod logs;
 mod output;
 mod progress;
+mod ps;
 mod pull;
+mod run;
 mod schema;
+mod stats;
+mod target;
 mod validate;
 
 use std::future::Future;
@@ -17,6 +24,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub use output::Palette;
 
 use crate::image::{ImageStore, Registries, INSECURE_REGISTRIES_ENV};
+use crate::runtime::LibcontainerRuntime;
 
 /// Exit codes shared by all commands (documented in the README). A wrong command
 /// line exits with 2, from clap.
@@ -75,6 +83,14 @@ pub enum Command {
     Pull(pull::Args),
     Images(images::Args),
     Image(image::Args),
+    Run(run::Args),
+    Ps(ps::Args),
+    Stop(control::StopArgs),
+    Rm(control::RmArgs),
+    Kill(control::KillArgs),
+    Logs(logs::Args),
+    Exec(exec::Args),
+    Stats(stats::Args),
 }
 
 /// Parses the command line and runs the command; returns the process exit code.
@@ -86,6 +102,14 @@ pub fn main() -> ExitCode {
         Command::Pull(args) => pull::run(&cli, args),
         Command::Images(args) => images::run(&cli, args),
         Command::Image(args) => image::run(&cli, args),
+        Command::Run(args) => run::run(&cli, args),
+        Command::Ps(args) => ps::run(&cli, args),
+        Command::Stop(args) => control::stop(&cli, args),
+        Command::Rm(args) => control::rm(&cli, args),
+        Command::Kill(args) => control::kill(&cli, args),
+        Command::Logs(args) => logs::run(&cli, args),
+        Command::Exec(args) => exec::run(&cli, args),
+        Command::Stats(args) => stats::run(&cli, args),
     };
     ExitCode::from(code)
 }
@@ -95,7 +119,8 @@ pub fn main() -> ExitCode {
 pub struct Session {
     pub images: ImageStore,
     pub registries: Registries,
-    runtime: tokio::runtime::Runtime,
+    pub runtime: LibcontainerRuntime,
+    executor: tokio::runtime::Runtime,
     errors: Palette,
 }
 
@@ -107,21 +132,23 @@ impl Session {
             output::print_error(err, &errors);
             exit::FAILURE
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let executor = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|err| fail(&err))?;
         let images = ImageStore::open(&cli.root).map_err(|err| fail(&err))?;
+        let runtime = LibcontainerRuntime::open(&cli.root).map_err(|err| fail(&err))?;
         Ok(Session {
             images,
             registries: Registries::new(cli.insecure_registries.clone()),
             runtime,
+            executor,
             errors,
         })
     }
 
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
+        self.executor.block_on(future)
     }
 
     /// Prints the error with its causes; returns the failure exit code.

@@ -80,6 +80,28 @@ impl LibcontainerRuntime {
         Logs::new(self.container_dir(id).join("output.log"))
     }
 
+    /// The cgroup of a container (under every controller, for cgroup v1).
+    pub fn cgroups_path(id: &str) -> String {
+        format!("/wharf/{id}")
+    }
+
+    /// The layers (diff_ids) that containers' root filesystems are made of, so that
+    /// `wharf image prune` keeps them even when no image name does.
+    pub fn layers_in_use(&self) -> Vec<crate::image::Digest> {
+        let entries = fs::read_dir(&self.containers)
+            .into_iter()
+            .flatten()
+            .flatten();
+        entries
+            .filter_map(|entry| fs::read_to_string(entry.path().join("layers")).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|line| crate::image::Digest::parse(line).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// The named volume directory for `name`.
     pub fn volume_dir(&self, name: &str) -> PathBuf {
         self.volumes.join(name)
@@ -90,7 +112,7 @@ impl LibcontainerRuntime {
         let hostname = format!("{}-{}", service.name, request.slot);
         let id = format!("{hostname}-{}", random_suffix());
         let dir = self.container_dir(&id);
-        let cgroups_path = format!("/wharf/{id}");
+        let cgroups_path = Self::cgroups_path(&id);
         let what = format!("service {}, replica {}", service.name, request.slot);
         fs::create_dir(&dir).map_err(RuntimeError::io(&dir))?;
         match self.build(request, &id, &hostname, &dir, &cgroups_path) {
@@ -112,6 +134,15 @@ impl LibcontainerRuntime {
     ) -> Result<(), String> {
         let service = &request.service;
         let image = &request.image;
+        let diff_ids: String = image
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| format!("{d}\n"))
+            .collect();
+        fs::write(dir.join("layers"), diff_ids)
+            .map_err(|err| format!("cannot record the layers: {err}"))?;
         let rootfs = mount_rootfs(&request.layers, dir)
             .map_err(|err| format!("cannot mount the root filesystem: {err}"))?
             .rootfs;
@@ -370,7 +401,7 @@ impl LibcontainerRuntime {
             self.kill_blocking(id, Signal::SIGKILL, true)?;
             self.wait_gone(id, KILL_GRACE);
         }
-        self.cleanup(id, &format!("/wharf/{id}"));
+        self.cleanup(id, &Self::cgroups_path(id));
         Ok(())
     }
 
@@ -441,6 +472,9 @@ impl LibcontainerRuntime {
             image_digest: get(annotation::IMAGE_DIGEST).unwrap_or_default(),
             manifest: get(annotation::MANIFEST).map(PathBuf::from),
             manifest_dir: get(annotation::MANIFEST_DIR).map(PathBuf::from),
+            spec: get(annotation::SPEC)
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .map(Box::new),
         })
     }
 

@@ -8,6 +8,7 @@ mod logs;
 mod netns;
 mod process;
 mod reaper;
+mod stats;
 mod users;
 
 use std::future::Future;
@@ -19,9 +20,10 @@ pub use config::{
     ResolvedUser,
 };
 pub use error::RuntimeError;
-pub use libcontainer::LibcontainerRuntime;
+pub use libcontainer::{ExecOutput, LibcontainerRuntime};
 pub use logs::{LogStream, Logs};
 pub use reaper::{Exit, Reaper};
+pub use stats::{read_usage, Usage};
 
 use crate::image::LocalImage;
 use crate::manifest::{ServiceSpec, SpecHash};
@@ -53,6 +55,8 @@ pub struct ObservedContainer {
     pub image_digest: String,
     pub manifest: Option<PathBuf>,
     pub manifest_dir: Option<PathBuf>,
+    /// The normalised service spec the container was created from.
+    pub spec: Option<Box<ServiceSpec>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

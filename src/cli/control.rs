@@ -1,0 +1,112 @@
+//! `wharf stop`, `wharf rm` and `wharf kill`: act on containers by name.
+
+use std::time::Duration;
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+
+use super::target::matching;
+use super::{exit, Cli, Session};
+use crate::runtime::Runtime;
+
+/// Stop containers: their stop signal, then SIGKILL after their stop timeout.
+#[derive(Debug, Parser)]
+#[command(after_help = "Examples:\n  wharf stop web/0\n  wharf stop worker")]
+pub struct StopArgs {
+    /// SERVICE, SERVICE/N or a container id.
+    pub target: String,
+}
+
+/// Remove containers (killing them first if they run); named volumes stay.
+#[derive(Debug, Parser)]
+#[command(after_help = "Examples:\n  wharf rm web/0\n  wharf rm worker")]
+pub struct RmArgs {
+    pub target: String,
+}
+
+/// Send a signal to containers.
+#[derive(Debug, Parser)]
+#[command(
+    after_help = "Examples:\n  wharf kill web/0\n  wharf kill worker --signal HUP\n  wharf kill web --signal 10"
+)]
+pub struct KillArgs {
+    pub target: String,
+    /// A signal name (TERM, SIGTERM) or number.
+    #[arg(long, short, default_value = "SIGKILL", value_parser = parse_signal)]
+    pub signal: Signal,
+}
+
+pub fn parse_signal(text: &str) -> Result<Signal, String> {
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| format!("{number} is not a signal number"));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse()
+        .map_err(|_| format!("unknown signal \"{text}\" (e.g. TERM, HUP, KILL or a number)"))
+}
+
+enum Action {
+    Stop,
+    Remove,
+    Kill(Signal),
+}
+
+fn act(cli: &Cli, target: &str, action: Action) -> u8 {
+    let session = match Session::open(cli) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let result = session.block_on(async {
+        let containers = session
+            .runtime
+            .list()
+            .await
+            .map_err(|e| super::output::error_chain(&e))?;
+        for container in matching(&containers, target)? {
+            let done = match action {
+                Action::Stop => {
+                    let (signal, timeout) = container
+                        .spec
+                        .as_ref()
+                        .map(|spec| {
+                            (
+                                parse_signal(&spec.stop.signal).unwrap_or(Signal::SIGTERM),
+                                spec.stop.timeout.as_std(),
+                            )
+                        })
+                        .unwrap_or((Signal::SIGTERM, Duration::from_secs(10)));
+                    session.runtime.stop(&container.id, signal, timeout).await
+                }
+                Action::Remove => session.runtime.remove(&container.id).await,
+                Action::Kill(signal) => session.runtime.kill(&container.id, signal).await,
+            };
+            done.map_err(|e| super::output::error_chain(&e))?;
+            println!("{}", container.id);
+        }
+        Ok::<_, String>(())
+    });
+    match result {
+        Ok(()) => exit::OK,
+        Err(message) => {
+            eprintln!("error: {message}");
+            exit::FAILURE
+        }
+    }
+}
+
+pub fn stop(cli: &Cli, args: &StopArgs) -> u8 {
+    act(cli, &args.target, Action::Stop)
+}
+
+pub fn rm(cli: &Cli, args: &RmArgs) -> u8 {
+    act(cli, &args.target, Action::Remove)
+}
+
+pub fn kill(cli: &Cli, args: &KillArgs) -> u8 {
+    act(cli, &args.target, Action::Kill(args.signal))
+}

@@ -1,0 +1,51 @@
+use std::io::Write;
+
+use clap::Parser;
+
+use super::target::matching;
+use super::{exit, Cli, Session};
+use crate::runtime::{ContainerStatus, Runtime};
+
+/// Run a command in a running container; exits with the command's exit code.
+#[derive(Debug, Parser)]
+#[command(
+    after_help = "Examples:\n  wharf exec web -- cat /etc/hostname\n  wharf exec worker/2 -- sh -c 'echo $QUEUE'"
+)]
+pub struct Args {
+    /// SERVICE, SERVICE/N or a container id (the first running replica of SERVICE).
+    pub target: String,
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> u8 {
+    let session = match Session::open(cli) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let containers = match session.block_on(session.runtime.list()) {
+        Ok(containers) => containers,
+        Err(err) => return session.fail(&err),
+    };
+    let running = matching(&containers, &args.target).and_then(|found| {
+        found
+            .into_iter()
+            .find(|c| c.status == ContainerStatus::Running)
+            .ok_or_else(|| format!("no running container matches \"{}\"", args.target))
+    });
+    let container = match running {
+        Ok(container) => container,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::FAILURE;
+        }
+    };
+    match session.runtime.exec(&container.id, &args.command) {
+        Ok(output) => {
+            let _ = std::io::stdout().write_all(&output.stdout);
+            let _ = std::io::stderr().write_all(&output.stderr);
+            u8::try_from(output.code).unwrap_or(exit::FAILURE)
+        }
+        Err(err) => session.fail(&err),
+    }
+}

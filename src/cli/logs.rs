@@ -1,0 +1,86 @@
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::target::matching;
+use super::{exit, Cli, Session};
+use crate::runtime::Runtime;
+
+/// Show a service's output (stdout and stderr as written).
+#[derive(Debug, Parser)]
+#[command(
+    after_help = "Examples:\n  wharf logs web\n  wharf logs worker --replica 2 --tail 20 --follow"
+)]
+pub struct Args {
+    /// Service name (or SERVICE/N, or a container id).
+    pub service: String,
+    /// Only this replica.
+    #[arg(long)]
+    pub replica: Option<u32>,
+    /// Keep printing new output until interrupted.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only the last N lines of each container.
+    #[arg(long)]
+    pub tail: Option<usize>,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> u8 {
+    let session = match Session::open(cli) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let target = match args.replica {
+        Some(replica) => format!("{}/{replica}", args.service),
+        None => args.service.clone(),
+    };
+    let containers = match session.block_on(session.runtime.list()) {
+        Ok(containers) => containers,
+        Err(err) => return session.fail(&err),
+    };
+    let mut chosen = match matching(&containers, &target) {
+        Ok(chosen) => chosen,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::FAILURE;
+        }
+    };
+    chosen.sort_by_key(|c| (c.slot, c.started_at));
+    let prefix = |id: &str| {
+        if chosen.len() > 1 {
+            format!("{id} | ")
+        } else {
+            String::new()
+        }
+    };
+    let mut streams = Vec::new();
+    for container in &chosen {
+        let logs = session.runtime.logs(&container.id);
+        match logs.read(args.tail) {
+            Ok(text) => text
+                .lines()
+                .for_each(|line| println!("{}{line}", prefix(&container.id))),
+            Err(err) => eprintln!("warning: {}: no output yet ({err})", container.id),
+        }
+        if args.follow {
+            streams.extend(
+                logs.follow_from_end()
+                    .ok()
+                    .map(|stream| (prefix(&container.id), stream)),
+            );
+        }
+    }
+    while args.follow {
+        for (prefix, stream) in &mut streams {
+            if let Ok(bytes) = stream.poll() {
+                for line in String::from_utf8_lossy(&bytes).lines() {
+                    println!("{prefix}{line}");
+                }
+            }
+        }
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    exit::OK
+}

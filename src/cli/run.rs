@@ -1,0 +1,105 @@
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use super::progress::Progress;
+use super::{exit, Cli, Session};
+use crate::manifest::load_file;
+use crate::runtime::{CreateRequest, Runtime};
+
+/// Create and start one replica of a service from a manifest file (a manual path;
+/// `wharf apply` reconciles whole directories).
+#[derive(Debug, Parser)]
+#[command(
+    after_help = "Examples:\n  wharf run examples/web.yaml\n  wharf run services/stack.yaml --service worker --replica 2"
+)]
+pub struct Args {
+    /// Manifest file.
+    pub manifest: PathBuf,
+    /// Which service of the file (needed when it defines several).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Replica slot.
+    #[arg(long, default_value_t = 0)]
+    pub replica: u32,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> u8 {
+    let session = match Session::open(cli) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let services = match load_file(&args.manifest) {
+        Ok(services) => services,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{error}");
+            }
+            return exit::FAILURE;
+        }
+    };
+    let chosen = match (&args.service, services.as_slice()) {
+        (None, [only]) => Some(only),
+        (Some(name), _) => services.iter().find(|s| s.name() == name),
+        (None, _) => None,
+    };
+    let Some(service) = chosen else {
+        let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
+        eprintln!(
+            "error: {} defines {}; choose one with --service",
+            args.manifest.display(),
+            if names.is_empty() {
+                "no service".into()
+            } else {
+                names.join(", ")
+            }
+        );
+        return exit::FAILURE;
+    };
+    let result = session.block_on(async {
+        let reference = service
+            .spec
+            .image
+            .parse()
+            .map_err(|err: String| err.to_string())?;
+        let image = session
+            .images
+            .pull(
+                &session.registries,
+                &reference,
+                service.spec.pull,
+                &Progress::for_stderr(),
+            )
+            .await
+            .map_err(|err| super::output::error_chain(&err))?;
+        let request = CreateRequest {
+            service: service.spec.clone(),
+            slot: args.replica,
+            spec_hash: service.hash.clone(),
+            layers: session.images.layer_dirs(&image),
+            image,
+            manifest: args.manifest.canonicalize().ok(),
+        };
+        let id = session
+            .runtime
+            .create(&request)
+            .await
+            .map_err(|err| super::output::error_chain(&err))?;
+        session
+            .runtime
+            .start(&id)
+            .await
+            .map_err(|err| super::output::error_chain(&err))?;
+        Ok::<_, String>(id)
+    });
+    match result {
+        Ok(id) => {
+            println!("{id}");
+            exit::OK
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            exit::FAILURE
+        }
+    }
+}
