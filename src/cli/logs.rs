@@ -71,16 +71,19 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             );
         }
     }
-    while args.follow {
-        for (prefix, stream) in &mut streams {
-            if let Ok(bytes) = stream.poll() {
-                for line in String::from_utf8_lossy(&bytes).lines() {
-                    println!("{prefix}{line}");
+    if args.follow {
+        // Followed until interrupted (Ctrl-C ends the process).
+        loop {
+            for (prefix, stream) in &mut streams {
+                if let Ok(bytes) = stream.poll() {
+                    for line in String::from_utf8_lossy(&bytes).lines() {
+                        println!("{prefix}{line}");
+                    }
                 }
             }
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = std::io::stdout().flush();
-        std::thread::sleep(Duration::from_millis(100));
     }
     exit::OK
 }
