@@ -4,6 +4,7 @@
 mod support;
 
 mod common;
+mod containers;
 mod images;
 mod schema;
 mod validate;

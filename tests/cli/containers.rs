@@ -1,0 +1,138 @@
+//! Containers through the CLI: each command is a new wharf process, so these also
+//! show that containers outlive the process that created them.
+
+use crate::common::{wharf_at, Run};
+use crate::support::TestRegistry;
+
+fn ok(run: &Run) -> &str {
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    &run.stdout
+}
+
+fn manifest(dir: &std::path::Path, body: &str) -> String {
+    let path = dir.join("svc.yaml");
+    let image = TestRegistry::shared().image("busybox:1");
+    std::fs::write(
+        &path,
+        format!("apiVersion: wharf/v1\nkind: Service\nname: cli\nimage: {image}\n{body}"),
+    )
+    .expect("write");
+    path.display().to_string()
+}
+
+fn ps(root: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(ok(&wharf_at(root, &["ps", "--json"]))).expect("JSON")
+}
+
+#[test]
+fn a_container_outlives_its_creator_and_a_new_process_manages_it() {
+    let root = tempfile::tempdir().expect("root");
+    let work = tempfile::tempdir().expect("work");
+    let file = manifest(
+        work.path(),
+        "command: [/bin/sh, -c, 'echo ready; trap \"echo bye; exit 0\" TERM; while true; do sleep 0.1; done']\nstop: {timeout: 5s}\n",
+    );
+    let run = wharf_at(root.path(), &["run", &file, "--replica", "1"]);
+    let id = ok(&run).trim().to_owned();
+    assert!(id.starts_with("cli-1-"), "{id}");
+
+    // The creating process has exited; others see the container running.
+    let listed = ps(root.path());
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["status"], "running");
+    assert_eq!(listed[0]["replica"], 1);
+
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = wharf_at(root.path(), &["logs", "cli"]);
+    assert_eq!(ok(&run), "ready\n");
+
+    let run = wharf_at(
+        root.path(),
+        &[
+            "exec",
+            "cli/1",
+            "--",
+            "sh",
+            "-c",
+            "echo $WHARF_SERVICE-$WHARF_REPLICA; exit 4",
+        ],
+    );
+    assert_eq!(run.code, 4);
+    assert_eq!(run.stdout, "cli-1\n");
+
+    let run = wharf_at(root.path(), &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(ok(&run)).expect("JSON");
+    assert!(
+        stats[0]["pids"].as_u64().is_some_and(|pids| pids >= 1),
+        "{stats}"
+    );
+    assert!(
+        stats[0]["memory_bytes"]
+            .as_u64()
+            .is_some_and(|bytes| bytes > 0),
+        "{stats}"
+    );
+
+    ok(&wharf_at(root.path(), &["stop", "cli/1"]));
+    assert_eq!(ps(root.path())[0]["status"], "exited");
+    assert_eq!(
+        ok(&wharf_at(root.path(), &["logs", "cli", "--tail", "1"])),
+        "bye\n"
+    );
+
+    ok(&wharf_at(root.path(), &["rm", "cli"]));
+    assert_eq!(ps(root.path()), serde_json::json!([]));
+    assert_eq!(
+        std::fs::read_dir(root.path().join("containers"))
+            .expect("dir")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn unknown_targets_and_signals_are_clear_errors() {
+    let root = tempfile::tempdir().expect("root");
+    let run = wharf_at(root.path(), &["logs", "nothing"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr,
+        "error: no container matches \"nothing\" (see `wharf ps`)\n"
+    );
+    let run = wharf_at(root.path(), &["kill", "web/x"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("the replica after / must be a number"),
+        "{}",
+        run.stderr
+    );
+    let run = wharf_at(root.path(), &["kill", "web", "--signal", "SIGNOPE"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown signal \"SIGNOPE\""),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn run_reports_an_image_that_is_not_present_with_pull_never() {
+    let root = tempfile::tempdir().expect("root");
+    let work = tempfile::tempdir().expect("work");
+    let file = work.path().join("svc.yaml");
+    std::fs::write(&file, "apiVersion: wharf/v1\nkind: Service\nname: offline\nimage: 127.0.0.1:9/absent:1\npull: never\n").expect("write");
+    let run = wharf_at(root.path(), &["run", file.to_str().expect("UTF-8")]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("127.0.0.1:9/absent:1 is not present locally and its pull policy is `never`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(root.path().join("containers"))
+            .expect("dir")
+            .count(),
+        0
+    );
+}
