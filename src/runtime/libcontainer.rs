@@ -302,10 +302,22 @@ impl LibcontainerRuntime {
         Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
     }
 
-    fn load(&self, id: &str) -> Result<Container, RuntimeError> {
-        if !self.container_dir(id).is_dir() {
-            return Err(RuntimeError::NotFound(id.to_owned()));
+    /// Only directories whose config.json carries wharf's annotations are wharf's
+    /// containers; anything else under `containers/` is never touched.
+    fn ensure_ours(&self, id: &str) -> Result<(), RuntimeError> {
+        let ours = fs::read(self.container_dir(id).join("config.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .is_some_and(|config| config["annotations"][annotation::SERVICE].is_string());
+        if ours {
+            Ok(())
+        } else {
+            Err(RuntimeError::NotFound(id.to_owned()))
         }
+    }
+
+    fn load(&self, id: &str) -> Result<Container, RuntimeError> {
+        self.ensure_ours(id)?;
         Container::load(self.state.join(id)).map_err(|source| RuntimeError::Libcontainer {
             what: format!("container {id}"),
             action: "loading its state",
@@ -331,6 +343,7 @@ impl LibcontainerRuntime {
     }
 
     fn kill_blocking(&self, id: &str, signal: Signal, all: bool) -> Result<(), RuntimeError> {
+        self.ensure_ours(id)?;
         if self.live_pid(id).is_none() {
             return Ok(());
         }
@@ -394,9 +407,7 @@ impl LibcontainerRuntime {
     }
 
     fn remove_blocking(&self, id: &str) -> Result<(), RuntimeError> {
-        if !self.container_dir(id).is_dir() {
-            return Err(RuntimeError::NotFound(id.to_owned()));
-        }
+        self.ensure_ours(id)?;
         if self.live_pid(id).is_some() {
             self.kill_blocking(id, Signal::SIGKILL, true)?;
             self.wait_gone(id, KILL_GRACE);
@@ -490,6 +501,7 @@ impl LibcontainerRuntime {
 
     /// Runs `args` inside a running container and returns its exit code and output.
     pub fn exec(&self, id: &str, args: &[String]) -> Result<ExecOutput, RuntimeError> {
+        self.ensure_ours(id)?;
         if self.live_pid(id).is_none() {
             return Err(RuntimeError::Container {
                 what: format!("container {id}"),

@@ -136,3 +136,20 @@ fn run_reports_an_image_that_is_not_present_with_pull_never() {
         0
     );
 }
+
+#[test]
+fn prune_keeps_the_layers_of_existing_containers() {
+    let root = tempfile::tempdir().expect("root");
+    let work = tempfile::tempdir().expect("work");
+    let file = manifest(work.path(), "command: [sleep, \"30\"]\n");
+    ok(&wharf_at(root.path(), &["run", &file]));
+    let image = TestRegistry::shared().image("busybox:1");
+    ok(&wharf_at(root.path(), &["image", "rm", &image]));
+
+    let run = wharf_at(root.path(), &["image", "prune"]);
+    // The image's manifest and config go; its layer stays under the running container.
+    assert!(ok(&run).contains(": 3 blobs, 0 layers"), "{}", run.stdout);
+    let run = wharf_at(root.path(), &["exec", "cli", "--", "ls", "/bin/busybox"]);
+    assert_eq!(ok(&run), "/bin/busybox\n");
+    ok(&wharf_at(root.path(), &["rm", "cli"]));
+}

@@ -148,3 +148,18 @@ async fn exec_returns_exit_code_and_output() {
     assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
     host.runtime.remove(&id).await.expect("remove");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn directories_wharf_did_not_create_are_not_its_containers() {
+    let host = Host::new().await;
+    let foreign = host.root.path().join("containers/someone-else");
+    std::fs::create_dir_all(&foreign).expect("mkdir");
+    std::fs::write(
+        foreign.join("config.json"),
+        r#"{"ociVersion": "1.0.2", "annotations": {"owner": "podman"}}"#,
+    )
+    .expect("write");
+    assert!(host.runtime.list().await.expect("list").is_empty());
+    assert!(host.runtime.remove("someone-else").await.is_err());
+    assert!(foreign.join("config.json").exists(), "never touched");
+}
