@@ -5,7 +5,7 @@ use clap::Parser;
 
 use super::target::matching;
 use super::{exit, Cli, Session};
-use crate::runtime::Runtime;
+use crate::runtime::{copy_timestamped, LogLine, Runtime};
 
 /// Show a service's output (stdout and stderr as written).
 #[derive(Debug, Parser)]
@@ -24,6 +24,9 @@ pub struct Args {
     /// Only the last N lines of each container.
     #[arg(long)]
     pub tail: Option<usize>,
+    /// Prefix each line with the time it was written (RFC 3339).
+    #[arg(long, short)]
+    pub timestamps: bool,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> u8 {
@@ -54,13 +57,20 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             String::new()
         }
     };
+    let show = |prefix: &str, line: &LogLine| {
+        if args.timestamps {
+            println!("{prefix}{} {}", line.time, line.text);
+        } else {
+            println!("{prefix}{}", line.text);
+        }
+    };
     let mut streams = Vec::new();
     for container in &chosen {
         let logs = session.runtime.logs(&container.id);
         match logs.read(args.tail) {
-            Ok(text) => text
-                .lines()
-                .for_each(|line| println!("{}{line}", prefix(&container.id))),
+            Ok(lines) => lines
+                .iter()
+                .for_each(|line| show(&prefix(&container.id), line)),
             Err(err) => eprintln!("warning: {}: no output yet ({err})", container.id),
         }
         if args.follow {
@@ -75,10 +85,8 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         // Followed until interrupted (Ctrl-C ends the process).
         loop {
             for (prefix, stream) in &mut streams {
-                if let Ok(bytes) = stream.poll() {
-                    for line in String::from_utf8_lossy(&bytes).lines() {
-                        println!("{prefix}{line}");
-                    }
+                if let Ok(lines) = stream.poll() {
+                    lines.iter().for_each(|line| show(prefix, line));
                 }
             }
             let _ = std::io::stdout().flush();
@@ -86,4 +94,21 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         }
     }
     exit::OK
+}
+
+/// `wharf log-shim LOG`: the container's stdout arrives on fd 0 and its stderr on
+/// fd 1 (both pipe read ends); lines go to LOG, timestamped, until both close.
+pub fn shim(log: &std::path::Path) -> u8 {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdin().as_fd().try_clone_to_owned();
+    let stderr = std::io::stdout().as_fd().try_clone_to_owned();
+    let copied = stdout
+        .and_then(|out| Ok((out, stderr?)))
+        .and_then(|(out, err)| {
+            copy_timestamped(std::fs::File::from(out), std::fs::File::from(err), log)
+        });
+    match copied {
+        Ok(()) => exit::OK,
+        Err(_) => exit::FAILURE,
+    }
 }

@@ -91,6 +91,11 @@ pub enum Command {
     Logs(logs::Args),
     Exec(exec::Args),
     Stats(stats::Args),
+    /// Internal: collects one container's output (started by wharf with the container).
+    #[command(hide = true)]
+    LogShim {
+        log: PathBuf,
+    },
 }
 
 /// Parses the command line and runs the command; returns the process exit code.
@@ -110,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Logs(args) => logs::run(&cli, args),
         Command::Exec(args) => exec::run(&cli, args),
         Command::Stats(args) => stats::run(&cli, args),
+        Command::LogShim { log } => logs::shim(log),
     };
     ExitCode::from(code)
 }
@@ -137,7 +143,8 @@ impl Session {
             .build()
             .map_err(|err| fail(&err))?;
         let images = ImageStore::open(&cli.root).map_err(|err| fail(&err))?;
-        let runtime = LibcontainerRuntime::open(&cli.root).map_err(|err| fail(&err))?;
+        let wharf = std::env::current_exe().map_err(|err| fail(&err))?;
+        let runtime = LibcontainerRuntime::open(&cli.root, &wharf).map_err(|err| fail(&err))?;
         Ok(Session {
             images,
             registries: Registries::new(cli.insecure_registries.clone()),

@@ -3,7 +3,8 @@
 //! Layout under the wharf root:
 //! - `containers/<id>/`: the bundle (config.json), the overlay rootfs with its upper
 //!   and work dirs, `etc/` (hosts, hostname, resolv.conf), anonymous volumes,
-//!   `output.log` (stdout and stderr), `init` (pid and its start time), `started`,
+//!   `output.log` (stdout and stderr, timestamped by the log shim), `init` and `shim`
+//!   (pid and start time of the container's process and of its log shim), `started`,
 //!   `exit` (code and time, once seen);
 //! - `state/<id>/`: libcontainer's state;
 //! - `volumes/<name>/`: named volumes, kept when containers go.
@@ -12,15 +13,19 @@
 //! the container it replaces; the hostname is `<service>-<slot>`.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use pathrs::Root;
 
@@ -35,8 +40,8 @@ use super::{ContainerStatus, CreateRequest, ObservedContainer, Runtime};
 use crate::image::{mount_rootfs, unmount_rootfs};
 use crate::manifest::{Network, ServiceSpec, VolumeKind};
 
-/// libcontainer's build and start change the whole process's working directory:
-/// one at a time, with absolute paths only.
+/// libcontainer's build and start change the whole process's working directory, and
+/// its forks must not race other process spawning: one at a time, with absolute paths.
 static LIBCONTAINER: Mutex<()> = Mutex::new(());
 
 /// How long a killed container may take to disappear.
@@ -47,6 +52,8 @@ pub struct LibcontainerRuntime {
     containers: PathBuf,
     state: PathBuf,
     volumes: PathBuf,
+    /// The wharf executable, run as `wharf log-shim` to collect each container's output.
+    log_shim: PathBuf,
 }
 
 /// What `exec` returns.
@@ -58,13 +65,16 @@ pub struct ExecOutput {
 }
 
 impl LibcontainerRuntime {
-    pub fn open(root: &Path) -> Result<Self, RuntimeError> {
+    /// Opens the runtime under `root`; `wharf_executable` is run as `wharf log-shim`
+    /// beside each container to timestamp its output.
+    pub fn open(root: &Path, wharf_executable: &Path) -> Result<Self, RuntimeError> {
         fs::create_dir_all(root).map_err(RuntimeError::io(root))?;
         let root = root.canonicalize().map_err(RuntimeError::io(root))?;
         let runtime = LibcontainerRuntime {
             containers: root.join("containers"),
             state: root.join("state"),
             volumes: root.join("volumes"),
+            log_shim: wharf_executable.to_owned(),
         };
         for dir in [&runtime.containers, &runtime.state, &runtime.volumes] {
             fs::create_dir_all(dir).map_err(RuntimeError::io(dir))?;
@@ -205,13 +215,12 @@ impl LibcontainerRuntime {
         )
         .map_err(|err| format!("cannot write {}: {err}", config_path.display()))?;
 
-        let log_path = dir.join("output.log");
-        let open_log = || OpenOptions::new().create(true).append(true).open(&log_path);
-        let (stdout, stderr) = open_log()
-            .and_then(|out| Ok((out, open_log()?)))
-            .map_err(|err| format!("cannot open {}: {err}", log_path.display()))?;
         let container = {
             let _one_at_a_time = lock(&LIBCONTAINER);
+            // Spawned under the same lock: a fork by libcontainer while another thread
+            // is inside Command::spawn (which holds std's environment lock) leaves a
+            // child that deadlocks on that lock.
+            let (stdout, stderr) = self.start_log_shim(dir)?;
             let built = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
                 .with_stdout(stdout)
                 .with_stderr(stderr)
@@ -238,6 +247,51 @@ impl LibcontainerRuntime {
         fs::write(dir.join("init"), format!("{pid} {started}\n"))
             .map_err(|err| format!("cannot record the init process: {err}"))?;
         Ok(())
+    }
+
+    /// Starts the log shim for a container; returns the write ends of its stdout and
+    /// stderr pipes. The shim reads the container's stdout on its fd 0 and stderr on
+    /// its fd 1, and ends when both close. It runs in its own process group, so that
+    /// Ctrl-C on the wharf command that created the container does not end it.
+    fn start_log_shim(&self, dir: &Path) -> Result<(OwnedFd, OwnedFd), String> {
+        let pipe = || {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                .map_err(|err| format!("cannot create a pipe: {err}"))
+        };
+        let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);
+        let shim = Command::new(&self.log_shim)
+            .arg("log-shim")
+            .arg(dir.join("output.log"))
+            .stdin(Stdio::from(out_read))
+            .stdout(Stdio::from(err_read))
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|err| {
+                format!(
+                    "cannot start the log shim {}: {err}",
+                    self.log_shim.display()
+                )
+            })?;
+        let record = format!(
+            "{} {}\n",
+            shim.id(),
+            start_time(shim.id() as i32).unwrap_or(0)
+        );
+        fs::write(dir.join("shim"), record)
+            .map_err(|err| format!("cannot record the log shim: {err}"))?;
+        Ok((out_write, err_write))
+    }
+
+    /// Whether all of the container's output has been written to its log: its log
+    /// shim has ended (it ends after the container's last output).
+    pub fn output_complete(&self, id: &str) -> bool {
+        let record = fs::read_to_string(self.container_dir(id).join("shim")).unwrap_or_default();
+        let mut parts = record.split_whitespace().map(str::parse::<u64>);
+        match (parts.next(), parts.next()) {
+            (Some(Ok(pid)), Some(Ok(started))) => !is_same_process(pid as i32, started),
+            _ => true,
+        }
     }
 
     /// Host directories for the service's volumes, in manifest order: named volumes

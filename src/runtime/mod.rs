@@ -21,7 +21,7 @@ pub use config::{
 };
 pub use error::RuntimeError;
 pub use libcontainer::{ExecOutput, LibcontainerRuntime};
-pub use logs::{LogStream, Logs};
+pub use logs::{copy_timestamped, LogLine, LogStream, Logs};
 pub use reaper::{Exit, Reaper};
 pub use stats::{read_usage, Usage};
 

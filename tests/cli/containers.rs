@@ -75,10 +75,21 @@ fn a_container_outlives_its_creator_and_a_new_process_manages_it() {
 
     ok(&wharf_at(root.path(), &["stop", "cli/1"]));
     assert_eq!(ps(root.path())[0]["status"], "exited");
-    assert_eq!(
-        ok(&wharf_at(root.path(), &["logs", "cli", "--tail", "1"])),
-        "bye\n"
-    );
+    // Written after the creating process had exited: the log shim outlives it too.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let run = wharf_at(root.path(), &["logs", "cli", "--tail", "1"]);
+    assert_eq!(ok(&run), "bye\n");
+    let run = wharf_at(root.path(), &["logs", "cli", "--timestamps"]);
+    let lines: Vec<&str> = ok(&run).lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    for (line, text) in lines.iter().zip(["ready", "bye"]) {
+        let (time, rest) = line.split_once(' ').expect("time, then text");
+        assert!(
+            time.len() > 20 && time.ends_with('Z') && time.contains('T'),
+            "{line}"
+        );
+        assert_eq!(*rest, *text);
+    }
 
     ok(&wharf_at(root.path(), &["rm", "cli"]));
     assert_eq!(ps(root.path()), serde_json::json!([]));

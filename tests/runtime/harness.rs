@@ -35,7 +35,11 @@ impl Host {
             )
             .await
             .expect("pull busybox");
-        let runtime = LibcontainerRuntime::open(root.path()).expect("runtime");
+        let runtime = LibcontainerRuntime::open(
+            root.path(),
+            std::path::Path::new(env!("CARGO_BIN_EXE_wharf")),
+        )
+        .expect("runtime");
         Host {
             root,
             images,
@@ -96,7 +100,9 @@ impl Host {
     pub async fn exit_code(&self, id: &str) -> Option<i32> {
         for _ in 0..500 {
             if let ContainerStatus::Exited { code, .. } = self.observe(id).await.status {
-                return code;
+                if self.runtime.output_complete(id) {
+                    return code;
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -107,7 +113,7 @@ impl Host {
     pub async fn run_to_exit(&self, service: &Service) -> (Option<i32>, String) {
         let id = self.run(service).await;
         let code = self.exit_code(&id).await;
-        let output = self.runtime.logs(&id).read(None).expect("logs");
+        let output = self.runtime.logs(&id).text().expect("logs");
         self.runtime.remove(&id).await.expect("remove");
         (code, output)
     }
