@@ -3,4 +3,5 @@
 pub mod cli;
 pub mod image;
 pub mod manifest;
+pub mod plan;
 pub mod runtime;

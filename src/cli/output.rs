@@ -44,6 +44,10 @@ impl Palette {
         self.paint("32", text)
     }
 
+    pub fn yellow(&self, text: &str) -> String {
+        self.paint("33", text)
+    }
+
     pub fn bold(&self, text: &str) -> String {
         self.paint("1", text)
     }

@@ -1,0 +1,547 @@
+//! Stage 3 of the data flow: a pure function from what the manifests want and what
+//! runs on the host to an ordered list of steps, each with its reason. `wharf plan`
+//! shows it; `wharf apply` executes it.
+
+mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use render::{render_human, render_json, PLAN_FORMAT_VERSION};
+
+use crate::manifest::{PullPolicy, RestartPolicy, Service, ServiceSpec};
+use crate::runtime::{ContainerStatus, ObservedContainer};
+
+/// What a step does to one replica slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Create and start a container for an empty slot.
+    Create,
+    /// Stop and remove a container.
+    Remove,
+    /// Put a new container in place of an outdated one, in the service's update order.
+    Replace,
+    /// Recreate an exited container with the same spec, as its restart policy says.
+    Restart,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub service: String,
+    pub slot: u32,
+    pub action: Action,
+    pub reason: String,
+    /// The container the step removes or replaces.
+    pub container: Option<String>,
+    /// Spec hash before (of the existing container) and after (of the new one).
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// How one service changes, for the plan's header lines.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceChange {
+    pub service: String,
+    pub kind: ChangeKind,
+    /// The spec the running containers were made from (for the diff), if any.
+    pub before: Option<ServiceSpec>,
+    pub after: Option<ServiceSpec>,
+    /// Replicas running or created before, and wanted after.
+    pub replicas: (u32, u32),
+    /// Top-level fields whose change forces replacement.
+    pub forced_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    /// New service: `+`.
+    Create,
+    /// Service gone from the manifests: `-`.
+    Remove,
+    /// Scaled or restarted, nothing replaced: `~`.
+    Update,
+    /// Containers replaced: `-/+`.
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub changes: Vec<ServiceChange>,
+    pub steps: Vec<Step>,
+    /// Services found running from this directory but no longer defined, kept
+    /// because `--prune` was not given.
+    pub not_pruned: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.steps.iter().filter(|s| s.action == action).count()
+    }
+}
+
+/// Everything the planner looks at, gathered by the caller.
+pub struct Inputs<'a> {
+    pub desired: &'a [Service],
+    pub observed: &'a [ObservedContainer],
+    /// The digest each image reference resolves to now, for `pull: always` services
+    /// (absent: unknown, no replacement on that ground).
+    pub current_digests: &'a BTreeMap<String, String>,
+    /// The manifest directory being applied; only containers created from it are
+    /// pruned.
+    pub manifest_dir: &'a Path,
+    pub prune: bool,
+}
+
+/// Computes the plan. Pure: no I/O, no clock; steps in (service, slot) order.
+pub fn plan(inputs: &Inputs) -> Plan {
+    let mut changes = Vec::new();
+    let mut steps = Vec::new();
+    let desired_names: BTreeSet<&str> = inputs.desired.iter().map(Service::name).collect();
+
+    let mut desired: Vec<&Service> = inputs.desired.iter().collect();
+    desired.sort_by(|a, b| a.name().cmp(b.name()));
+    for service in desired {
+        let containers: Vec<&ObservedContainer> = inputs
+            .observed
+            .iter()
+            .filter(|c| c.service == service.name())
+            .collect();
+        let (service_steps, change) = plan_service(service, &containers, inputs.current_digests);
+        steps.extend(service_steps);
+        changes.extend(change);
+    }
+
+    let mut not_pruned = BTreeSet::new();
+    let mut gone: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
+    for container in inputs.observed {
+        if desired_names.contains(container.service.as_str()) {
+            continue;
+        }
+        let from_here = container.manifest_dir.as_deref() == Some(inputs.manifest_dir);
+        if inputs.prune && from_here {
+            gone.entry(&container.service).or_default().push(container);
+        } else if from_here {
+            not_pruned.insert(container.service.clone());
+        }
+    }
+    for (service, mut containers) in gone {
+        containers.sort_by(|a, b| b.slot.cmp(&a.slot).then(a.id.cmp(&b.id)));
+        changes.push(ServiceChange {
+            service: service.to_owned(),
+            kind: ChangeKind::Remove,
+            before: containers.iter().find_map(|c| c.spec.as_deref().cloned()),
+            after: None,
+            replicas: (containers.len() as u32, 0),
+            forced_by: Vec::new(),
+        });
+        steps.extend(containers.into_iter().map(|c| Step {
+            service: service.to_owned(),
+            slot: c.slot,
+            action: Action::Remove,
+            reason: "service removed from the manifests".into(),
+            container: Some(c.id.clone()),
+            before: Some(c.spec_hash.clone()),
+            after: None,
+        }));
+    }
+    Plan {
+        changes,
+        steps,
+        not_pruned: not_pruned.into_iter().collect(),
+    }
+}
+
+fn plan_service(
+    service: &Service,
+    containers: &[&ObservedContainer],
+    current_digests: &BTreeMap<String, String>,
+) -> (Vec<Step>, Option<ServiceChange>) {
+    let spec = &service.spec;
+    let hash = service.hash.as_str();
+    let mut steps = Vec::new();
+    let mut forced_by = BTreeSet::new();
+    let step = |slot, action, reason: String, container: Option<&ObservedContainer>| Step {
+        service: spec.name.clone(),
+        slot,
+        action,
+        reason,
+        container: container.map(|c| c.id.clone()),
+        before: container.map(|c| c.spec_hash.clone()),
+        after: (action != Action::Remove).then(|| hash.to_owned()),
+    };
+
+    for slot in 0..spec.replicas {
+        let mut in_slot: Vec<&ObservedContainer> = containers
+            .iter()
+            .copied()
+            .filter(|c| c.slot == slot)
+            .collect();
+        // An interrupted replacement can leave two containers in a slot: keep the
+        // best one (matching spec, then running, then newest) and remove the others.
+        in_slot.sort_by_key(|c| {
+            (
+                c.spec_hash != hash,
+                c.status != ContainerStatus::Running,
+                std::cmp::Reverse(c.started_at),
+            )
+        });
+        let Some((keep, extra)) = in_slot.split_first() else {
+            steps.push(step(
+                slot,
+                Action::Create,
+                format!("replica {slot} missing"),
+                None,
+            ));
+            continue;
+        };
+        for container in extra {
+            steps.push(step(
+                slot,
+                Action::Remove,
+                format!("a second container for replica {slot}"),
+                Some(container),
+            ));
+        }
+        if keep.spec_hash != hash {
+            let fields = changed_fields(keep.spec.as_deref(), spec);
+            let reason = if fields.is_empty() {
+                "spec changed".to_owned()
+            } else {
+                format!("{} changed", fields.join(", "))
+            };
+            forced_by.extend(fields);
+            steps.push(step(slot, Action::Replace, reason, Some(keep)));
+            continue;
+        }
+        if spec.pull == PullPolicy::Always {
+            if let Some(current) = current_digests.get(&spec.image) {
+                if *current != keep.image_digest {
+                    forced_by.insert("image digest".to_owned());
+                    steps.push(step(
+                        slot,
+                        Action::Replace,
+                        format!("{} now resolves to {}", spec.image, short(current)),
+                        Some(keep),
+                    ));
+                    continue;
+                }
+            }
+        }
+        if let Some(reason) = restart_reason(keep, spec.restart) {
+            steps.push(step(slot, Action::Restart, reason, Some(keep)));
+        }
+    }
+
+    let mut surplus: Vec<&ObservedContainer> = containers
+        .iter()
+        .copied()
+        .filter(|c| c.slot >= spec.replicas)
+        .collect();
+    surplus.sort_by(|a, b| b.slot.cmp(&a.slot).then(a.id.cmp(&b.id)));
+    for container in surplus {
+        steps.push(step(
+            container.slot,
+            Action::Remove,
+            format!(
+                "replica {} is above the {} wanted",
+                container.slot, spec.replicas
+            ),
+            Some(container),
+        ));
+    }
+
+    // Apply order within a service: replacements honour the update order, so a
+    // start-first service lists them as they will run; removals of extra replicas
+    // (highest slot first) come last, creations in slot order first.
+    let order = |s: &Step| match s.action {
+        Action::Create => 0,
+        Action::Restart | Action::Replace => 1,
+        Action::Remove => 2,
+    };
+    steps.sort_by_key(|s| order(s));
+    if steps.is_empty() {
+        return (steps, None);
+    }
+    let existing: BTreeSet<u32> = containers.iter().map(|c| c.slot).collect();
+    let kind = if containers.is_empty() {
+        ChangeKind::Create
+    } else if steps.iter().any(|s| s.action == Action::Replace) {
+        ChangeKind::Replace
+    } else {
+        ChangeKind::Update
+    };
+    let change = ServiceChange {
+        service: spec.name.clone(),
+        kind,
+        before: containers.iter().find_map(|c| c.spec.as_deref().cloned()),
+        after: Some(spec.clone()),
+        replicas: (existing.len() as u32, spec.replicas),
+        forced_by: forced_by.into_iter().collect(),
+    };
+    (steps, Some(change))
+}
+
+fn restart_reason(container: &ObservedContainer, policy: RestartPolicy) -> Option<String> {
+    match (container.status, policy) {
+        (ContainerStatus::Running, _) => None,
+        (ContainerStatus::Created, _) => Some("created but never started".into()),
+        (ContainerStatus::Unknown, _) => Some("its state cannot be read".into()),
+        (ContainerStatus::Exited { .. }, RestartPolicy::Never) => None,
+        (ContainerStatus::Exited { code: Some(0), .. }, RestartPolicy::OnFailure) => None,
+        (ContainerStatus::Exited { code, .. }, policy) => {
+            let how = code.map_or("exited".to_owned(), |code| {
+                format!("exited with code {code}")
+            });
+            let policy = match policy {
+                RestartPolicy::Always => "always",
+                _ => "on-failure",
+            };
+            Some(format!("{how}; restart: {policy}"))
+        }
+    }
+}
+
+/// The top-level fields that differ between two specs (by their JSON form).
+pub fn changed_fields(before: Option<&ServiceSpec>, after: &ServiceSpec) -> Vec<String> {
+    let Some(before) = before else {
+        return Vec::new();
+    };
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
+        return Vec::new();
+    };
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|key| key.as_str() != "replicas" && a.get(*key) != b.get(*key))
+        .map(|key| key.to_string())
+        .collect()
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_manifest;
+    use std::path::PathBuf;
+
+    const DIR: &str = "/etc/wharf/services";
+
+    fn service(name: &str, extra: &str) -> Service {
+        let text = format!(
+            "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: reg.lan/{name}:1\n{extra}"
+        );
+        parse_manifest(Path::new("s.yaml"), text.as_bytes())
+            .expect("valid")
+            .remove(0)
+    }
+
+    fn running(service: &Service, slot: u32) -> ObservedContainer {
+        ObservedContainer {
+            id: format!("{}-{slot}-abcdef", service.name()),
+            service: service.name().to_owned(),
+            slot,
+            status: ContainerStatus::Running,
+            pid: Some(100 + slot as i32),
+            started_at: None,
+            spec_hash: service.hash.to_string(),
+            image: service.spec.image.clone(),
+            image_digest: "sha256:old".into(),
+            manifest: Some(PathBuf::from(DIR).join("s.yaml")),
+            manifest_dir: Some(PathBuf::from(DIR)),
+            spec: Some(Box::new(service.spec.clone())),
+        }
+    }
+
+    fn plan_of(desired: &[Service], observed: &[ObservedContainer], prune: bool) -> Plan {
+        plan(&Inputs {
+            desired,
+            observed,
+            current_digests: &BTreeMap::new(),
+            manifest_dir: Path::new(DIR),
+            prune,
+        })
+    }
+
+    fn actions(plan: &Plan) -> Vec<(String, u32, Action)> {
+        plan.steps
+            .iter()
+            .map(|s| (s.service.clone(), s.slot, s.action))
+            .collect()
+    }
+
+    #[test]
+    fn missing_replicas_are_created_in_slot_order() {
+        let web = service("web", "replicas: 3\n");
+        let plan = plan_of(&[web.clone()], &[running(&web, 1)], false);
+        assert_eq!(
+            actions(&plan),
+            [
+                ("web".into(), 0, Action::Create),
+                ("web".into(), 2, Action::Create)
+            ]
+        );
+        assert_eq!(plan.steps[0].reason, "replica 0 missing");
+        assert_eq!(plan.changes[0].kind, ChangeKind::Update);
+        assert_eq!(plan.changes[0].replicas, (1, 3));
+    }
+
+    #[test]
+    fn matching_containers_mean_no_changes() {
+        let web = service("web", "replicas: 2\n");
+        let plan = plan_of(&[web.clone()], &[running(&web, 0), running(&web, 1)], false);
+        assert!(plan.is_empty() && plan.changes.is_empty());
+    }
+
+    #[test]
+    fn scaling_down_removes_the_highest_slots_first_and_touches_nothing_else() {
+        let web = service("web", "replicas: 1\n");
+        let observed: Vec<_> = (0..4).map(|slot| running(&web, slot)).collect();
+        let plan = plan_of(&[web.clone()], &observed, false);
+        assert_eq!(
+            actions(&plan),
+            [
+                ("web".into(), 3, Action::Remove),
+                ("web".into(), 2, Action::Remove),
+                ("web".into(), 1, Action::Remove)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_changed_spec_replaces_naming_the_fields() {
+        let old = service("web", "env: {LOG_LEVEL: info}\n");
+        let new = service("web", "env: {LOG_LEVEL: debug}\nreplicas: 1\n");
+        let plan = plan_of(&[new], &[running(&old, 0)], false);
+        assert_eq!(actions(&plan), [("web".into(), 0, Action::Replace)]);
+        assert_eq!(plan.steps[0].reason, "env changed");
+        assert_eq!(plan.changes[0].kind, ChangeKind::Replace);
+        assert_eq!(plan.changes[0].forced_by, ["env"]);
+        assert_ne!(plan.steps[0].before, plan.steps[0].after);
+    }
+
+    #[test]
+    fn policies_alone_do_not_replace() {
+        let old = service("web", "");
+        let new = service("web", "restart: on-failure\nstop: {timeout: 30s}\n");
+        assert!(plan_of(&[new], &[running(&old, 0)], false).is_empty());
+    }
+
+    #[test]
+    fn a_moved_tag_replaces_under_pull_always_only() {
+        let always = service("web", "pull: always\n");
+        let digests = BTreeMap::from([(always.spec.image.clone(), "sha256:new".to_owned())]);
+        let observed = [running(&always, 0)];
+        let inputs = |desired| Inputs {
+            desired,
+            observed: &observed,
+            current_digests: &digests,
+            manifest_dir: Path::new(DIR),
+            prune: false,
+        };
+        let plan = plan(&inputs(std::slice::from_ref(&always)));
+        assert_eq!(actions(&plan), [("web".into(), 0, Action::Replace)]);
+        assert!(plan.steps[0].reason.contains("now resolves to sha256:new"));
+
+        let if_not_present = service("web", "");
+        let observed_same = [running(&if_not_present, 0)];
+        let plan = super::plan(&Inputs {
+            desired: std::slice::from_ref(&if_not_present),
+            observed: &observed_same,
+            current_digests: &digests,
+            manifest_dir: Path::new(DIR),
+            prune: false,
+        });
+        assert!(plan.is_empty());
+    }
+
+    #[test]
+    fn exited_containers_restart_as_their_policy_says() {
+        let exited = |service: &Service, code| ObservedContainer {
+            status: ContainerStatus::Exited { code, at: None },
+            ..running(service, 0)
+        };
+        let always = service("a", "restart: always\n");
+        let on_failure = service("b", "restart: on-failure\n");
+        let never = service("c", "restart: never\n");
+        let desired = [always.clone(), on_failure.clone(), never.clone()];
+        let plan = plan_of(
+            &desired,
+            &[
+                exited(&always, Some(0)),
+                exited(&on_failure, Some(0)),
+                exited(&never, Some(1)),
+            ],
+            false,
+        );
+        assert_eq!(actions(&plan), [("a".into(), 0, Action::Restart)]);
+        assert_eq!(plan.steps[0].reason, "exited with code 0; restart: always");
+        let plan = plan_of(&desired[1..2], &[exited(&on_failure, Some(2))], false);
+        assert_eq!(actions(&plan), [("b".into(), 0, Action::Restart)]);
+    }
+
+    #[test]
+    fn removed_services_are_pruned_only_with_prune_and_only_from_the_same_directory() {
+        let gone = service("gone", "replicas: 2\n");
+        let elsewhere = ObservedContainer {
+            manifest_dir: Some(PathBuf::from("/srv/other")),
+            ..running(&service("other", ""), 0)
+        };
+        let observed = [running(&gone, 0), running(&gone, 1), elsewhere];
+        let plan = plan_of(&[], &observed, false);
+        assert!(plan.is_empty());
+        assert_eq!(plan.not_pruned, ["gone"]);
+        let plan = plan_of(&[], &observed, true);
+        assert_eq!(
+            actions(&plan),
+            [
+                ("gone".into(), 1, Action::Remove),
+                ("gone".into(), 0, Action::Remove)
+            ]
+        );
+        assert_eq!(plan.changes[0].kind, ChangeKind::Remove);
+    }
+
+    #[test]
+    fn a_second_container_in_a_slot_is_removed_keeping_the_matching_one() {
+        let old = service("web", "env: {V: '1'}\n");
+        let new = service("web", "env: {V: '2'}\n");
+        let stale = ObservedContainer {
+            id: "web-0-old".into(),
+            ..running(&old, 0)
+        };
+        let fresh = ObservedContainer {
+            id: "web-0-new".into(),
+            ..running(&new, 0)
+        };
+        let plan = plan_of(&[new], &[stale, fresh], false);
+        assert_eq!(actions(&plan), [("web".into(), 0, Action::Remove)]);
+        assert_eq!(plan.steps[0].container.as_deref(), Some("web-0-old"));
+    }
+
+    #[test]
+    fn services_are_planned_in_name_order() {
+        let (b, a) = (service("b", ""), service("a", ""));
+        let plan = plan_of(&[b, a], &[], false);
+        assert_eq!(
+            actions(&plan),
+            [
+                ("a".into(), 0, Action::Create),
+                ("b".into(), 0, Action::Create)
+            ]
+        );
+        assert_eq!(render::summary(&plan), "Plan: 2 to create.");
+    }
+}

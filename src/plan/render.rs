@@ -1,0 +1,140 @@
+//! Plans for people (Terraform/Nomad style, with a diff of each changed spec) and
+//! for machines (versioned JSON).
+
+use serde::Serialize;
+use similar::{ChangeTag, TextDiff};
+
+use super::{Action, ChangeKind, Plan, Step};
+use crate::cli::Palette;
+use crate::manifest::ServiceSpec;
+
+/// Bumped when the JSON format changes incompatibly.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+pub fn render_human(plan: &Plan, palette: &Palette) -> String {
+    let mut out = String::new();
+    for change in &plan.changes {
+        let (mark, paint): (&str, fn(&Palette, &str) -> String) = match change.kind {
+            ChangeKind::Create => ("+", Palette::green),
+            ChangeKind::Remove => ("-", Palette::red),
+            ChangeKind::Update => ("~", Palette::yellow),
+            ChangeKind::Replace => ("-/+", Palette::yellow),
+        };
+        let mut header = format!("{} {}", paint(palette, mark), palette.bold(&change.service));
+        let (from, to) = change.replicas;
+        if change.kind == ChangeKind::Update && from != to {
+            header.push_str(&format!(": replicas {from} -> {to}"));
+        }
+        if !change.forced_by.is_empty() {
+            header.push_str(&format!(" (forced by {})", change.forced_by.join(", ")));
+        }
+        out.push_str(&header);
+        out.push('\n');
+        if change.kind == ChangeKind::Replace {
+            if let (Some(before), Some(after)) = (&change.before, &change.after) {
+                out.push_str(&spec_diff(before, after, palette));
+            }
+        }
+        for step in plan.steps.iter().filter(|s| s.service == change.service) {
+            out.push_str(&format!("    {}\n", render_step(step, palette)));
+        }
+    }
+    for service in &plan.not_pruned {
+        out.push_str(&format!(
+            "note: {service} is no longer in the manifests; `wharf apply --prune` removes it\n"
+        ));
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&summary(plan));
+    out.push('\n');
+    out
+}
+
+fn render_step(step: &Step, palette: &Palette) -> String {
+    let (mark, word) = match step.action {
+        Action::Create => (palette.green("+"), "create"),
+        Action::Remove => (palette.red("-"), "remove"),
+        Action::Replace => (palette.yellow("-/+"), "replace"),
+        Action::Restart => (palette.yellow("~"), "restart"),
+    };
+    format!(
+        "{mark} {}/{}  {word}: {}",
+        step.service, step.slot, step.reason
+    )
+}
+
+/// `Plan: 2 to create, 1 to replace, 3 to remove.` or the no-change line.
+pub fn summary(plan: &Plan) -> String {
+    if plan.is_empty() {
+        return "No changes. Containers match the manifests.".into();
+    }
+    let parts: Vec<String> = [
+        (Action::Create, "to create"),
+        (Action::Replace, "to replace"),
+        (Action::Restart, "to restart"),
+        (Action::Remove, "to remove"),
+    ]
+    .iter()
+    .filter_map(|(action, words)| {
+        let n = plan.count(*action);
+        (n > 0).then(|| format!("{n} {words}"))
+    })
+    .collect();
+    format!("Plan: {}.", parts.join(", "))
+}
+
+/// A unified diff of two specs as YAML, indented under the service header.
+fn spec_diff(before: &ServiceSpec, after: &ServiceSpec, palette: &Palette) -> String {
+    let yaml = |spec: &ServiceSpec| serde_yaml::to_string(spec).unwrap_or_default();
+    let (old, new) = (yaml(before), yaml(after));
+    let diff = TextDiff::from_lines(&old, &new);
+    let mut out = String::new();
+    for group in diff.grouped_ops(2) {
+        for op in group {
+            for change in diff.iter_changes(&op) {
+                let line = change.value().trim_end_matches('\n');
+                out.push_str(&match change.tag() {
+                    ChangeTag::Delete => format!("      {}\n", palette.red(&format!("- {line}"))),
+                    ChangeTag::Insert => format!("      {}\n", palette.green(&format!("+ {line}"))),
+                    ChangeTag::Equal => format!("        {line}\n"),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    format_version: u32,
+    changed: bool,
+    summary: JsonSummary,
+    steps: &'a [Step],
+    not_pruned: &'a [String],
+}
+
+#[derive(Serialize)]
+struct JsonSummary {
+    create: usize,
+    replace: usize,
+    restart: usize,
+    remove: usize,
+}
+
+pub fn render_json(plan: &Plan) -> String {
+    let json = JsonPlan {
+        format_version: PLAN_FORMAT_VERSION,
+        changed: !plan.is_empty(),
+        summary: JsonSummary {
+            create: plan.count(Action::Create),
+            replace: plan.count(Action::Replace),
+            restart: plan.count(Action::Restart),
+            remove: plan.count(Action::Remove),
+        },
+        steps: &plan.steps,
+        not_pruned: &plan.not_pruned,
+    };
+    serde_json::to_string_pretty(&json).unwrap_or_default()
+}
