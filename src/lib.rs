@@ -4,4 +4,17 @@ pub mod cli;
 pub mod image;
 pub mod manifest;
 pub mod plan;
+pub mod reconcile;
 pub mod runtime;
+
+/// An error and its causes on one line: `cannot pull x: connection refused`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -66,7 +66,7 @@ fn act(cli: &Cli, target: &str, action: Action) -> u8 {
             .runtime
             .list()
             .await
-            .map_err(|e| super::output::error_chain(&e))?;
+            .map_err(|e| crate::error_chain(&e))?;
         for container in matching(&containers, target)? {
             let done = match action {
                 Action::Stop => {
@@ -85,7 +85,7 @@ fn act(cli: &Cli, target: &str, action: Action) -> u8 {
                 Action::Remove => session.runtime.remove(&container.id).await,
                 Action::Kill(signal) => session.runtime.kill(&container.id, signal).await,
             };
-            done.map_err(|e| super::output::error_chain(&e))?;
+            done.map_err(|e| crate::error_chain(&e))?;
             println!("{}", container.id);
         }
         Ok::<_, String>(())

@@ -1,14 +1,17 @@
 //! The command line: global options and one module per subcommand.
 
+mod apply;
 mod control;
 mod exec;
 mod image;
 mod images;
 mod logs;
 mod output;
+mod plan;
 mod progress;
 mod ps;
 mod pull;
+mod reconcile;
 mod run;
 mod schema;
 mod stats;
@@ -33,6 +36,8 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// The input is invalid or the operation failed.
     pub const FAILURE: u8 = 1;
+    /// With `--detailed-exitcode`: there are (plan) or were (apply) changes.
+    pub const CHANGES: u8 = 2;
 }
 
 #[derive(Debug, Parser)]
@@ -79,6 +84,8 @@ pub enum ColorChoice {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Validate(validate::Args),
+    Plan(plan::Args),
+    Apply(apply::Args),
     Schema(schema::Args),
     Pull(pull::Args),
     Images(images::Args),
@@ -103,6 +110,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match &cli.command {
         Command::Validate(args) => validate::run(&cli, args),
+        Command::Plan(args) => plan::run(&cli, args),
+        Command::Apply(args) => apply::run(&cli, args),
         Command::Schema(args) => schema::run(args),
         Command::Pull(args) => pull::run(&cli, args),
         Command::Images(args) => images::run(&cli, args),

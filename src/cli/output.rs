@@ -69,18 +69,6 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Prints an error and the chain of its causes to stderr.
 pub fn print_error(error: &dyn std::error::Error, palette: &Palette) {
     eprintln!("{} {error}", palette.red("error:"));

@@ -71,7 +71,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
                 &Progress::for_stderr(),
             )
             .await
-            .map_err(|err| super::output::error_chain(&err))?;
+            .map_err(|err| crate::error_chain(&err))?;
         let request = CreateRequest {
             service: service.spec.clone(),
             slot: args.replica,
@@ -84,12 +84,12 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             .runtime
             .create(&request)
             .await
-            .map_err(|err| super::output::error_chain(&err))?;
+            .map_err(|err| crate::error_chain(&err))?;
         session
             .runtime
             .start(&id)
             .await
-            .map_err(|err| super::output::error_chain(&err))?;
+            .map_err(|err| crate::error_chain(&err))?;
         Ok::<_, String>(id)
     });
     match result {

@@ -234,7 +234,9 @@ impl LibcontainerRuntime {
                 });
             // Failed builds leave zombie children too.
             Reaper::global().children_spawned();
-            built.map_err(|err| describe_libcontainer_error("create the container", &err))?
+            built.map_err(|err| {
+                format!("cannot create the container: {}", crate::error_chain(&err))
+            })?
         };
         let pid = container
             .pid()
@@ -648,18 +650,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The error and its causes on one line (libcontainer's top-level messages are terse).
-fn describe_libcontainer_error(action: &str, error: &dyn std::error::Error) -> String {
-    let mut text = format!("cannot {action}: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Fails early, with a clear message, when the command is not in the image.

@@ -1,0 +1,164 @@
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Serialize;
+
+use super::reconcile::{make_plan, ReconcileLock};
+use super::{exit, Cli, Palette, Session};
+use crate::plan::{render_human, Action, Step, PLAN_FORMAT_VERSION};
+use crate::reconcile::{Executor, StepObserver};
+
+/// Make the host's containers match a manifest directory.
+#[derive(Debug, Parser)]
+#[command(
+    after_help = "Examples:\n  wharf apply examples/\n  wharf apply --yes --prune /etc/wharf/services\n  wharf apply --yes --json --detailed-exitcode services/   # in a CI job\n\nExit status: 0 success (with --detailed-exitcode: nothing to do), 1 error or a failed step, 2 changes applied (with --detailed-exitcode)."
+)]
+pub struct Args {
+    /// Manifest directory.
+    pub dir: PathBuf,
+    /// Also remove services that are no longer in the directory (only containers
+    /// wharf created from this same directory).
+    #[arg(long)]
+    pub prune: bool,
+    /// Allow --prune to remove everything when the directory holds no services.
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Give up after waiting this long for another apply, e.g. 30s.
+    #[arg(long)]
+    pub lock_timeout: Option<crate::manifest::Duration>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 0 when nothing changed, 2 when changes were applied, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+/// Plain, greppable progress lines on stderr.
+struct Lines;
+
+impl StepObserver for Lines {
+    fn finished(&self, step: &Step, outcome: Result<(), &str>) {
+        let verb = match step.action {
+            Action::Create => "created",
+            Action::Remove => "removed",
+            Action::Replace => "replaced",
+            Action::Restart => "restarted",
+        };
+        match outcome {
+            Ok(()) => eprintln!("{verb} {}/{}", step.service, step.slot),
+            Err(cause) => eprintln!(
+                "FAILED {}/{} {:?}: {cause}",
+                step.service, step.slot, step.action
+            ),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonResult<'a> {
+    format_version: u32,
+    changed: bool,
+    done: &'a [Step],
+    failed: Vec<JsonFailure<'a>>,
+    skipped: &'a [Step],
+}
+
+#[derive(Serialize)]
+struct JsonFailure<'a> {
+    step: &'a Step,
+    error: &'a str,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> u8 {
+    let session = match Session::open(cli) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let timeout = args.lock_timeout.map(|d| d.as_std());
+    let _lock = match ReconcileLock::acquire(&cli.root, timeout) {
+        Ok(lock) => lock,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::FAILURE;
+        }
+    };
+    let planned = match make_plan(&session, &args.dir, args.prune, args.allow_empty) {
+        Ok(planned) => planned,
+        Err(lines) => {
+            lines.iter().for_each(|line| eprintln!("{line}"));
+            return exit::FAILURE;
+        }
+    };
+    let plan = &planned.plan;
+    if !args.json {
+        print!("{}", render_human(plan, &Palette::for_stdout(cli.color)));
+    }
+    if plan.is_empty() {
+        if args.json {
+            print_json(&crate::reconcile::Report::default());
+        }
+        return exit::OK;
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!("error: refusing to apply without confirmation: stdin is not a terminal; pass --yes");
+            return exit::FAILURE;
+        }
+        print!("Apply these changes? [y/N] ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("Nothing was changed.");
+            return exit::FAILURE;
+        }
+    }
+    let executor = Executor {
+        runtime: &session.runtime,
+        images: &session.images,
+        registries: &session.registries,
+    };
+    let report = session.block_on(executor.execute(plan, &planned.desired, &Lines));
+    if args.json {
+        print_json(&report);
+    } else if report.failed.is_empty() {
+        println!("Apply complete: {} steps done.", report.done.len());
+    } else {
+        println!(
+            "Apply failed: {} of {} steps failed, {} skipped; running containers were left as they are. Fix the cause and re-run apply to converge.",
+            report.failed.len(),
+            plan.steps.len(),
+            report.skipped.len()
+        );
+    }
+    if !report.failed.is_empty() {
+        exit::FAILURE
+    } else if args.detailed_exitcode {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }
+}
+
+fn print_json(report: &crate::reconcile::Report) {
+    let result = JsonResult {
+        format_version: PLAN_FORMAT_VERSION,
+        changed: !report.done.is_empty(),
+        done: &report.done,
+        failed: report
+            .failed
+            .iter()
+            .map(|(step, error)| JsonFailure { step, error })
+            .collect(),
+        skipped: &report.skipped,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&result).unwrap_or_default()
+    );
+}

@@ -1,0 +1,125 @@
+//! What `wharf plan` and `wharf apply` share: loading the directory, observing the
+//! host, resolving moved tags, planning, and the one-reconciler-at-a-time lock.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{flock, FlockOperation};
+
+use super::Session;
+use crate::manifest::{load_paths, ImageRef, PullPolicy, Service};
+use crate::plan::{plan, Inputs, Plan};
+use crate::runtime::Runtime;
+
+pub struct Planned {
+    pub desired: Vec<Service>,
+    pub plan: Plan,
+}
+
+/// Loads `dir`, observes the host and plans. Manifest errors are returned as the
+/// lines to print; nothing is touched.
+pub fn make_plan(
+    session: &Session,
+    dir: &Path,
+    prune: bool,
+    allow_empty: bool,
+) -> Result<Planned, Vec<String>> {
+    let loaded = load_paths(&[dir.to_owned()]);
+    if !loaded.errors.is_empty() {
+        let mut lines: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+        lines.push(format!("{} invalid: nothing was changed", dir.display()));
+        return Err(lines);
+    }
+    if !dir.is_dir() {
+        return Err(vec![format!("{} is not a directory", dir.display())]);
+    }
+    let manifest_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let observed = session
+        .block_on(session.runtime.list())
+        .map_err(|err| vec![crate::error_chain(&err)])?;
+    let managed_here = observed
+        .iter()
+        .filter(|c| c.manifest_dir.as_deref() == Some(manifest_dir.as_path()))
+        .count();
+    if prune && loaded.services.is_empty() && managed_here > 0 && !allow_empty {
+        return Err(vec![format!(
+            "{} holds no services, but {managed_here} containers run from it; refusing to prune them all (an unmounted or mistyped path?). Pass --allow-empty if that is what you want.",
+            dir.display()
+        )]);
+    }
+    let current_digests = session.block_on(current_digests(session, &loaded.services));
+    let plan = plan(&Inputs {
+        desired: &loaded.services,
+        observed: &observed,
+        current_digests: &current_digests,
+        manifest_dir: &manifest_dir,
+        prune,
+    });
+    Ok(Planned {
+        desired: loaded.services,
+        plan,
+    })
+}
+
+/// What the tags of `pull: always` services resolve to now, for this host's platform.
+/// A registry that cannot be reached leaves the tag out (no replacement on that ground).
+async fn current_digests(session: &Session, services: &[Service]) -> BTreeMap<String, String> {
+    let mut digests = BTreeMap::new();
+    for service in services
+        .iter()
+        .filter(|s| s.spec.pull == PullPolicy::Always)
+    {
+        if digests.contains_key(&service.spec.image) {
+            continue;
+        }
+        let Ok(reference) = service.spec.image.parse::<ImageRef>() else {
+            continue;
+        };
+        match session.registries.resolve(&reference).await {
+            Ok(resolved) => {
+                digests.insert(service.spec.image.clone(), resolved.digest.to_string());
+            }
+            Err(err) => eprintln!("warning: {}", crate::error_chain(&err)),
+        }
+    }
+    digests
+}
+
+/// An exclusive lock under the root: one reconciler at a time.
+pub struct ReconcileLock {
+    _file: File,
+}
+
+impl ReconcileLock {
+    /// Takes the lock, saying so while it waits; gives up after `timeout`.
+    pub fn acquire(root: &Path, timeout: Option<Duration>) -> Result<Self, String> {
+        let path: PathBuf = root.join("lock");
+        std::fs::create_dir_all(root).map_err(|err| format!("{}: {err}", root.display()))?;
+        let file = File::create(&path).map_err(|err| format!("{}: {err}", path.display()))?;
+        let started = Instant::now();
+        let mut told = false;
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(ReconcileLock { _file: file }),
+                Err(_) if timeout.is_some_and(|t| started.elapsed() >= t) => {
+                    return Err(format!(
+                        "another wharf apply holds {} and did not finish within the lock timeout",
+                        path.display()
+                    ))
+                }
+                Err(_) => {
+                    if !told {
+                        eprintln!(
+                            "waiting for another wharf apply to finish (lock {})...",
+                            path.display()
+                        );
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}

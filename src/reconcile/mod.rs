@@ -1,0 +1,186 @@
+//! Stage 4 of the data flow: executing a plan through the `Runtime` seam, after
+//! pulling what it needs. A failed step stops that service's remaining steps, leaves
+//! running containers as they are and is reported; re-running apply converges.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::error_chain;
+use crate::image::{ImageStore, NoProgress, Registries};
+use crate::manifest::{ImageRef, PullPolicy, Service, ServiceSpec, UpdateOrder};
+use crate::plan::{Action, Plan, Step};
+use crate::runtime::{CreateRequest, Runtime};
+
+/// What happened to each step.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub done: Vec<Step>,
+    /// Steps that failed, with the cause.
+    pub failed: Vec<(Step, String)>,
+    /// Steps not run because an earlier step of their service failed.
+    pub skipped: Vec<Step>,
+}
+
+/// Told about each step as it finishes.
+pub trait StepObserver: Sync {
+    fn finished(&self, step: &Step, outcome: Result<(), &str>);
+}
+
+pub struct Executor<'a, R: Runtime> {
+    pub runtime: &'a R,
+    pub images: &'a ImageStore,
+    pub registries: &'a Registries,
+}
+
+impl<R: Runtime> Executor<'_, R> {
+    /// Pulls what the plan needs (each image once, concurrently, as its pull policy
+    /// says), then runs the steps service by service.
+    pub async fn execute(
+        &self,
+        plan: &Plan,
+        desired: &[Service],
+        observer: &dyn StepObserver,
+    ) -> Report {
+        let by_name: BTreeMap<&str, &Service> = desired.iter().map(|s| (s.name(), s)).collect();
+        let pull_failures: BTreeMap<String, String> =
+            self.pull_all(plan, desired).await.into_iter().collect();
+        let mut report = Report::default();
+        let mut steps_by_service: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
+        for step in &plan.steps {
+            steps_by_service
+                .entry(&step.service)
+                .or_default()
+                .push(step);
+        }
+        for (name, steps) in steps_by_service {
+            let service = by_name.get(name).copied();
+            let mut failed = false;
+            for step in steps {
+                if failed {
+                    report.skipped.push(step.clone());
+                    continue;
+                }
+                let image_failure = service.and_then(|s| pull_failures.get(&s.spec.image));
+                let outcome = match image_failure {
+                    Some(cause) if step.action != Action::Remove => Err(cause.clone()),
+                    _ => self.run_step(step, service).await,
+                };
+                match outcome {
+                    Ok(()) => {
+                        observer.finished(step, Ok(()));
+                        report.done.push(step.clone());
+                    }
+                    Err(cause) => {
+                        observer.finished(step, Err(&cause));
+                        report.failed.push((step.clone(), cause));
+                        failed = true;
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    async fn run_step(&self, step: &Step, service: Option<&Service>) -> Result<(), String> {
+        let old = step.container.as_deref();
+        match (step.action, service) {
+            (Action::Remove, _) => self.remove(old, service.map(|s| &s.spec)).await,
+            (Action::Create, Some(service)) => self.create(service, step.slot).await,
+            (Action::Restart, Some(service)) => {
+                self.remove(old, Some(&service.spec)).await?;
+                self.create(service, step.slot).await
+            }
+            (Action::Replace, Some(service)) => match service.spec.update.order {
+                UpdateOrder::StopFirst => {
+                    self.remove(old, Some(&service.spec)).await?;
+                    self.create(service, step.slot).await
+                }
+                UpdateOrder::StartFirst => {
+                    self.create(service, step.slot).await?;
+                    self.remove(old, Some(&service.spec)).await
+                }
+            },
+            (_, None) => Err(format!("service {} is not in the manifests", step.service)),
+        }
+    }
+
+    async fn create(&self, service: &Service, slot: u32) -> Result<(), String> {
+        let reference: ImageRef = service.spec.image.parse()?;
+        // pull_all has already fetched what the policy asks for: use what is stored.
+        let policy = match service.spec.pull {
+            PullPolicy::Never => PullPolicy::Never,
+            _ => PullPolicy::IfNotPresent,
+        };
+        let image = self
+            .images
+            .pull(self.registries, &reference, policy, &NoProgress)
+            .await
+            .map_err(|err| error_chain(&err))?;
+        let request = CreateRequest {
+            service: service.spec.clone(),
+            slot,
+            spec_hash: service.hash.clone(),
+            layers: self.images.layer_dirs(&image),
+            image,
+            manifest: service.file.canonicalize().ok(),
+        };
+        let id = self
+            .runtime
+            .create(&request)
+            .await
+            .map_err(|err| error_chain(&err))?;
+        self.runtime
+            .start(&id)
+            .await
+            .map_err(|err| error_chain(&err))
+    }
+
+    /// Stops with the service's stop signal and timeout, then removes.
+    async fn remove(&self, id: Option<&str>, spec: Option<&ServiceSpec>) -> Result<(), String> {
+        let Some(id) = id else {
+            return Ok(());
+        };
+        let (signal, timeout) = spec.map_or((Signal::SIGTERM, Duration::from_secs(10)), |spec| {
+            (
+                spec.stop.signal.parse().unwrap_or(Signal::SIGTERM),
+                spec.stop.timeout.as_std(),
+            )
+        });
+        self.runtime
+            .stop(id, signal, timeout)
+            .await
+            .map_err(|err| error_chain(&err))?;
+        self.runtime
+            .remove(id)
+            .await
+            .map_err(|err| error_chain(&err))
+    }
+
+    /// Pulls every image the plan's creations need, each once, concurrently.
+    async fn pull_all(&self, plan: &Plan, desired: &[Service]) -> Vec<(String, String)> {
+        let needed: BTreeMap<&str, &Service> = plan
+            .steps
+            .iter()
+            .filter(|s| s.action != Action::Remove)
+            .filter_map(|s| desired.iter().find(|d| d.name() == s.service))
+            .map(|s| (s.spec.image.as_str(), s))
+            .collect();
+        let pulls = needed.into_iter().map(|(image, service)| async move {
+            let reference: ImageRef = image
+                .parse()
+                .map_err(|err: String| (image.to_owned(), err))?;
+            self.images
+                .pull(self.registries, &reference, service.spec.pull, &NoProgress)
+                .await
+                .map(drop)
+                .map_err(|err| (image.to_owned(), error_chain(&err)))
+        });
+        futures_util::future::join_all(pulls)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect()
+    }
+}
