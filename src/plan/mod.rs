@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn missing_replicas_are_created_in_slot_order() {
         let web = service("web", "replicas: 3\n");
-        let plan = plan_of(&[web.clone()], &[running(&web, 1)], false);
+        let plan = plan_of(std::slice::from_ref(&web), &[running(&web, 1)], false);
         assert_eq!(
             actions(&plan),
             [
@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn matching_containers_mean_no_changes() {
         let web = service("web", "replicas: 2\n");
-        let plan = plan_of(&[web.clone()], &[running(&web, 0), running(&web, 1)], false);
+        let plan = plan_of(std::slice::from_ref(&web), &[running(&web, 0), running(&web, 1)], false);
         assert!(plan.is_empty() && plan.changes.is_empty());
     }
 
@@ -409,7 +409,7 @@ mod tests {
     fn scaling_down_removes_the_highest_slots_first_and_touches_nothing_else() {
         let web = service("web", "replicas: 1\n");
         let observed: Vec<_> = (0..4).map(|slot| running(&web, slot)).collect();
-        let plan = plan_of(&[web.clone()], &observed, false);
+        let plan = plan_of(std::slice::from_ref(&web), &observed, false);
         assert_eq!(
             actions(&plan),
             [
