@@ -1,13 +1,11 @@
 //! `wharf stop`, `wharf rm` and `wharf kill`: act on containers by name.
 
-use std::time::Duration;
-
 use clap::Parser;
 use nix::sys::signal::Signal;
 
 use super::target::matching;
 use super::{exit, Cli, Session};
-use crate::runtime::Runtime;
+use crate::runtime::{stop_settings, Runtime};
 
 /// Stop containers: their stop signal, then SIGKILL after their stop timeout.
 #[derive(Debug, Parser)]
@@ -70,16 +68,7 @@ fn act(cli: &Cli, target: &str, action: Action) -> u8 {
         for container in matching(&containers, target)? {
             let done = match action {
                 Action::Stop => {
-                    let (signal, timeout) = container
-                        .spec
-                        .as_ref()
-                        .map(|spec| {
-                            (
-                                parse_signal(&spec.stop.signal).unwrap_or(Signal::SIGTERM),
-                                spec.stop.timeout.as_std(),
-                            )
-                        })
-                        .unwrap_or((Signal::SIGTERM, Duration::from_secs(10)));
+                    let (signal, timeout) = stop_settings(container.spec.as_deref());
                     session.runtime.stop(&container.id, signal, timeout).await
                 }
                 Action::Remove => session.runtime.remove(&container.id).await,

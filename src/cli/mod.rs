@@ -2,6 +2,7 @@
 
 mod apply;
 mod control;
+mod down;
 mod exec;
 mod image;
 mod images;
@@ -15,6 +16,7 @@ mod reconcile;
 mod run;
 mod schema;
 mod stats;
+mod status;
 mod target;
 mod validate;
 
@@ -86,6 +88,8 @@ pub enum Command {
     Validate(validate::Args),
     Plan(plan::Args),
     Apply(apply::Args),
+    Status(status::Args),
+    Down(down::Args),
     Schema(schema::Args),
     Pull(pull::Args),
     Images(images::Args),
@@ -112,6 +116,8 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Plan(args) => plan::run(&cli, args),
         Command::Apply(args) => apply::run(&cli, args),
+        Command::Status(args) => status::run(&cli, args),
+        Command::Down(args) => down::run(&cli, args),
         Command::Schema(args) => schema::run(args),
         Command::Pull(args) => pull::run(&cli, args),
         Command::Images(args) => images::run(&cli, args),

@@ -401,7 +401,11 @@ mod tests {
     #[test]
     fn matching_containers_mean_no_changes() {
         let web = service("web", "replicas: 2\n");
-        let plan = plan_of(std::slice::from_ref(&web), &[running(&web, 0), running(&web, 1)], false);
+        let plan = plan_of(
+            std::slice::from_ref(&web),
+            &[running(&web, 0), running(&web, 1)],
+            false,
+        );
         assert!(plan.is_empty() && plan.changes.is_empty());
     }
 

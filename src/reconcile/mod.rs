@@ -3,15 +3,12 @@
 //! running containers as they are and is reported; re-running apply converges.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-use nix::sys::signal::Signal;
 
 use crate::error_chain;
 use crate::image::{ImageStore, NoProgress, Registries};
 use crate::manifest::{ImageRef, PullPolicy, Service, ServiceSpec, UpdateOrder};
 use crate::plan::{Action, Plan, Step};
-use crate::runtime::{CreateRequest, Runtime};
+use crate::runtime::{stop_settings, CreateRequest, Runtime};
 
 /// What happened to each step.
 #[derive(Debug, Default)]
@@ -142,12 +139,7 @@ impl<R: Runtime> Executor<'_, R> {
         let Some(id) = id else {
             return Ok(());
         };
-        let (signal, timeout) = spec.map_or((Signal::SIGTERM, Duration::from_secs(10)), |spec| {
-            (
-                spec.stop.signal.parse().unwrap_or(Signal::SIGTERM),
-                spec.stop.timeout.as_std(),
-            )
-        });
+        let (signal, timeout) = stop_settings(spec);
         self.runtime
             .stop(id, signal, timeout)
             .await

@@ -113,3 +113,16 @@ pub trait Runtime: Send + Sync {
     /// Every container wharf created under this root.
     fn list(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
 }
+
+/// How to stop a container made from `spec`: its stop signal and timeout (SIGTERM
+/// and 10 s when the spec is unknown).
+pub fn stop_settings(spec: Option<&ServiceSpec>) -> (nix::sys::signal::Signal, Duration) {
+    use nix::sys::signal::Signal;
+    spec.map_or((Signal::SIGTERM, Duration::from_secs(10)), |spec| {
+        // Validation normalised the name (SIGTERM, SIGQUIT...).
+        (
+            spec.stop.signal.parse().unwrap_or(Signal::SIGTERM),
+            spec.stop.timeout.as_std(),
+        )
+    })
+}

@@ -1,0 +1,65 @@
+use clap::Parser;
+
+use super::{exit, Cli, Session};
+use crate::runtime::{stop_settings, Runtime};
+
+/// Stop and remove the containers of services (named volumes stay).
+#[derive(Debug, Parser)]
+#[command(after_help = "Examples:\n  wharf down web worker\n  wharf down --all")]
+pub struct Args {
+    /// Services to take down.
+    #[arg(required_unless_present = "all")]
+    pub services: Vec<String>,
+    /// Every wharf container on this host.
+    #[arg(long, conflicts_with = "services")]
+    pub all: bool,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> u8 {
+    let session = match Session::open(cli) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let result = session.block_on(async {
+        let containers = session
+            .runtime
+            .list()
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let chosen: Vec<_> = containers
+            .iter()
+            .filter(|c| args.all || args.services.contains(&c.service))
+            .collect();
+        if let Some(missing) = args
+            .services
+            .iter()
+            .find(|s| !containers.iter().any(|c| &c.service == *s))
+        {
+            return Err(format!(
+                "no containers of service \"{missing}\" (see `wharf status`)"
+            ));
+        }
+        for container in chosen {
+            let (signal, timeout) = stop_settings(container.spec.as_deref());
+            session
+                .runtime
+                .stop(&container.id, signal, timeout)
+                .await
+                .map_err(|e| crate::error_chain(&e))?;
+            session
+                .runtime
+                .remove(&container.id)
+                .await
+                .map_err(|e| crate::error_chain(&e))?;
+            println!("removed {}", container.id);
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => exit::OK,
+        Err(message) => {
+            eprintln!("error: {message}");
+            exit::FAILURE
+        }
+    }
+}

@@ -1,0 +1,111 @@
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use clap::Parser;
+use serde::Serialize;
+
+use super::{exit, Cli, Session};
+use crate::runtime::{ContainerStatus, ObservedContainer, Runtime};
+
+/// Per service: replicas running against those wanted, and each container's state.
+#[derive(Debug, Parser)]
+#[command(after_help = "Examples:\n  wharf status\n  wharf status --json")]
+pub struct Args {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct ServiceStatus<'a> {
+    service: &'a str,
+    /// Replicas the spec that created the containers asks for.
+    desired: u32,
+    running: usize,
+    containers: Vec<ContainerLine<'a>>,
+}
+
+#[derive(Serialize)]
+struct ContainerLine<'a> {
+    id: &'a str,
+    replica: u32,
+    state: String,
+    uptime_seconds: Option<u64>,
+    image_digest: &'a str,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> u8 {
+    let session = match Session::open(cli) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let containers = match session.block_on(session.runtime.list()) {
+        Ok(containers) => containers,
+        Err(err) => return session.fail(&err),
+    };
+    let mut by_service: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
+    for container in &containers {
+        by_service
+            .entry(&container.service)
+            .or_default()
+            .push(container);
+    }
+    let now = SystemTime::now();
+    let statuses: Vec<ServiceStatus> = by_service
+        .into_iter()
+        .map(|(service, containers)| ServiceStatus {
+            service,
+            desired: containers
+                .iter()
+                .filter_map(|c| c.spec.as_ref().map(|s| (c.started_at, s.replicas)))
+                .max_by_key(|(started, _)| *started)
+                .map_or(0, |(_, replicas)| replicas),
+            running: containers
+                .iter()
+                .filter(|c| c.status == ContainerStatus::Running)
+                .count(),
+            containers: containers
+                .iter()
+                .map(|c| ContainerLine {
+                    id: &c.id,
+                    replica: c.slot,
+                    state: c.status.to_string(),
+                    uptime_seconds: (c.status == ContainerStatus::Running)
+                        .then(|| {
+                            c.started_at
+                                .and_then(|t| now.duration_since(t).ok())
+                                .map(|d| d.as_secs())
+                        })
+                        .flatten(),
+                    image_digest: &c.image_digest,
+                })
+                .collect(),
+        })
+        .collect();
+    if args.json {
+        match serde_json::to_string_pretty(&statuses) {
+            Ok(json) => println!("{json}"),
+            Err(err) => return session.fail(&err),
+        }
+        return exit::OK;
+    }
+    if statuses.is_empty() {
+        println!("No wharf containers.");
+    }
+    for status in &statuses {
+        println!(
+            "{}  {}/{} running",
+            status.service, status.running, status.desired
+        );
+        for line in &status.containers {
+            let uptime = line.uptime_seconds.map_or(String::new(), |s| {
+                format!(
+                    "  up {}",
+                    humantime::format_duration(std::time::Duration::from_secs(s))
+                )
+            });
+            let digest = line.image_digest.get(..19).unwrap_or(line.image_digest);
+            println!("  {}  {}{uptime}  {digest}", line.id, line.state);
+        }
+    }
+    exit::OK
+}

@@ -1,0 +1,226 @@
+//! `wharf plan` / `wharf apply` / `wharf status` / `wharf down` with real containers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::common::{wharf_at, Run};
+use crate::support::TestRegistry;
+
+fn write_service(dir: &Path, name: &str, extra: &str) {
+    let image = TestRegistry::shared().image("busybox:1");
+    let text = format!(
+        "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: {image}\n\
+         command: [/bin/sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n\
+         stop: {{timeout: 2s}}\n{extra}"
+    );
+    std::fs::write(dir.join(format!("{name}.yaml")), text).expect("write manifest");
+}
+
+/// container ids by "service/slot".
+fn ids(root: &Path) -> BTreeMap<String, String> {
+    let run = wharf_at(root, &["ps", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    rows.as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r["status"] == "running")
+        .map(|r| {
+            (
+                format!("{}/{}", r["service"].as_str().unwrap_or(""), r["replica"]),
+                r["id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn apply(root: &Path, dir: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["apply", "--yes"];
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().expect("UTF-8"));
+    wharf_at(root, &args)
+}
+
+#[test]
+fn apply_converges_scales_replaces_and_prunes_only_what_it_must() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let (root, dir) = (root.path(), dir.path());
+    write_service(dir, "web", "env: {LOG_LEVEL: info}\n");
+    write_service(dir, "worker", "replicas: 3\n");
+
+    let run = apply(root, dir, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("Plan: 4 to create."), "{}", run.stdout);
+    let first = ids(root);
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        ["web/0", "worker/0", "worker/1", "worker/2"]
+    );
+
+    // Converged: nothing to do, and --detailed-exitcode says so.
+    let run = wharf_at(
+        root,
+        &["plan", "--detailed-exitcode", dir.to_str().expect("UTF-8")],
+    );
+    assert_eq!(
+        (run.code, run.stdout.trim()),
+        (0, "No changes. Containers match the manifests.")
+    );
+    assert_eq!(apply(root, dir, &["--detailed-exitcode"]).code, 0);
+
+    // Scale 3 -> 1 -> 4: survivors keep their containers.
+    write_service(dir, "worker", "replicas: 1\n");
+    let run = apply(root, dir, &["--detailed-exitcode"]);
+    assert_eq!(run.code, 2, "changes applied: {}", run.stderr);
+    let scaled_down = ids(root);
+    assert_eq!(scaled_down["worker/0"], first["worker/0"]);
+    assert!(!scaled_down.contains_key("worker/1") && !scaled_down.contains_key("worker/2"));
+    write_service(dir, "worker", "replicas: 4\n");
+    assert_eq!(apply(root, dir, &[]).code, 0);
+    let scaled_up = ids(root);
+    assert_eq!(scaled_up["worker/0"], first["worker/0"]);
+    assert_eq!(scaled_up.len(), 5);
+
+    // One env var of web changes: only web is replaced, with a diff in the plan.
+    write_service(dir, "web", "env: {LOG_LEVEL: debug}\n");
+    let run = wharf_at(root, &["plan", dir.to_str().expect("UTF-8")]);
+    assert!(
+        run.stdout.contains("-/+ web (forced by env)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("-   LOG_LEVEL: info") && run.stdout.contains("+   LOG_LEVEL: debug"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Plan: 1 to replace."), "{}", run.stdout);
+    assert_eq!(apply(root, dir, &[]).code, 0);
+    let replaced = ids(root);
+    assert_ne!(replaced["web/0"], scaled_up["web/0"]);
+    for slot in 0..4 {
+        let key = format!("worker/{slot}");
+        assert_eq!(replaced[&key], scaled_up[&key], "{key} untouched");
+    }
+
+    // A broken manifest: errors, exit 1, nothing touched.
+    std::fs::write(
+        dir.join("web.yaml"),
+        "apiVersion: wharf/v1\nkind: Service\nname: web\nimage: x\nreplica: 2\n",
+    )
+    .expect("write");
+    let run = apply(root, dir, &["--prune"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("web.yaml:5:1: replica: unknown field"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ids(root), replaced);
+    write_service(dir, "web", "env: {LOG_LEVEL: debug}\n");
+
+    // A removed file: kept without --prune (with a note), removed with it.
+    std::fs::remove_file(dir.join("worker.yaml")).expect("rm");
+    let run = apply(root, dir, &[]);
+    assert!(
+        run.stdout
+            .contains("note: worker is no longer in the manifests"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(ids(root).len(), 5);
+    let run = apply(root, dir, &["--prune"]);
+    assert!(run.stdout.contains("Plan: 4 to remove."), "{}", run.stdout);
+    assert_eq!(ids(root).keys().collect::<Vec<_>>(), ["web/0"]);
+
+    // An empty directory (an unmounted volume?) never prunes a fleet by accident.
+    std::fs::remove_file(dir.join("web.yaml")).expect("rm");
+    let run = apply(root, dir, &["--prune"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("holds no services, but 1 containers run from it"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ids(root).len(), 1);
+    assert_eq!(apply(root, dir, &["--prune", "--allow-empty"]).code, 0);
+    assert!(ids(root).is_empty());
+}
+
+#[test]
+fn apply_needs_confirmation_or_yes_and_waits_for_the_lock() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    write_service(dir.path(), "locked", "");
+    let dir_arg = dir.path().to_str().expect("UTF-8");
+
+    let run = wharf_at(root.path(), &["apply", dir_arg]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("stdin is not a terminal; pass --yes"),
+        "{}",
+        run.stderr
+    );
+
+    // Another reconciler holds the lock.
+    let lock = std::fs::File::create(root.path().join("lock")).expect("lock file");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    let run = wharf_at(
+        root.path(),
+        &["apply", "--yes", "--lock-timeout", "300ms", dir_arg],
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("waiting for another wharf apply"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("did not finish within the lock timeout"),
+        "{}",
+        run.stderr
+    );
+    drop(lock);
+    assert!(ids(root.path()).is_empty(), "nothing was created");
+}
+
+#[test]
+fn containers_wharf_did_not_create_survive_prune_and_down() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    write_service(dir.path(), "mine", "");
+    assert_eq!(apply(root.path(), dir.path(), &[]).code, 0);
+    // Someone else's bundle in the same place (no wharf annotations).
+    let foreign = root.path().join("containers/theirs");
+    std::fs::create_dir_all(&foreign).expect("mkdir");
+    std::fs::write(foreign.join("config.json"), r#"{"ociVersion": "1.0.2"}"#).expect("write");
+
+    std::fs::remove_file(dir.path().join("mine.yaml")).expect("rm");
+    let run = apply(root.path(), dir.path(), &["--prune", "--allow-empty"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = wharf_at(root.path(), &["down", "--all"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(foreign.join("config.json").is_file());
+
+    let run = wharf_at(root.path(), &["status"]);
+    assert_eq!(run.stdout, "No wharf containers.\n");
+}
+
+#[test]
+fn status_shows_desired_and_running_replicas() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    write_service(dir.path(), "pair", "replicas: 2\n");
+    assert_eq!(apply(root.path(), dir.path(), &[]).code, 0);
+    let run = wharf_at(root.path(), &["status"]);
+    let first = run.stdout.lines().next().unwrap_or_default().to_owned();
+    assert_eq!(first, "pair  2/2 running");
+    let status: serde_json::Value =
+        serde_json::from_str(&wharf_at(root.path(), &["status", "--json"]).stdout).expect("JSON");
+    assert_eq!(status[0]["desired"], 2);
+    assert_eq!(status[0]["running"], 2);
+    assert_eq!(wharf_at(root.path(), &["down", "pair"]).code, 0);
+}
