@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Serialize;
 
-use super::reconcile::{make_plan, ReconcileLock};
+use super::reconcile::{make_plan, ReconcileLock, SavedPlan};
 use super::{exit, Cli, Palette, Session};
 use crate::plan::{render_human, Action, Step, PLAN_FORMAT_VERSION};
 use crate::reconcile::{Executor, StepObserver};
@@ -15,7 +15,7 @@ use crate::reconcile::{Executor, StepObserver};
     after_help = "Examples:\n  wharf apply examples/\n  wharf apply --yes --prune /etc/wharf/services\n  wharf apply --yes --json --detailed-exitcode services/   # in a CI job\n\nExit status: 0 success (with --detailed-exitcode: nothing to do), 1 error or a failed step, 2 changes applied (with --detailed-exitcode)."
 )]
 pub struct Args {
-    /// Manifest directory.
+    /// Manifest directory, or a plan file saved by `wharf plan -o`.
     pub dir: PathBuf,
     /// Also remove services that are no longer in the directory (only containers
     /// wharf created from this same directory).
@@ -87,13 +87,38 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             return exit::FAILURE;
         }
     };
-    let planned = match make_plan(&session, &args.dir, args.prune, args.allow_empty) {
+    let saved = if args.dir.is_file() {
+        match read_saved_plan(&args.dir) {
+            Ok(saved) => Some(saved),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return exit::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let (dir, prune, allow_empty) = match &saved {
+        Some(saved) => (saved.dir.clone(), saved.prune, saved.allow_empty),
+        None => (args.dir.clone(), args.prune, args.allow_empty),
+    };
+    let planned = match make_plan(&session, &dir, prune, allow_empty) {
         Ok(planned) => planned,
         Err(lines) => {
             lines.iter().for_each(|line| eprintln!("{line}"));
             return exit::FAILURE;
         }
     };
+    if let Some(saved) = &saved {
+        if saved.fingerprint != planned.fingerprint || saved.steps != planned.plan.steps {
+            eprintln!(
+                "error: the manifests in {} or the containers changed since {} was made; nothing was changed. Run `wharf plan` again.",
+                dir.display(),
+                args.dir.display()
+            );
+            return exit::FAILURE;
+        }
+    }
     let plan = &planned.plan;
     if !args.json {
         print!("{}", render_human(plan, &Palette::for_stdout(cli.color)));
@@ -161,4 +186,23 @@ fn print_json(report: &crate::reconcile::Report) {
         "{}",
         serde_json::to_string_pretty(&result).unwrap_or_default()
     );
+}
+
+fn read_saved_plan(path: &std::path::Path) -> Result<SavedPlan, String> {
+    let bytes =
+        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let saved: SavedPlan = serde_json::from_slice(&bytes).map_err(|err| {
+        format!(
+            "{} is not a plan saved by `wharf plan -o`: {err}",
+            path.display()
+        )
+    })?;
+    if saved.format_version != PLAN_FORMAT_VERSION {
+        return Err(format!(
+            "{} has plan format {}; this wharf reads format {PLAN_FORMAT_VERSION}",
+            path.display(),
+            saved.format_version
+        ));
+    }
+    Ok(saved)
 }

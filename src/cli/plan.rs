@@ -2,9 +2,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::reconcile::make_plan;
+use super::reconcile::{make_plan, SavedPlan};
 use super::{exit, Cli, Palette, Session};
-use crate::plan::{render_human, render_json};
+use crate::plan::{render_human, render_json, PLAN_FORMAT_VERSION};
 
 /// Show what `wharf apply DIR` would do, without changing anything.
 #[derive(Debug, Parser)]
@@ -26,6 +26,9 @@ pub struct Args {
     /// Exit 0 when there are no changes, 2 when there are some, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Save the plan to FILE; `wharf apply FILE` then runs exactly it.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> u8 {
@@ -46,6 +49,25 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         print!(
             "{}",
             render_human(&planned.plan, &Palette::for_stdout(cli.color))
+        );
+    }
+    if let Some(out) = &args.out {
+        let saved = SavedPlan {
+            format_version: PLAN_FORMAT_VERSION,
+            dir: args.dir.canonicalize().unwrap_or_else(|_| args.dir.clone()),
+            prune: args.prune,
+            allow_empty: args.allow_empty,
+            fingerprint: planned.fingerprint.clone(),
+            steps: planned.plan.steps.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&saved).unwrap_or_default();
+        if let Err(err) = std::fs::write(out, json) {
+            eprintln!("error: cannot write {}: {err}", out.display());
+            return exit::FAILURE;
+        }
+        eprintln!(
+            "Saved the plan to {0}; `wharf apply {0}` runs exactly it.",
+            out.display()
         );
     }
     if args.detailed_exitcode && !planned.plan.is_empty() {

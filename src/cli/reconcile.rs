@@ -7,15 +7,57 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{flock, FlockOperation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use super::Session;
 use crate::manifest::{load_paths, ImageRef, PullPolicy, Service};
-use crate::plan::{plan, Inputs, Plan};
-use crate::runtime::Runtime;
+use crate::plan::{plan, Inputs, Plan, Step};
+use crate::runtime::{ObservedContainer, Runtime};
 
 pub struct Planned {
     pub desired: Vec<Service>,
     pub plan: Plan,
+    /// Identifies the inputs: a saved plan is applied only if they are unchanged.
+    pub fingerprint: String,
+}
+
+/// A plan saved by `wharf plan -o FILE`, applied by `wharf apply FILE`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedPlan {
+    pub format_version: u32,
+    pub dir: PathBuf,
+    pub prune: bool,
+    pub allow_empty: bool,
+    pub fingerprint: String,
+    pub steps: Vec<Step>,
+}
+
+/// A digest of what the plan was made from: each service's spec hash and replica
+/// count, each container's id, spec hash, image digest and status.
+fn fingerprint(
+    desired: &[Service],
+    observed: &[ObservedContainer],
+    digests: &BTreeMap<String, String>,
+) -> String {
+    let mut hasher = Sha256::new();
+    let mut services: Vec<String> = desired
+        .iter()
+        .map(|s| format!("{} {} {}\n", s.name(), s.hash, s.spec.replicas))
+        .collect();
+    services.sort();
+    let mut containers: Vec<String> = observed
+        .iter()
+        .map(|c| format!("{} {} {} {}\n", c.id, c.spec_hash, c.image_digest, c.status))
+        .collect();
+    containers.sort();
+    for line in services.iter().chain(&containers) {
+        hasher.update(line.as_bytes());
+    }
+    for (image, digest) in digests {
+        hasher.update(format!("{image} {digest}\n").as_bytes());
+    }
+    format!("{:x}", hasher.finalize())
 }
 
 /// Loads `dir`, observes the host and plans. Manifest errors are returned as the
@@ -57,9 +99,11 @@ pub fn make_plan(
         manifest_dir: &manifest_dir,
         prune,
     });
+    let fingerprint = fingerprint(&loaded.services, &observed, &current_digests);
     Ok(Planned {
         desired: loaded.services,
         plan,
+        fingerprint,
     })
 }
 

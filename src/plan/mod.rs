@@ -7,7 +7,7 @@ mod render;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use render::{render_human, render_json, PLAN_FORMAT_VERSION};
 
@@ -15,7 +15,7 @@ use crate::manifest::{PullPolicy, RestartPolicy, Service, ServiceSpec};
 use crate::runtime::{ContainerStatus, ObservedContainer};
 
 /// What a step does to one replica slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Create and start a container for an empty slot.
@@ -29,7 +29,7 @@ pub enum Action {
 }
 
 /// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     pub service: String,
     pub slot: u32,

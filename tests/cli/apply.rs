@@ -224,3 +224,36 @@ fn status_shows_desired_and_running_replicas() {
     assert_eq!(status[0]["running"], 2);
     assert_eq!(wharf_at(root.path(), &["down", "pair"]).code, 0);
 }
+
+#[test]
+fn a_saved_plan_runs_exactly_and_is_refused_once_stale() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let work = tempfile::tempdir().expect("work");
+    let plan_file = work.path().join("change.plan");
+    let plan_arg = plan_file.to_str().expect("UTF-8");
+    write_service(dir.path(), "saved", "");
+    let dir_arg = dir.path().to_str().expect("UTF-8");
+
+    let run = wharf_at(root.path(), &["plan", dir_arg, "-o", plan_arg]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The manifests change after the plan was made: refused, nothing done.
+    write_service(dir.path(), "saved", "replicas: 2\n");
+    let run = wharf_at(root.path(), &["apply", "--yes", plan_arg]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("changed since"), "{}", run.stderr);
+    assert!(ids(root.path()).is_empty());
+
+    // A fresh plan applies as saved.
+    assert_eq!(
+        wharf_at(root.path(), &["plan", dir_arg, "-o", plan_arg]).code,
+        0
+    );
+    let run = wharf_at(root.path(), &["apply", "--yes", plan_arg]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(ids(root.path()).len(), 2);
+    // Applied once, the plan is stale: the containers changed.
+    let run = wharf_at(root.path(), &["apply", "--yes", plan_arg]);
+    assert_eq!(run.code, 1);
+    assert_eq!(wharf_at(root.path(), &["down", "saved"]).code, 0);
+}
