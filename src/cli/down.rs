@@ -2,6 +2,7 @@ use clap::Parser;
 
 use super::{exit, Cli, Session};
 use crate::runtime::{stop_settings, Runtime};
+use crate::state::StateStore;
 
 /// Stop and remove the containers of services (named volumes stay).
 #[derive(Debug, Parser)]
@@ -39,6 +40,8 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
                 "no containers of service \"{missing}\" (see `wharf status`)"
             ));
         }
+        let mut services: Vec<String> = chosen.iter().map(|c| c.service.clone()).collect();
+        services.dedup();
         for container in chosen {
             let (signal, timeout) = stop_settings(container.spec.as_deref());
             session
@@ -53,7 +56,9 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
                 .map_err(|e| crate::error_chain(&e))?;
             println!("removed {}", container.id);
         }
-        Ok(())
+        StateStore::open(&cli.root)
+            .and_then(|store| store.forget(&services))
+            .map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => exit::OK,

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{exit, Cli, Session};
 use crate::runtime::{ContainerStatus, ObservedContainer, Runtime};
+use crate::state::StateView;
 
 /// Per service: replicas running against those wanted, and each container's state.
 #[derive(Debug, Parser)]
@@ -30,6 +31,8 @@ struct ContainerLine<'a> {
     replica: u32,
     state: String,
     uptime_seconds: Option<u64>,
+    /// Restarts recorded for this replica slot.
+    restarts: u64,
     image_digest: &'a str,
 }
 
@@ -50,6 +53,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             .push(container);
     }
     let now = SystemTime::now();
+    let state = StateView::open(&cli.root);
     let statuses: Vec<ServiceStatus> = by_service
         .into_iter()
         .map(|(service, containers)| ServiceStatus {
@@ -69,6 +73,9 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
                     id: &c.id,
                     replica: c.slot,
                     state: c.status.to_string(),
+                    restarts: state.as_ref().map_or(0, |view| {
+                        view.restarts(&format!("{}/{}", c.service, c.slot))
+                    }),
                     uptime_seconds: (c.status == ContainerStatus::Running)
                         .then(|| {
                             c.started_at
@@ -104,7 +111,11 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
                 )
             });
             let digest = line.image_digest.get(..19).unwrap_or(line.image_digest);
-            println!("  {}  {}{uptime}  {digest}", line.id, line.state);
+            let restarts = match line.restarts {
+                0 => String::new(),
+                n => format!("  restarts {n}"),
+            };
+            println!("  {}  {}{uptime}{restarts}  {digest}", line.id, line.state);
         }
     }
     exit::OK

@@ -52,6 +52,12 @@ fn apply_converges_scales_replaces_and_prunes_only_what_it_must() {
     let run = apply(root, dir, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("Plan: 4 to create."), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("Apply complete (generation 1): 4 created."),
+        "{}",
+        run.stdout
+    );
     let first = ids(root);
     assert_eq!(
         first.keys().collect::<Vec<_>>(),

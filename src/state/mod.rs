@@ -1,0 +1,320 @@
+//! The state database (`<root>/state.redb`): what was last applied for each service,
+//! an apply history, restart counts and a bounded event log. The host's containers
+//! stay the truth about what runs; this is history and what was applied.
+//!
+//! One process writes at a time (apply holds the reconcile lock); any number of
+//! others open it read-only meanwhile (redb's `ConcurrencyMode::SingleWriter`).
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use redb::{
+    Builder, ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Service, ServiceSpec};
+
+const APPLIED: TableDefinition<&str, &str> = TableDefinition::new("applied");
+const HISTORY: TableDefinition<u64, &str> = TableDefinition::new("history");
+const RESTARTS: TableDefinition<&str, u64> = TableDefinition::new("restarts");
+const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
+
+/// The event log keeps this many entries, dropping the oldest.
+pub const MAX_EVENTS: u64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("state database {}: {message}", path.display())]
+pub struct StateError {
+    path: PathBuf,
+    message: String,
+}
+
+/// What the last apply set for one service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub spec: ServiceSpec,
+    pub spec_hash: String,
+    pub manifest: PathBuf,
+    pub generation: u64,
+}
+
+/// One apply, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyRecord {
+    pub generation: u64,
+    /// RFC 3339.
+    pub time: String,
+    pub dir: PathBuf,
+    /// e.g. "2 created, 1 replaced; 1 failed".
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub time: String,
+    pub message: String,
+}
+
+pub struct StateStore {
+    db: Database,
+    path: PathBuf,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl StateStore {
+    /// Opens (creating) the database for writing.
+    pub fn open(root: &Path) -> Result<Self, StateError> {
+        let path = root.join("state.redb");
+        let db = Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .create(&path)
+            .map_err(|err| StateError {
+                path: path.clone(),
+                message: err.to_string(),
+            })?;
+        Ok(StateStore { db, path })
+    }
+
+    fn error(&self, err: impl std::fmt::Display) -> StateError {
+        StateError {
+            path: self.path.clone(),
+            message: err.to_string(),
+        }
+    }
+
+    /// Records an apply: the new generation, what each service is now applied as, the
+    /// services it removed, and one event per step. Returns the generation.
+    pub fn record_apply(
+        &self,
+        dir: &Path,
+        applied: &[Service],
+        removed: &[String],
+        restarted: &[String],
+        summary: &str,
+        events: &[String],
+    ) -> Result<u64, StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        let generation = {
+            let mut history = txn.open_table(HISTORY).map_err(|e| self.error(e))?;
+            let generation = history
+                .last()
+                .map_err(|e| self.error(e))?
+                .map_or(1, |(key, _)| key.value() + 1);
+            let record = ApplyRecord {
+                generation,
+                time: now(),
+                dir: dir.to_owned(),
+                summary: summary.to_owned(),
+            };
+            let json = serde_json::to_string(&record).map_err(|e| self.error(e))?;
+            history
+                .insert(generation, json.as_str())
+                .map_err(|e| self.error(e))?;
+            generation
+        };
+        {
+            let mut table = txn.open_table(APPLIED).map_err(|e| self.error(e))?;
+            for service in applied {
+                let entry = Applied {
+                    spec: service.spec.clone(),
+                    spec_hash: service.hash.to_string(),
+                    manifest: service.file.clone(),
+                    generation,
+                };
+                let json = serde_json::to_string(&entry).map_err(|e| self.error(e))?;
+                table
+                    .insert(service.name(), json.as_str())
+                    .map_err(|e| self.error(e))?;
+            }
+            for name in removed {
+                table.remove(name.as_str()).map_err(|e| self.error(e))?;
+            }
+        }
+        {
+            let mut restarts = txn.open_table(RESTARTS).map_err(|e| self.error(e))?;
+            for slot in restarted {
+                let count = restarts
+                    .get(slot.as_str())
+                    .map_err(|e| self.error(e))?
+                    .map_or(0, |v| v.value());
+                restarts
+                    .insert(slot.as_str(), count + 1)
+                    .map_err(|e| self.error(e))?;
+            }
+        }
+        append_events(&txn, events).map_err(|e| self.error(e))?;
+        txn.commit().map_err(|e| self.error(e))?;
+        Ok(generation)
+    }
+
+    /// Forgets services (after `wharf down`), with an event each.
+    pub fn forget(&self, services: &[String]) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut table = txn.open_table(APPLIED).map_err(|e| self.error(e))?;
+            for name in services {
+                table.remove(name.as_str()).map_err(|e| self.error(e))?;
+            }
+        }
+        let events: Vec<String> = services.iter().map(|s| format!("took down {s}")).collect();
+        append_events(&txn, &events).map_err(|e| self.error(e))?;
+        txn.commit().map_err(|e| self.error(e))
+    }
+}
+
+fn append_events(txn: &redb::WriteTransaction, events: &[String]) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(EVENTS)?;
+    let mut next = table.last()?.map_or(0, |(key, _)| key.value() + 1);
+    let time = now();
+    for message in events {
+        let json = serde_json::to_string(&Event {
+            time: time.clone(),
+            message: message.clone(),
+        })
+        .unwrap_or_default();
+        table.insert(next, json.as_str())?;
+        next += 1;
+    }
+    while table.len()? > MAX_EVENTS {
+        table.pop_first()?;
+    }
+    Ok(())
+}
+
+/// A read-only view, usable while another process writes.
+pub struct StateView {
+    db: redb::ReadOnlyDatabase,
+}
+
+impl StateView {
+    /// None when no apply has created the database yet.
+    pub fn open(root: &Path) -> Option<Self> {
+        let path = root.join("state.redb");
+        if !path.exists() {
+            return None;
+        }
+        Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open_read_only(&path)
+            .ok()
+            .map(|db| StateView { db })
+    }
+
+    fn read<T>(&self, table: TableDefinition<'_, impl redb::Key + 'static, &'static str>) -> Vec<T>
+    where
+        T: serde::de::DeserializeOwned,
+    {
+        let Ok(txn) = self.db.begin_read() else {
+            return Vec::new();
+        };
+        let Ok(table) = txn.open_table(table) else {
+            return Vec::new();
+        };
+        let Ok(rows) = table.iter() else {
+            return Vec::new();
+        };
+        rows.flatten()
+            .filter_map(|(_, value)| serde_json::from_str(value.value()).ok())
+            .collect()
+    }
+
+    pub fn applied(&self) -> Vec<Applied> {
+        self.read(APPLIED)
+    }
+
+    pub fn history(&self) -> Vec<ApplyRecord> {
+        self.read(HISTORY)
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.read(EVENTS)
+    }
+
+    /// Restarts of replica `slot` ("web/0") recorded so far.
+    pub fn restarts(&self, slot: &str) -> u64 {
+        self.db
+            .begin_read()
+            .ok()
+            .and_then(|txn| txn.open_table(RESTARTS).ok())
+            .and_then(|table| table.get(slot).ok().flatten().map(|v| v.value()))
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_manifest;
+
+    fn service(name: &str) -> Service {
+        let text = format!("apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: busybox\n");
+        parse_manifest(Path::new("/srv/m/s.yaml"), text.as_bytes())
+            .expect("valid")
+            .remove(0)
+    }
+
+    #[test]
+    fn applies_are_numbered_and_readable_while_the_writer_is_open() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(root.path()).expect("open");
+        let dir = Path::new("/srv/m");
+        let first = store
+            .record_apply(
+                dir,
+                &[service("web"), service("db")],
+                &[],
+                &[],
+                "2 created",
+                &["create web/0".into()],
+            )
+            .expect("record");
+        let second = store
+            .record_apply(
+                dir,
+                &[service("web")],
+                &["db".into()],
+                &["web/0".into()],
+                "1 restarted",
+                &[],
+            )
+            .expect("record");
+        assert_eq!((first, second), (1, 2));
+
+        // Another reader, while the writer is still open.
+        let view = StateView::open(root.path()).expect("read-only view");
+        let applied = view.applied();
+        assert_eq!(applied.len(), 1);
+        assert_eq!(
+            (applied[0].spec.name.as_str(), applied[0].generation),
+            ("web", 2)
+        );
+        assert_eq!(
+            view.history()
+                .iter()
+                .map(|h| h.summary.as_str())
+                .collect::<Vec<_>>(),
+            ["2 created", "1 restarted"]
+        );
+        assert_eq!(view.restarts("web/0"), 1);
+        assert_eq!(view.events()[0].message, "create web/0");
+        drop(store);
+    }
+
+    #[test]
+    fn the_event_log_is_bounded() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(root.path()).expect("open");
+        let many: Vec<String> = (0..MAX_EVENTS + 5).map(|i| format!("event {i}")).collect();
+        store
+            .record_apply(Path::new("/m"), &[], &[], &[], "", &many)
+            .expect("record");
+        let events = StateView::open(root.path()).expect("view").events();
+        assert_eq!(events.len() as u64, MAX_EVENTS);
+        assert_eq!(events[0].message, "event 5");
+    }
+}
