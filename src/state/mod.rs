@@ -169,16 +169,15 @@ impl StateStore {
 
 fn append_events(txn: &redb::WriteTransaction, events: &[String]) -> Result<(), redb::Error> {
     let mut table = txn.open_table(EVENTS)?;
-    let mut next = table.last()?.map_or(0, |(key, _)| key.value() + 1);
+    let first = table.last()?.map_or(0, |(key, _)| key.value() + 1);
     let time = now();
-    for message in events {
+    for (key, message) in (first..).zip(events) {
         let json = serde_json::to_string(&Event {
             time: time.clone(),
             message: message.clone(),
         })
         .unwrap_or_default();
-        table.insert(next, json.as_str())?;
-        next += 1;
+        table.insert(key, json.as_str())?;
     }
     while table.len()? > MAX_EVENTS {
         table.pop_first()?;
