@@ -1,5 +1,6 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
@@ -9,6 +10,7 @@ use super::{exit, Cli, Palette, Session};
 use crate::manifest::Service;
 use crate::plan::{render_human, Action, Step, PLAN_FORMAT_VERSION};
 use crate::reconcile::{Executor, Report, StepObserver};
+use crate::runtime::{ContainerStatus, Runtime};
 use crate::state::StateStore;
 
 /// Make the host's containers match a manifest directory.
@@ -32,6 +34,12 @@ pub struct Args {
     /// Give up after waiting this long for another apply, e.g. 30s.
     #[arg(long)]
     pub lock_timeout: Option<crate::manifest::Duration>,
+    /// After applying, wait until every service runs its replicas with the new spec.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, e.g. 2m (default 5m).
+    #[arg(long, requires = "wait")]
+    pub timeout: Option<crate::manifest::Duration>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -173,6 +181,17 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             report.skipped.len()
         );
     }
+    if report.failed.is_empty() && args.wait {
+        let timeout = args
+            .timeout
+            .map_or(Duration::from_secs(300), |t| t.as_std());
+        if let Err(message) =
+            session.block_on(wait_until_running(&session, &planned.desired, timeout))
+        {
+            eprintln!("error: {message}");
+            return exit::FAILURE;
+        }
+    }
     if !report.failed.is_empty() {
         exit::FAILURE
     } else if args.detailed_exitcode {
@@ -294,4 +313,51 @@ fn record(
             &events,
         )
         .map_err(|e| e.to_string())
+}
+
+/// Waits until each service has its replicas running with its current spec.
+async fn wait_until_running(
+    session: &Session,
+    desired: &[Service],
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let containers = session
+            .runtime
+            .list()
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let lagging: Vec<String> = desired
+            .iter()
+            .filter_map(|service| {
+                let running = containers
+                    .iter()
+                    .filter(|c| {
+                        c.service == service.name()
+                            && c.spec_hash == service.hash.as_str()
+                            && c.status == ContainerStatus::Running
+                    })
+                    .count() as u32;
+                (running < service.spec.replicas).then(|| {
+                    format!(
+                        "{} ({running}/{} running)",
+                        service.name(),
+                        service.spec.replicas
+                    )
+                })
+            })
+            .collect();
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "timed out after {}: {}",
+                humantime::format_duration(timeout),
+                lagging.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

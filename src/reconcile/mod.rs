@@ -54,25 +54,31 @@ impl<R: Runtime> Executor<'_, R> {
         for (name, steps) in steps_by_service {
             let service = by_name.get(name).copied();
             let mut failed = false;
-            for step in steps {
+            for batch in batches(&steps, service.map(|s| &s.spec)) {
                 if failed {
-                    report.skipped.push(step.clone());
+                    report.skipped.extend(batch.iter().map(|s| (*s).clone()));
                     continue;
                 }
                 let image_failure = service.and_then(|s| pull_failures.get(&s.spec.image));
-                let outcome = match image_failure {
-                    Some(cause) if step.action != Action::Remove => Err(cause.clone()),
-                    _ => self.run_step(step, service).await,
-                };
-                match outcome {
-                    Ok(()) => {
-                        observer.finished(step, Ok(()));
-                        report.done.push(step.clone());
-                    }
-                    Err(cause) => {
-                        observer.finished(step, Err(&cause));
-                        report.failed.push((step.clone(), cause));
-                        failed = true;
+                let outcomes =
+                    futures_util::future::join_all(batch.iter().map(|step| async move {
+                        match image_failure {
+                            Some(cause) if step.action != Action::Remove => Err(cause.clone()),
+                            _ => self.run_step(step, service).await,
+                        }
+                    }))
+                    .await;
+                for (step, outcome) in batch.into_iter().zip(outcomes) {
+                    match outcome {
+                        Ok(()) => {
+                            observer.finished(step, Ok(()));
+                            report.done.push(step.clone());
+                        }
+                        Err(cause) => {
+                            observer.finished(step, Err(&cause));
+                            report.failed.push((step.clone(), cause));
+                            failed = true;
+                        }
                     }
                 }
             }
@@ -174,5 +180,66 @@ impl<R: Runtime> Executor<'_, R> {
             .into_iter()
             .filter_map(Result::err)
             .collect()
+    }
+}
+
+/// Groups a service's steps into batches run one after the other: replacements go
+/// `update.max_unavailable` at a time (one at a time when it is 0, start-first),
+/// every other step alone.
+fn batches<'s>(steps: &[&'s Step], spec: Option<&ServiceSpec>) -> Vec<Vec<&'s Step>> {
+    let size = spec.map_or(1, |spec| spec.update.max_unavailable.max(1) as usize);
+    let mut batches: Vec<Vec<&Step>> = Vec::new();
+    for step in steps {
+        match batches.last_mut() {
+            Some(batch)
+                if step.action == Action::Replace
+                    && batch.len() < size
+                    && batch.iter().all(|s| s.action == Action::Replace) =>
+            {
+                batch.push(step)
+            }
+            _ => batches.push(vec![step]),
+        }
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_manifest;
+
+    fn step(slot: u32, action: Action) -> Step {
+        Step {
+            service: "web".into(),
+            slot,
+            action,
+            reason: String::new(),
+            container: None,
+            before: None,
+            after: None,
+        }
+    }
+
+    #[test]
+    fn replacements_go_max_unavailable_at_a_time() {
+        let text = "apiVersion: wharf/v1\nkind: Service\nname: web\nimage: busybox\nupdate: {max_unavailable: 2}\n";
+        let spec = parse_manifest(std::path::Path::new("w.yaml"), text.as_bytes())
+            .expect("valid")
+            .remove(0)
+            .spec;
+        let steps = [
+            step(3, Action::Create),
+            step(0, Action::Replace),
+            step(1, Action::Replace),
+            step(2, Action::Replace),
+            step(4, Action::Remove),
+        ];
+        let refs: Vec<&Step> = steps.iter().collect();
+        let slots: Vec<Vec<u32>> = batches(&refs, Some(&spec))
+            .iter()
+            .map(|batch| batch.iter().map(|s| s.slot).collect())
+            .collect();
+        assert_eq!(slots, [vec![3], vec![0, 1], vec![2], vec![4]]);
     }
 }

@@ -263,3 +263,28 @@ fn a_saved_plan_runs_exactly_and_is_refused_once_stale() {
     assert_eq!(run.code, 1);
     assert_eq!(wharf_at(root.path(), &["down", "saved"]).code, 0);
 }
+
+#[test]
+fn apply_wait_returns_when_replicas_run_and_times_out_when_they_cannot() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    write_service(dir.path(), "steady", "replicas: 2\n");
+    let run = apply(root.path(), dir.path(), &["--wait", "--timeout", "20s"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    let image = TestRegistry::shared().image("busybox:1");
+    std::fs::write(
+        dir.path().join("flaky.yaml"),
+        format!("apiVersion: wharf/v1\nkind: Service\nname: flaky\nimage: {image}\ncommand: [/bin/false]\nrestart: never\n"),
+    )
+    .expect("write");
+    let run = apply(root.path(), dir.path(), &["--wait", "--timeout", "1s"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("timed out after 1s: flaky (0/1 running)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(wharf_at(root.path(), &["down", "--all"]).code, 0);
+}
