@@ -107,15 +107,20 @@ pub fn plan(inputs: &Inputs) -> Plan {
     let mut steps = Vec::new();
     let desired_names: BTreeSet<&str> = inputs.desired.iter().map(Service::name).collect();
 
+    let mut by_service: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
+    for container in inputs.observed {
+        by_service
+            .entry(&container.service)
+            .or_default()
+            .push(container);
+    }
     let mut desired: Vec<&Service> = inputs.desired.iter().collect();
     desired.sort_by(|a, b| a.name().cmp(b.name()));
     for service in desired {
-        let containers: Vec<&ObservedContainer> = inputs
-            .observed
-            .iter()
-            .filter(|c| c.service == service.name())
-            .collect();
-        let (service_steps, change) = plan_service(service, &containers, inputs.current_digests);
+        let containers = by_service
+            .get(service.name())
+            .map_or(&[][..], Vec::as_slice);
+        let (service_steps, change) = plan_service(service, containers, inputs.current_digests);
         steps.extend(service_steps);
         changes.extend(change);
     }
@@ -169,6 +174,7 @@ fn plan_service(
     let hash = service.hash.as_str();
     let mut steps = Vec::new();
     let mut forced_by = BTreeSet::new();
+    let mut fields_by_hash: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let step = |slot, action, reason: String, container: Option<&ObservedContainer>| Step {
         service: spec.name.clone(),
         slot,
@@ -212,7 +218,11 @@ fn plan_service(
             ));
         }
         if keep.spec_hash != hash {
-            let fields = changed_fields(keep.spec.as_deref(), spec);
+            // Replicas of one old spec share the diff: compute it once per old hash.
+            let fields = fields_by_hash
+                .entry(keep.spec_hash.as_str())
+                .or_insert_with(|| changed_fields(keep.spec.as_deref(), spec))
+                .clone();
             let reason = if fields.is_empty() {
                 "spec changed".to_owned()
             } else {
