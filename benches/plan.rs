@@ -83,7 +83,12 @@ fn main() {
             (started.elapsed(), plan.steps.len())
         };
         let reference = time(|| {
-            std::hint::black_box(desired.iter().map(|s| SpecHash::of(&s.spec)).count());
+            std::hint::black_box(
+                desired
+                    .iter()
+                    .map(|s| SpecHash::of(&s.spec))
+                    .collect::<Vec<_>>(),
+            );
         });
         let (mut noop_runs, mut changed_runs) = (Vec::new(), Vec::new());
         let (mut noop_steps, mut changed_steps) = (0, 0);

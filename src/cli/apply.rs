@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::reconcile::{make_plan, ReconcileLock, SavedPlan};
@@ -48,10 +49,27 @@ pub struct Args {
     pub detailed_exitcode: bool,
 }
 
-/// Plain, greppable progress lines on stderr.
-struct Lines;
+/// Step progress: a bar on a terminal, plain greppable lines otherwise (on stderr).
+struct StepProgress {
+    bar: Option<ProgressBar>,
+}
 
-impl StepObserver for Lines {
+impl StepProgress {
+    fn new(steps: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template("[{bar:30}] {pos}/{len} steps {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar
+        });
+        StepProgress { bar }
+    }
+}
+
+impl StepObserver for StepProgress {
     fn finished(&self, step: &Step, outcome: Result<(), &str>) {
         let verb = match step.action {
             Action::Create => "created",
@@ -59,12 +77,30 @@ impl StepObserver for Lines {
             Action::Replace => "replaced",
             Action::Restart => "restarted",
         };
-        match outcome {
-            Ok(()) => eprintln!("{verb} {}/{}", step.service, step.slot),
-            Err(cause) => eprintln!(
+        let line = match outcome {
+            Ok(()) => format!("{verb} {}/{}", step.service, step.slot),
+            Err(cause) => format!(
                 "FAILED {}/{} {:?}: {cause}",
                 step.service, step.slot, step.action
             ),
+        };
+        match &self.bar {
+            Some(bar) => {
+                if outcome.is_err() {
+                    bar.println(&line);
+                }
+                bar.set_message(line);
+                bar.inc(1);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Drop for StepProgress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }
@@ -158,7 +194,10 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         images: &session.images,
         registries: &session.registries,
     };
-    let report = session.block_on(executor.execute(plan, &planned.desired, &Lines));
+    let report = {
+        let progress = StepProgress::new(plan.steps.len());
+        session.block_on(executor.execute(plan, &planned.desired, &progress))
+    };
     let generation = match record(&cli.root, &dir, &planned.desired, &report) {
         Ok(generation) => generation,
         Err(err) => {
