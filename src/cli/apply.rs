@@ -1,13 +1,12 @@
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::reconcile::{make_plan, ReconcileLock, SavedPlan};
-use super::{exit, Cli, Palette, Session};
+use super::reconcile::{make_plan, ReconcileLock, SavedPlan, Source};
+use super::{exit, Palette, Session};
 use crate::manifest::Service;
 use crate::plan::{render_human, Action, Step, PLAN_FORMAT_VERSION};
 use crate::reconcile::{Executor, Report, StepObserver};
@@ -20,15 +19,8 @@ use crate::state::StateStore;
     after_help = "Examples:\n  wharf apply examples/\n  wharf apply --yes --prune /etc/wharf/services\n  wharf apply --yes --json --detailed-exitcode services/   # in a CI job\n\nExit status: 0 success (with --detailed-exitcode: nothing to do), 1 error or a failed step, 2 changes applied (with --detailed-exitcode)."
 )]
 pub struct Args {
-    /// Manifest directory, or a plan file saved by `wharf plan -o`.
-    pub dir: PathBuf,
-    /// Also remove services that are no longer in the directory (only containers
-    /// wharf created from this same directory).
-    #[arg(long)]
-    pub prune: bool,
-    /// Allow --prune to remove everything when the directory holds no services.
-    #[arg(long)]
-    pub allow_empty: bool,
+    #[command(flatten)]
+    pub source: Source,
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(long, short)]
     pub yes: bool,
@@ -41,12 +33,6 @@ pub struct Args {
     /// How long --wait waits, e.g. 2m (default 5m).
     #[arg(long, requires = "wait")]
     pub timeout: Option<crate::manifest::Duration>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Exit 0 when nothing changed, 2 when changes were applied, 1 on error.
-    #[arg(long)]
-    pub detailed_exitcode: bool,
 }
 
 /// Step progress: a bar on a terminal, plain greppable lines otherwise (on stderr).
@@ -120,21 +106,17 @@ struct JsonFailure<'a> {
     error: &'a str,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn run(session: &Session, args: &Args) -> u8 {
     let timeout = args.lock_timeout.map(|d| d.as_std());
-    let _lock = match ReconcileLock::acquire(&cli.root, timeout) {
+    let _lock = match ReconcileLock::acquire(&session.root, timeout) {
         Ok(lock) => lock,
         Err(message) => {
             eprintln!("error: {message}");
             return exit::FAILURE;
         }
     };
-    let saved = if args.dir.is_file() {
-        match read_saved_plan(&args.dir) {
+    let saved = if args.source.dir.is_file() {
+        match read_saved_plan(&args.source.dir) {
             Ok(saved) => Some(saved),
             Err(message) => {
                 eprintln!("error: {message}");
@@ -146,9 +128,13 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
     };
     let (dir, prune, allow_empty) = match &saved {
         Some(saved) => (saved.dir.clone(), saved.prune, saved.allow_empty),
-        None => (args.dir.clone(), args.prune, args.allow_empty),
+        None => (
+            args.source.dir.clone(),
+            args.source.prune,
+            args.source.allow_empty,
+        ),
     };
-    let planned = match make_plan(&session, &dir, prune, allow_empty) {
+    let planned = match make_plan(session, &dir, prune, allow_empty) {
         Ok(planned) => planned,
         Err(lines) => {
             lines.iter().for_each(|line| eprintln!("{line}"));
@@ -160,17 +146,20 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             eprintln!(
                 "error: the manifests in {} or the containers changed since {} was made; nothing was changed. Run `wharf plan` again.",
                 dir.display(),
-                args.dir.display()
+                args.source.dir.display()
             );
             return exit::FAILURE;
         }
     }
     let plan = &planned.plan;
-    if !args.json {
-        print!("{}", render_human(plan, &Palette::for_stdout(cli.color)));
+    if !args.source.json {
+        print!(
+            "{}",
+            render_human(plan, &Palette::for_stdout(session.color))
+        );
     }
     if plan.is_empty() {
-        if args.json {
+        if args.source.json {
             print_json(&Report::default());
         }
         return exit::OK;
@@ -198,14 +187,14 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         let progress = StepProgress::new(plan.steps.len());
         session.block_on(executor.execute(plan, &planned.desired, &progress))
     };
-    let generation = match record(&cli.root, &dir, &planned.desired, &report) {
+    let generation = match record(&session.root, &dir, &planned.desired, &report) {
         Ok(generation) => generation,
         Err(err) => {
             eprintln!("warning: the apply was not recorded: {err}");
             0
         }
     };
-    if args.json {
+    if args.source.json {
         print_json(&report);
     } else if report.failed.is_empty() {
         println!(
@@ -225,7 +214,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             .timeout
             .map_or(Duration::from_secs(300), |t| t.as_std());
         if let Err(message) =
-            session.block_on(wait_until_running(&session, &planned.desired, timeout))
+            session.block_on(wait_until_running(session, &planned.desired, timeout))
         {
             eprintln!("error: {message}");
             return exit::FAILURE;
@@ -233,7 +222,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
     }
     if !report.failed.is_empty() {
         exit::FAILURE
-    } else if args.detailed_exitcode {
+    } else if args.source.detailed_exitcode {
         exit::CHANGES
     } else {
         exit::OK

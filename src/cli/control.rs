@@ -4,7 +4,7 @@ use clap::Parser;
 use nix::sys::signal::Signal;
 
 use super::target::matching;
-use super::{exit, Cli, Session};
+use super::{exit, Session};
 use crate::runtime::{stop_settings, Runtime};
 
 /// Stop containers: their stop signal, then SIGKILL after their stop timeout.
@@ -54,11 +54,7 @@ enum Action {
     Kill(Signal),
 }
 
-fn act(cli: &Cli, target: &str, action: Action) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+fn act(session: &Session, target: &str, action: Action) -> u8 {
     let result = session.block_on(async {
         let containers = session
             .runtime
@@ -88,14 +84,14 @@ fn act(cli: &Cli, target: &str, action: Action) -> u8 {
     }
 }
 
-pub fn stop(cli: &Cli, args: &StopArgs) -> u8 {
-    act(cli, &args.target, Action::Stop)
+pub fn stop(session: &Session, args: &StopArgs) -> u8 {
+    act(session, &args.target, Action::Stop)
 }
 
-pub fn rm(cli: &Cli, args: &RmArgs) -> u8 {
-    act(cli, &args.target, Action::Remove)
+pub fn rm(session: &Session, args: &RmArgs) -> u8 {
+    act(session, &args.target, Action::Remove)
 }
 
-pub fn kill(cli: &Cli, args: &KillArgs) -> u8 {
-    act(cli, &args.target, Action::Kill(args.signal))
+pub fn kill(session: &Session, args: &KillArgs) -> u8 {
+    act(session, &args.target, Action::Kill(args.signal))
 }

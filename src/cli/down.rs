@@ -1,6 +1,6 @@
 use clap::Parser;
 
-use super::{exit, Cli, Session};
+use super::{exit, Session};
 use crate::runtime::{stop_settings, Runtime};
 use crate::state::StateStore;
 
@@ -16,11 +16,7 @@ pub struct Args {
     pub all: bool,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn run(session: &Session, args: &Args) -> u8 {
     let result = session.block_on(async {
         let containers = session
             .runtime
@@ -56,7 +52,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
                 .map_err(|e| crate::error_chain(&e))?;
             println!("removed {}", container.id);
         }
-        StateStore::open(&cli.root)
+        StateStore::open(&session.root)
             .and_then(|store| store.forget(&services))
             .map_err(|e| e.to_string())
     });

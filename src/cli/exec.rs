@@ -3,8 +3,8 @@ use std::io::Write;
 use clap::Parser;
 
 use super::target::matching;
-use super::{exit, Cli, Session};
-use crate::runtime::{ContainerStatus, Runtime};
+use super::{exit, Session};
+use crate::runtime::ContainerStatus;
 
 /// Run a command in a running container; exits with the command's exit code.
 #[derive(Debug, Parser)]
@@ -18,14 +18,10 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
-    let containers = match session.block_on(session.runtime.list()) {
+pub fn run(session: &Session, args: &Args) -> u8 {
+    let containers = match session.containers() {
         Ok(containers) => containers,
-        Err(err) => return session.fail(&err),
+        Err(code) => return code,
     };
     let running = matching(&containers, &args.target).and_then(|found| {
         found

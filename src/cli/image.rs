@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use super::{exit, output::human_bytes, Cli, Session};
+use super::{exit, output::human_bytes, Session};
 use crate::manifest::ImageRef;
 
 /// Manage stored images: remove, tag, prune, import.
@@ -36,11 +36,7 @@ pub enum Command {
     },
 }
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn run(session: &Session, args: &Args) -> u8 {
     let images = &session.images;
     let result = match &args.command {
         Command::Rm { image } => images

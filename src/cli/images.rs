@@ -1,7 +1,7 @@
 use clap::Parser;
 use serde::Serialize;
 
-use super::{exit, output::human_bytes, Cli, Session};
+use super::{exit, output::human_bytes, Session};
 
 /// List the images in the local store.
 #[derive(Debug, Parser)]
@@ -20,11 +20,7 @@ struct Row<'a> {
     pulled: Option<&'a str>,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn run(session: &Session, args: &Args) -> u8 {
     let images = match session.images.list() {
         Ok(images) => images,
         Err(err) => return session.fail(&err),
@@ -39,11 +35,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         })
         .collect();
     if args.json {
-        match serde_json::to_string_pretty(&rows) {
-            Ok(json) => println!("{json}"),
-            Err(err) => return session.fail(&err),
-        }
-        return exit::OK;
+        return session.print_json(&rows);
     }
     let width = rows
         .iter()

@@ -4,8 +4,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::target::matching;
-use super::{exit, Cli, Session};
-use crate::runtime::{copy_timestamped, LogLine, Runtime};
+use super::{exit, Session};
+use crate::runtime::{copy_timestamped, LogLine};
 
 /// Show a service's output (stdout and stderr as written).
 #[derive(Debug, Parser)]
@@ -29,18 +29,14 @@ pub struct Args {
     pub timestamps: bool,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn run(session: &Session, args: &Args) -> u8 {
     let target = match args.replica {
         Some(replica) => format!("{}/{replica}", args.service),
         None => args.service.clone(),
     };
-    let containers = match session.block_on(session.runtime.list()) {
+    let containers = match session.containers() {
         Ok(containers) => containers,
-        Err(err) => return session.fail(&err),
+        Err(code) => return code,
     };
     let mut chosen = match matching(&containers, &target) {
         Ok(chosen) => chosen,

@@ -114,30 +114,40 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match &cli.command {
         Command::Validate(args) => validate::run(&cli, args),
-        Command::Plan(args) => plan::run(&cli, args),
-        Command::Apply(args) => apply::run(&cli, args),
-        Command::Status(args) => status::run(&cli, args),
-        Command::Down(args) => down::run(&cli, args),
+        Command::Plan(args) => with_session(&cli, |s| plan::run(s, args)),
+        Command::Apply(args) => with_session(&cli, |s| apply::run(s, args)),
+        Command::Status(args) => with_session(&cli, |s| status::run(s, args)),
+        Command::Down(args) => with_session(&cli, |s| down::run(s, args)),
         Command::Schema(args) => schema::run(args),
-        Command::Pull(args) => pull::run(&cli, args),
-        Command::Images(args) => images::run(&cli, args),
-        Command::Image(args) => image::run(&cli, args),
-        Command::Run(args) => run::run(&cli, args),
-        Command::Ps(args) => ps::run(&cli, args),
-        Command::Stop(args) => control::stop(&cli, args),
-        Command::Rm(args) => control::rm(&cli, args),
-        Command::Kill(args) => control::kill(&cli, args),
-        Command::Logs(args) => logs::run(&cli, args),
-        Command::Exec(args) => exec::run(&cli, args),
-        Command::Stats(args) => stats::run(&cli, args),
+        Command::Pull(args) => with_session(&cli, |s| pull::run(s, args)),
+        Command::Images(args) => with_session(&cli, |s| images::run(s, args)),
+        Command::Image(args) => with_session(&cli, |s| image::run(s, args)),
+        Command::Run(args) => with_session(&cli, |s| run::run(s, args)),
+        Command::Ps(args) => with_session(&cli, |s| ps::run(s, args)),
+        Command::Stop(args) => with_session(&cli, |s| control::stop(s, args)),
+        Command::Rm(args) => with_session(&cli, |s| control::rm(s, args)),
+        Command::Kill(args) => with_session(&cli, |s| control::kill(s, args)),
+        Command::Logs(args) => with_session(&cli, |s| logs::run(s, args)),
+        Command::Exec(args) => with_session(&cli, |s| exec::run(s, args)),
+        Command::Stats(args) => with_session(&cli, |s| stats::run(s, args)),
         Command::LogShim { log } => logs::shim(log),
     };
     ExitCode::from(code)
 }
 
+/// Runs a command that needs the host's stores, or prints why they cannot be opened.
+fn with_session(cli: &Cli, command: impl FnOnce(&Session) -> u8) -> u8 {
+    match Session::open(cli) {
+        Ok(session) => command(&session),
+        Err(code) => code,
+    }
+}
+
 /// What commands that touch the host share: the stores under `--root`, registry
 /// clients and an async runtime.
 pub struct Session {
+    pub root: PathBuf,
+    pub color: ColorChoice,
     pub images: ImageStore,
     pub registries: Registries,
     pub runtime: LibcontainerRuntime,
@@ -161,6 +171,8 @@ impl Session {
         let wharf = std::env::current_exe().map_err(|err| fail(&err))?;
         let runtime = LibcontainerRuntime::open(&cli.root, &wharf).map_err(|err| fail(&err))?;
         Ok(Session {
+            root: cli.root.clone(),
+            color: cli.color,
             images,
             registries: Registries::new(cli.insecure_registries.clone()),
             runtime,
@@ -171,6 +183,24 @@ impl Session {
 
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.executor.block_on(future)
+    }
+
+    /// wharf's containers, or the exit code after printing why they cannot be listed.
+    pub fn containers(&self) -> Result<Vec<crate::runtime::ObservedContainer>, u8> {
+        use crate::runtime::Runtime;
+        self.block_on(self.runtime.list())
+            .map_err(|err| self.fail(&err))
+    }
+
+    /// Prints `value` as pretty JSON on stdout; returns the exit code.
+    pub fn print_json(&self, value: &impl serde::Serialize) -> u8 {
+        match serde_json::to_string_pretty(value) {
+            Ok(json) => {
+                println!("{json}");
+                exit::OK
+            }
+            Err(err) => self.fail(&err),
+        }
     }
 
     /// Prints the error with its causes; returns the failure exit code.

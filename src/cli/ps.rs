@@ -1,8 +1,7 @@
 use clap::Parser;
 use serde::Serialize;
 
-use super::{exit, Cli, Session};
-use crate::runtime::Runtime;
+use super::{exit, Session};
 
 /// List wharf's containers.
 #[derive(Debug, Parser)]
@@ -25,14 +24,10 @@ struct Row {
     spec_hash: String,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
-    let containers = match session.block_on(session.runtime.list()) {
+pub fn run(session: &Session, args: &Args) -> u8 {
+    let containers = match session.containers() {
         Ok(containers) => containers,
-        Err(err) => return session.fail(&err),
+        Err(code) => return code,
     };
     let rows: Vec<Row> = containers
         .into_iter()
@@ -51,11 +46,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         })
         .collect();
     if args.json {
-        match serde_json::to_string_pretty(&rows) {
-            Ok(json) => println!("{json}"),
-            Err(err) => return session.fail(&err),
-        }
-        return exit::OK;
+        return session.print_json(&rows);
     }
     let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(0).max(2);
     println!(

@@ -1,7 +1,7 @@
 use clap::Parser;
 
 use super::progress::Progress;
-use super::{exit, output::human_bytes, Cli, Session};
+use super::{exit, output::human_bytes, Session};
 use crate::manifest::{ImageRef, PullPolicy};
 
 /// Pull an image from its registry into the local store.
@@ -18,11 +18,7 @@ pub struct Args {
     pub if_not_present: bool,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn run(session: &Session, args: &Args) -> u8 {
     let policy = if args.if_not_present {
         PullPolicy::IfNotPresent
     } else {

@@ -15,6 +15,26 @@ use crate::manifest::{load_paths, ImageRef, PullPolicy, Service};
 use crate::plan::{plan, Inputs, Plan, Step};
 use crate::runtime::{ObservedContainer, Runtime};
 
+/// What to reconcile: the options `plan` and `apply` share.
+#[derive(Debug, clap::Args)]
+pub struct Source {
+    /// Manifest directory (apply also takes a plan file saved by `wharf plan -o`).
+    pub dir: PathBuf,
+    /// Also remove services that are no longer in the directory (only containers
+    /// wharf created from this same directory).
+    #[arg(long)]
+    pub prune: bool,
+    /// Allow --prune to remove everything when the directory holds no services.
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Exit 0 when there are no changes, 2 when there are (plan) or were (apply), 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub struct Planned {
     pub desired: Vec<Service>,
     pub plan: Plan,

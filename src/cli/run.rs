@@ -3,9 +3,9 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use super::progress::Progress;
-use super::{exit, Cli, Session};
+use super::{exit, Session};
 use crate::manifest::load_file;
-use crate::runtime::{CreateRequest, Runtime};
+use crate::reconcile::Executor;
 
 /// Create and start one replica of a service from a manifest file (a manual path;
 /// `wharf apply` reconciles whole directories).
@@ -24,11 +24,7 @@ pub struct Args {
     pub replica: u32,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn run(session: &Session, args: &Args) -> u8 {
     let services = match load_file(&args.manifest) {
         Ok(services) => services,
         Err(errors) => {
@@ -62,7 +58,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             .image
             .parse()
             .map_err(|err: String| err.to_string())?;
-        let image = session
+        session
             .images
             .pull(
                 &session.registries,
@@ -72,24 +68,12 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             )
             .await
             .map_err(|err| crate::error_chain(&err))?;
-        let request = CreateRequest {
-            service: service.spec.clone(),
-            slot: args.replica,
-            spec_hash: service.hash.clone(),
-            layers: session.images.layer_dirs(&image),
-            image,
-            manifest: args.manifest.canonicalize().ok(),
+        let executor = Executor {
+            runtime: &session.runtime,
+            images: &session.images,
+            registries: &session.registries,
         };
-        let id = session
-            .runtime
-            .create(&request)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
-        session
-            .runtime
-            .start(&id)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+        let id = executor.create(service, args.replica).await?;
         Ok::<_, String>(id)
     });
     match result {

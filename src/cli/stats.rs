@@ -4,8 +4,8 @@ use clap::Parser;
 use serde::Serialize;
 
 use super::output::human_bytes;
-use super::{exit, Cli, Session};
-use crate::runtime::{read_usage, ContainerStatus, LibcontainerRuntime, Runtime, Usage};
+use super::{exit, Session};
+use crate::runtime::{read_usage, ContainerStatus, LibcontainerRuntime, Usage};
 
 /// CPU, memory and process counts of running containers, from their cgroups.
 #[derive(Debug, Parser)]
@@ -30,14 +30,10 @@ struct Row {
 
 const SAMPLE: Duration = Duration::from_millis(500);
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
-    let containers = match session.block_on(session.runtime.list()) {
+pub fn run(session: &Session, args: &Args) -> u8 {
+    let containers = match session.containers() {
         Ok(containers) => containers,
-        Err(err) => return session.fail(&err),
+        Err(code) => return code,
     };
     let chosen: Vec<_> = containers
         .into_iter()
@@ -69,11 +65,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         })
         .collect();
     if args.json {
-        match serde_json::to_string_pretty(&rows) {
-            Ok(json) => println!("{json}"),
-            Err(err) => return session.fail(&err),
-        }
-        return exit::OK;
+        return session.print_json(&rows);
     }
     let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(0).max(2);
     println!(

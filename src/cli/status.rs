@@ -4,8 +4,8 @@ use std::time::SystemTime;
 use clap::Parser;
 use serde::Serialize;
 
-use super::{exit, Cli, Session};
-use crate::runtime::{ContainerStatus, ObservedContainer, Runtime};
+use super::{exit, Session};
+use crate::runtime::{ContainerStatus, ObservedContainer};
 use crate::state::StateView;
 
 /// Per service: replicas running against those wanted, and each container's state.
@@ -36,14 +36,10 @@ struct ContainerLine<'a> {
     image_digest: &'a str,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let session = match Session::open(cli) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
-    let containers = match session.block_on(session.runtime.list()) {
+pub fn run(session: &Session, args: &Args) -> u8 {
+    let containers = match session.containers() {
         Ok(containers) => containers,
-        Err(err) => return session.fail(&err),
+        Err(code) => return code,
     };
     let mut by_service: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
     for container in &containers {
@@ -53,7 +49,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
             .push(container);
     }
     let now = SystemTime::now();
-    let state = StateView::open(&cli.root);
+    let state = StateView::open(&session.root);
     let statuses: Vec<ServiceStatus> = by_service
         .into_iter()
         .map(|(service, containers)| ServiceStatus {
@@ -89,11 +85,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         })
         .collect();
     if args.json {
-        match serde_json::to_string_pretty(&statuses) {
-            Ok(json) => println!("{json}"),
-            Err(err) => return session.fail(&err),
-        }
-        return exit::OK;
+        return session.print_json(&statuses);
     }
     if statuses.is_empty() {
         println!("No wharf containers.");

@@ -90,15 +90,15 @@ impl<R: Runtime> Executor<'_, R> {
         let old = step.container.as_deref();
         match (step.action, service) {
             (Action::Remove, _) => self.remove(old, service.map(|s| &s.spec)).await,
-            (Action::Create, Some(service)) => self.create(service, step.slot).await,
+            (Action::Create, Some(service)) => self.create(service, step.slot).await.map(drop),
             (Action::Restart, Some(service)) => {
                 self.remove(old, Some(&service.spec)).await?;
-                self.create(service, step.slot).await
+                self.create(service, step.slot).await.map(drop)
             }
             (Action::Replace, Some(service)) => match service.spec.update.order {
                 UpdateOrder::StopFirst => {
                     self.remove(old, Some(&service.spec)).await?;
-                    self.create(service, step.slot).await
+                    self.create(service, step.slot).await.map(drop)
                 }
                 UpdateOrder::StartFirst => {
                     self.create(service, step.slot).await?;
@@ -109,7 +109,9 @@ impl<R: Runtime> Executor<'_, R> {
         }
     }
 
-    async fn create(&self, service: &Service, slot: u32) -> Result<(), String> {
+    /// Creates and starts replica `slot` of `service` from its stored image (fetched
+    /// first when absent, unless the policy is `never`); returns the container id.
+    pub async fn create(&self, service: &Service, slot: u32) -> Result<String, String> {
         let reference: ImageRef = service.spec.image.parse()?;
         // pull_all has already fetched what the policy asks for: use what is stored.
         let policy = match service.spec.pull {
@@ -137,7 +139,8 @@ impl<R: Runtime> Executor<'_, R> {
         self.runtime
             .start(&id)
             .await
-            .map_err(|err| error_chain(&err))
+            .map_err(|err| error_chain(&err))?;
+        Ok(id)
     }
 
     /// Stops with the service's stop signal and timeout, then removes.

@@ -14,9 +14,26 @@ async fn output_is_read_back_from_the_logs() {
         "echo",
         &sh("echo hello from $WHARF_SERVICE-$WHARF_REPLICA; echo oops >&2"),
     );
-    let (code, output) = host.run_to_exit(&service).await;
-    assert_eq!(code, Some(0));
-    assert_eq!(output, "hello from echo-0\noops\n");
+    let id = host.run(&service).await;
+    assert_eq!(host.exit_code(&id).await, Some(0));
+    // stdout and stderr are separate pipes: each keeps its order, not their interleaving.
+    let mut lines: Vec<(String, String)> = host
+        .runtime
+        .logs(&id)
+        .read(None)
+        .expect("logs")
+        .into_iter()
+        .map(|line| (line.stream, line.text))
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            ("stderr".to_owned(), "oops".to_owned()),
+            ("stdout".to_owned(), "hello from echo-0".to_owned())
+        ]
+    );
+    host.runtime.remove(&id).await.expect("remove");
 }
 
 #[tokio::test(flavor = "multi_thread")]
