@@ -20,6 +20,20 @@ fn manifest(dir: &std::path::Path, body: &str) -> String {
     path.display().to_string()
 }
 
+/// Output reaches the log through the log shim a moment after it is written: runs
+/// `wharf ARGS` until it prints `expected` (up to 10 s) and returns what it printed last.
+fn output_until(root: &std::path::Path, args: &[&str], expected: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..200 {
+        last = ok(&wharf_at(root, args)).to_owned();
+        if last == expected {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    last
+}
+
 fn ps(root: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(ok(&wharf_at(root, &["ps", "--json"]))).expect("JSON")
 }
@@ -42,9 +56,10 @@ fn a_container_outlives_its_creator_and_a_new_process_manages_it() {
     assert_eq!(listed[0]["status"], "running");
     assert_eq!(listed[0]["replica"], 1);
 
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let run = wharf_at(root.path(), &["logs", "cli"]);
-    assert_eq!(ok(&run), "ready\n");
+    assert_eq!(
+        output_until(root.path(), &["logs", "cli"], "ready\n"),
+        "ready\n"
+    );
 
     let run = wharf_at(
         root.path(),
@@ -76,9 +91,10 @@ fn a_container_outlives_its_creator_and_a_new_process_manages_it() {
     ok(&wharf_at(root.path(), &["stop", "cli/1"]));
     assert_eq!(ps(root.path())[0]["status"], "exited");
     // Written after the creating process had exited: the log shim outlives it too.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let run = wharf_at(root.path(), &["logs", "cli", "--tail", "1"]);
-    assert_eq!(ok(&run), "bye\n");
+    assert_eq!(
+        output_until(root.path(), &["logs", "cli", "--tail", "1"], "bye\n"),
+        "bye\n"
+    );
     let run = wharf_at(root.path(), &["logs", "cli", "--timestamps"]);
     let lines: Vec<&str> = ok(&run).lines().collect();
     assert_eq!(lines.len(), 2, "{}", run.stdout);
