@@ -7,8 +7,8 @@ use super::{exit, Session};
 use crate::manifest::load_file;
 use crate::reconcile::Executor;
 
-/// Create and start one replica of a service from a manifest file (a manual path;
-/// `wharf apply` reconciles whole directories).
+/// Create and start one replica of a service from a manifest file, outside any plan
+/// (for experiments and debugging; `wharf apply` reconciles whole directories).
 #[derive(Debug, Parser)]
 #[command(
     after_help = "Examples:\n  wharf run examples/web.yaml\n  wharf run services/stack.yaml --service worker --replica 2"
