@@ -7,6 +7,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod runtime;
 pub mod state;
+pub mod watch;
 
 /// An error and its causes on one line: `cannot pull x: connection refused`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -5,13 +5,12 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::reconcile::{make_plan, ReconcileLock, SavedPlan, Source};
+use super::reconcile::{make_plan, SavedPlan, Source};
 use super::{exit, Palette, Session};
 use crate::manifest::Service;
 use crate::plan::{render_human, Action, Step, PLAN_FORMAT_VERSION};
-use crate::reconcile::{Executor, Report, StepObserver};
+use crate::reconcile::{record, summary, Executor, ReconcileLock, Report, StepObserver};
 use crate::runtime::{ContainerStatus, Runtime};
-use crate::state::StateStore;
 
 /// Make the host's containers match a manifest directory.
 #[derive(Debug, Parser)]
@@ -264,83 +263,6 @@ fn read_saved_plan(path: &std::path::Path) -> Result<SavedPlan, String> {
         ));
     }
     Ok(saved)
-}
-
-/// "2 created, 1 replaced; 1 failed"
-fn summary(report: &Report) -> String {
-    let mut parts: Vec<String> = [
-        (Action::Create, "created"),
-        (Action::Replace, "replaced"),
-        (Action::Restart, "restarted"),
-        (Action::Remove, "removed"),
-    ]
-    .iter()
-    .filter_map(|(action, verb)| {
-        let n = report.done.iter().filter(|s| s.action == *action).count();
-        (n > 0).then(|| format!("{n} {verb}"))
-    })
-    .collect();
-    if parts.is_empty() {
-        parts.push("nothing done".into());
-    }
-    let mut text = parts.join(", ");
-    if !report.failed.is_empty() {
-        text.push_str(&format!("; {} failed", report.failed.len()));
-    }
-    text
-}
-
-/// Records the apply in the state database: services whose steps all succeeded are
-/// now applied as their manifests say; pruned services are forgotten.
-fn record(
-    root: &std::path::Path,
-    dir: &std::path::Path,
-    desired: &[Service],
-    report: &Report,
-) -> Result<u64, String> {
-    let store = StateStore::open(root).map_err(|e| e.to_string())?;
-    let failed: Vec<&str> = report
-        .failed
-        .iter()
-        .map(|(s, _)| s.service.as_str())
-        .collect();
-    let applied: Vec<Service> = desired
-        .iter()
-        .filter(|s| !failed.contains(&s.name()))
-        .cloned()
-        .collect();
-    let mut removed: Vec<String> = report
-        .done
-        .iter()
-        .filter(|s| s.action == Action::Remove && !desired.iter().any(|d| d.name() == s.service))
-        .map(|s| s.service.clone())
-        .collect();
-    removed.dedup();
-    let restarted: Vec<String> = report
-        .done
-        .iter()
-        .filter(|s| s.action == Action::Restart)
-        .map(|s| format!("{}/{}", s.service, s.slot))
-        .collect();
-    let mut events: Vec<String> = report
-        .done
-        .iter()
-        .map(|s| format!("{:?} {}/{}: {}", s.action, s.service, s.slot, s.reason).to_lowercase())
-        .collect();
-    events.extend(report.failed.iter().map(|(s, cause)| {
-        format!("failed to {:?} {}/{}: {cause}", s.action, s.service, s.slot).to_lowercase()
-    }));
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-    store
-        .record_apply(
-            &dir,
-            &applied,
-            &removed,
-            &restarted,
-            &summary(report),
-            &events,
-        )
-        .map_err(|e| e.to_string())
 }
 
 /// Waits until each service has its replicas running with its current spec.

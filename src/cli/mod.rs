@@ -1,5 +1,6 @@
 //! The command line: global options and one module per subcommand.
 
+mod agent;
 mod apply;
 mod control;
 mod down;
@@ -88,6 +89,7 @@ pub enum Command {
     Validate(validate::Args),
     Plan(plan::Args),
     Apply(apply::Args),
+    Agent(agent::Args),
     Status(status::Args),
     Down(down::Args),
     Schema(schema::Args),
@@ -116,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Plan(args) => with_session(&cli, |s| plan::run(s, args)),
         Command::Apply(args) => with_session(&cli, |s| apply::run(s, args)),
+        Command::Agent(args) => with_session(&cli, |s| agent::run(s, args)),
         Command::Status(args) => with_session(&cli, |s| status::run(s, args)),
         Command::Down(args) => with_session(&cli, |s| down::run(s, args)),
         Command::Schema(args) => schema::run(args),

@@ -2,6 +2,14 @@
 //! pulling what it needs. A failed step stops that service's remaining steps, leaves
 //! running containers as they are and is reported; re-running apply converges.
 
+mod agent;
+mod backoff;
+mod lock;
+
+pub use agent::{log, Agent};
+pub use backoff::Backoff;
+pub use lock::ReconcileLock;
+
 use std::collections::BTreeMap;
 
 use crate::error_chain;
@@ -9,6 +17,7 @@ use crate::image::{ImageStore, NoProgress, Registries};
 use crate::manifest::{ImageRef, PullPolicy, Service, ServiceSpec, UpdateOrder};
 use crate::plan::{Action, Plan, Step};
 use crate::runtime::{stop_settings, CreateRequest, Runtime};
+use crate::state::StateStore;
 
 /// What happened to each step.
 #[derive(Debug, Default)]
@@ -89,20 +98,20 @@ impl<R: Runtime> Executor<'_, R> {
     async fn run_step(&self, step: &Step, service: Option<&Service>) -> Result<(), String> {
         let old = step.container.as_deref();
         match (step.action, service) {
-            (Action::Remove, _) => self.remove(old, service.map(|s| &s.spec)).await,
+            (Action::Remove, _) => self.remove(old).await,
             (Action::Create, Some(service)) => self.create(service, step.slot).await.map(drop),
             (Action::Restart, Some(service)) => {
-                self.remove(old, Some(&service.spec)).await?;
+                self.remove(old).await?;
                 self.create(service, step.slot).await.map(drop)
             }
             (Action::Replace, Some(service)) => match service.spec.update.order {
                 UpdateOrder::StopFirst => {
-                    self.remove(old, Some(&service.spec)).await?;
+                    self.remove(old).await?;
                     self.create(service, step.slot).await.map(drop)
                 }
                 UpdateOrder::StartFirst => {
                     self.create(service, step.slot).await?;
-                    self.remove(old, Some(&service.spec)).await
+                    self.remove(old).await
                 }
             },
             (_, None) => Err(format!("service {} is not in the manifests", step.service)),
@@ -144,10 +153,17 @@ impl<R: Runtime> Executor<'_, R> {
     }
 
     /// Stops with the service's stop signal and timeout, then removes.
-    async fn remove(&self, id: Option<&str>, spec: Option<&ServiceSpec>) -> Result<(), String> {
+    /// Stops (the container's own stop signal and timeout: those of the spec it was
+    /// made from, which for a pruned service is all there is) and removes.
+    async fn remove(&self, id: Option<&str>) -> Result<(), String> {
         let Some(id) = id else {
             return Ok(());
         };
+        let containers = self.runtime.list().await.map_err(|err| error_chain(&err))?;
+        let spec = containers
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.spec.as_deref());
         let (signal, timeout) = stop_settings(spec);
         self.runtime
             .stop(id, signal, timeout)
@@ -205,6 +221,83 @@ fn batches<'s>(steps: &[&'s Step], spec: Option<&ServiceSpec>) -> Vec<Vec<&'s St
         }
     }
     batches
+}
+
+/// "2 created, 1 replaced; 1 failed"
+pub fn summary(report: &Report) -> String {
+    let mut parts: Vec<String> = [
+        (Action::Create, "created"),
+        (Action::Replace, "replaced"),
+        (Action::Restart, "restarted"),
+        (Action::Remove, "removed"),
+    ]
+    .iter()
+    .filter_map(|(action, verb)| {
+        let n = report.done.iter().filter(|s| s.action == *action).count();
+        (n > 0).then(|| format!("{n} {verb}"))
+    })
+    .collect();
+    if parts.is_empty() {
+        parts.push("nothing done".into());
+    }
+    let mut text = parts.join(", ");
+    if !report.failed.is_empty() {
+        text.push_str(&format!("; {} failed", report.failed.len()));
+    }
+    text
+}
+
+/// Records the apply in the state database: services whose steps all succeeded are
+/// now applied as their manifests say; pruned services are forgotten.
+pub fn record(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    desired: &[Service],
+    report: &Report,
+) -> Result<u64, String> {
+    let store = StateStore::open(root).map_err(|e| e.to_string())?;
+    let failed: Vec<&str> = report
+        .failed
+        .iter()
+        .map(|(s, _)| s.service.as_str())
+        .collect();
+    let applied: Vec<Service> = desired
+        .iter()
+        .filter(|s| !failed.contains(&s.name()))
+        .cloned()
+        .collect();
+    let mut removed: Vec<String> = report
+        .done
+        .iter()
+        .filter(|s| s.action == Action::Remove && !desired.iter().any(|d| d.name() == s.service))
+        .map(|s| s.service.clone())
+        .collect();
+    removed.dedup();
+    let restarted: Vec<String> = report
+        .done
+        .iter()
+        .filter(|s| s.action == Action::Restart)
+        .map(|s| format!("{}/{}", s.service, s.slot))
+        .collect();
+    let mut events: Vec<String> = report
+        .done
+        .iter()
+        .map(|s| format!("{:?} {}/{}: {}", s.action, s.service, s.slot, s.reason).to_lowercase())
+        .collect();
+    events.extend(report.failed.iter().map(|(s, cause)| {
+        format!("failed to {:?} {}/{}: {cause}", s.action, s.service, s.slot).to_lowercase()
+    }));
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    store
+        .record_apply(
+            &dir,
+            &applied,
+            &removed,
+            &restarted,
+            &summary(report),
+            &events,
+        )
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -398,24 +398,22 @@ impl LibcontainerRuntime {
         fs::write(&path, format!("{now}\n")).map_err(RuntimeError::io(path))
     }
 
-    fn kill_blocking(&self, id: &str, signal: Signal, all: bool) -> Result<(), RuntimeError> {
+    /// Signals the container's init process. Every container has its own pid
+    /// namespace, so SIGKILL to its init ends all of its processes. (Signalling from
+    /// /proc-checked pids also avoids libcontainer's status bookkeeping, which marks a
+    /// container stopped as soon as any signal was sent.)
+    fn kill_blocking(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
         self.ensure_ours(id)?;
-        if self.live_pid(id).is_none() {
+        let Some(pid) = self.live_pid(id) else {
             return Ok(());
+        };
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(errno) => Err(RuntimeError::Container {
+                what: format!("container {id}"),
+                message: format!("cannot send {signal}: {errno}"),
+            }),
         }
-        let mut container = self.load(id)?;
-        container.kill(signal, all).or_else(|source| {
-            // It may have exited between the check and the signal.
-            if self.live_pid(id).is_none() {
-                Ok(())
-            } else {
-                Err(RuntimeError::Libcontainer {
-                    what: format!("container {id}"),
-                    action: "signal",
-                    source: Box::new(source),
-                })
-            }
-        })
     }
 
     /// Waits until the container's process is gone; returns whether it went in time.
@@ -447,11 +445,11 @@ impl LibcontainerRuntime {
         signal: Signal,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
-        self.kill_blocking(id, signal, false)?;
+        self.kill_blocking(id, signal)?;
         if self.wait_gone(id, timeout) {
             return Ok(());
         }
-        self.kill_blocking(id, Signal::SIGKILL, true)?;
+        self.kill_blocking(id, Signal::SIGKILL)?;
         if self.wait_gone(id, KILL_GRACE) {
             Ok(())
         } else {
@@ -465,7 +463,7 @@ impl LibcontainerRuntime {
     fn remove_blocking(&self, id: &str) -> Result<(), RuntimeError> {
         self.ensure_ours(id)?;
         if self.live_pid(id).is_some() {
-            self.kill_blocking(id, Signal::SIGKILL, true)?;
+            self.kill_blocking(id, Signal::SIGKILL)?;
             self.wait_gone(id, KILL_GRACE);
         }
         self.cleanup(id, &Self::cgroups_path(id));
@@ -624,7 +622,7 @@ impl Runtime for LibcontainerRuntime {
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
         let (runtime, id) = (self.clone(), id.to_owned());
-        blocking(move || runtime.kill_blocking(&id, signal, false)).await
+        blocking(move || runtime.kill_blocking(&id, signal)).await
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {

@@ -23,6 +23,8 @@ pub struct Exit {
 
 pub struct Reaper {
     exits: Mutex<HashMap<i32, Exit>>,
+    /// Counts recorded exits, so that a watcher can wait for the next one.
+    recorded: Mutex<u64>,
     changed: Condvar,
     /// Set when a child may exist; the thread sleeps on it while there is none.
     children: Mutex<bool>,
@@ -36,6 +38,7 @@ impl Reaper {
         static STARTED: OnceLock<()> = OnceLock::new();
         let reaper = REAPER.get_or_init(|| Reaper {
             exits: Mutex::new(HashMap::new()),
+            recorded: Mutex::new(0),
             changed: Condvar::new(),
             children: Mutex::new(false),
             spawned: Condvar::new(),
@@ -89,12 +92,39 @@ impl Reaper {
                 at: SystemTime::now(),
             },
         );
+        *lock(&self.recorded) += 1;
         self.changed.notify_all();
     }
 
     /// The exit of child `pid`, if it has ended.
     pub fn exit_of(&self, pid: i32) -> Option<Exit> {
         lock(&self.exits).get(&pid).copied()
+    }
+
+    /// How many exits have been recorded so far.
+    pub fn exits_recorded(&self) -> u64 {
+        *lock(&self.recorded)
+    }
+
+    /// Waits until more than `seen` exits are recorded (any child), up to `timeout`;
+    /// returns the new count.
+    pub fn wait_for_exit_after(&self, seen: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut exits = lock(&self.exits);
+        loop {
+            let recorded = *lock(&self.recorded);
+            if recorded > seen {
+                return recorded;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return recorded;
+            };
+            exits = self
+                .changed
+                .wait_timeout(exits, left)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 
     /// Waits up to `timeout` for child `pid` to end.

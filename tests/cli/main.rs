@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod agent;
 mod apply;
 mod common;
 mod containers;

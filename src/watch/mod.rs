@@ -1,0 +1,93 @@
+//! Stage 5 of the data flow: what wakes the agent. Filesystem events in the manifest
+//! directory (notify/inotify), container exits seen by the reaper, and a periodic
+//! resync that catches whatever events missed (queue overflow, a replaced directory,
+//! containers changed by hand).
+
+use std::path::Path;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::runtime::Reaper;
+
+/// Why the agent wakes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Files,
+    ContainerExited,
+}
+
+pub struct Triggers {
+    receiver: UnboundedReceiver<Trigger>,
+    sender: UnboundedSender<Trigger>,
+    /// Kept alive for as long as the directory is watched.
+    _watcher: Option<RecommendedWatcher>,
+}
+
+impl Triggers {
+    /// Watches `dir` (not recursively: only top-level files are manifests; a
+    /// ConfigMap's `..data` swap is an event in it too) and the reaper's exits.
+    pub fn start(dir: &Path) -> Self {
+        let (sender, receiver) = unbounded_channel();
+        let files = sender.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // An error (e.g. an overflowed queue) is a reason to look again too.
+            let _ = event;
+            let _ = files.send(Trigger::Files);
+        })
+        .and_then(|mut watcher| {
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map(|()| watcher)
+        });
+        if let Err(err) = &watcher {
+            eprintln!(
+                "warning: cannot watch {}: {err}; relying on the periodic resync",
+                dir.display()
+            );
+        }
+        let exits = sender.clone();
+        std::thread::Builder::new()
+            .name("wharf-exit-watch".into())
+            .spawn(move || {
+                let reaper = Reaper::global();
+                let mut seen = reaper.exits_recorded();
+                loop {
+                    let now = reaper.wait_for_exit_after(seen, Duration::from_secs(3600));
+                    if now > seen {
+                        seen = now;
+                        if exits.send(Trigger::ContainerExited).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+            .map(drop)
+            .unwrap_or_else(|err| eprintln!("warning: cannot watch container exits: {err}"));
+        Triggers {
+            receiver,
+            sender,
+            _watcher: watcher.ok(),
+        }
+    }
+
+    /// Waits for a trigger or `timeout`, then gathers whatever else arrives within
+    /// `debounce` (a `git checkout` of 50 files is one reconcile, not 50).
+    pub async fn next(&mut self, timeout: Duration, debounce: Duration) -> Option<Trigger> {
+        let first = tokio::time::timeout(timeout, self.receiver.recv())
+            .await
+            .ok()
+            .flatten();
+        if first.is_some() {
+            let until = tokio::time::Instant::now() + debounce;
+            while let Ok(Some(_)) = tokio::time::timeout_at(until, self.receiver.recv()).await {}
+        }
+        first
+    }
+
+    /// A sender for other sources of wake-ups (used by tests and signals).
+    pub fn sender(&self) -> UnboundedSender<Trigger> {
+        self.sender.clone()
+    }
+}
