@@ -1,6 +1,7 @@
 use clap::Parser;
 
 use super::{exit, Session};
+use crate::reconcile::ReconcileLock;
 use crate::runtime::{stop_settings, Runtime};
 use crate::state::StateStore;
 
@@ -17,6 +18,14 @@ pub struct Args {
 }
 
 pub fn run(session: &Session, args: &Args) -> u8 {
+    // Serialised with apply and the agent, which write the same state database.
+    let _lock = match ReconcileLock::acquire(&session.root, None) {
+        Ok(lock) => lock,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::FAILURE;
+        }
+    };
     let result = session.block_on(async {
         let containers = session
             .runtime

@@ -4,6 +4,7 @@ mod agent;
 mod apply;
 mod control;
 mod down;
+mod events;
 mod exec;
 mod image;
 mod images;
@@ -90,6 +91,7 @@ pub enum Command {
     Plan(plan::Args),
     Apply(apply::Args),
     Agent(agent::Args),
+    Events(events::Args),
     Status(status::Args),
     Down(down::Args),
     Schema(schema::Args),
@@ -119,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => with_session(&cli, |s| plan::run(s, args)),
         Command::Apply(args) => with_session(&cli, |s| apply::run(s, args)),
         Command::Agent(args) => with_session(&cli, |s| agent::run(s, args)),
+        Command::Events(args) => with_session(&cli, |s| events::run(s, args)),
         Command::Status(args) => with_session(&cli, |s| status::run(s, args)),
         Command::Down(args) => with_session(&cli, |s| down::run(s, args)),
         Command::Schema(args) => schema::run(args),

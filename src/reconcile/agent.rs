@@ -10,6 +10,7 @@ use super::{record, Backoff, Executor, ReconcileLock, StepObserver};
 use crate::manifest::{duplicate_names, load_file, manifest_files, Service};
 use crate::plan::{plan, Action, Inputs, Step};
 use crate::runtime::Runtime;
+use crate::state::StateStore;
 
 pub struct Agent<'a, R: Runtime> {
     executor: Executor<'a, R>,
@@ -18,6 +19,7 @@ pub struct Agent<'a, R: Runtime> {
     /// The last definition of each file that loaded without errors.
     last_good: BTreeMap<PathBuf, Vec<Service>>,
     backoff: Backoff,
+    last_event: Option<String>,
 }
 
 /// Logs what the agent does, one timestamped line each, on stderr.
@@ -66,6 +68,7 @@ impl<'a, R: Runtime> Agent<'a, R> {
             dir: dir.canonicalize().unwrap_or_else(|_| dir.to_owned()),
             last_good: BTreeMap::new(),
             backoff: Backoff::default(),
+            last_event: None,
         }
     }
 
@@ -130,6 +133,20 @@ impl<'a, R: Runtime> Agent<'a, R> {
         next_restart
     }
 
+    /// Records an event in the state database once per distinct message in a row (a
+    /// broken file is seen again at every resync).
+    fn log_event(&mut self, message: String) {
+        if self.last_event.as_deref() == Some(message.as_str()) {
+            return;
+        }
+        let stored = StateStore::open(&self.root)
+            .and_then(|store| store.log_events(std::slice::from_ref(&message)));
+        if let Err(err) = stored {
+            log(&format!("warning: cannot record an event: {err}"));
+        }
+        self.last_event = Some(message);
+    }
+
     /// The services defined in the directory, keeping the last good definition of
     /// files that are broken now. None (touch nothing) when the directory cannot be
     /// read or names clash.
@@ -151,23 +168,28 @@ impl<'a, R: Runtime> Agent<'a, R> {
                     self.last_good.insert(file, services);
                 }
                 Err(errors) => {
-                    for error in errors {
+                    for error in &errors {
                         log(&error.to_string());
                     }
-                    let kept: Vec<&str> = self
+                    let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                    let kept: Vec<String> = self
                         .last_good
                         .get(&file)
                         .into_iter()
                         .flatten()
-                        .map(Service::name)
+                        .map(|s| s.name().to_owned())
                         .collect();
-                    if !kept.is_empty() {
-                        log(&format!(
-                            "kept {} as last defined by {}",
+                    let message = if kept.is_empty() {
+                        format!("ignored {} ({first})", file.display())
+                    } else {
+                        format!(
+                            "kept {} as last defined by {} ({first})",
                             kept.join(", "),
                             file.display()
-                        ));
-                    }
+                        )
+                    };
+                    log(&message);
+                    self.log_event(message);
                 }
             }
         }

@@ -152,6 +152,13 @@ impl StateStore {
         Ok(generation)
     }
 
+    /// Adds entries to the event log.
+    pub fn log_events(&self, events: &[String]) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        append_events(&txn, events).map_err(|e| self.error(e))?;
+        txn.commit().map_err(|e| self.error(e))
+    }
+
     /// Forgets services (after `wharf down`), with an event each.
     pub fn forget(&self, services: &[String]) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;

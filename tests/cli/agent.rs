@@ -145,6 +145,14 @@ fn the_agent_follows_the_directory_keeps_broken_files_and_restarts_crashes() {
         agent.log()
     );
 
+    // What the agent did, and why, is in the event log.
+    let events = wharf_at(root, &["events"]).stdout;
+    assert!(events.contains("kept web as last defined by"), "{events}");
+    assert!(
+        events.contains("restart crash/0: exited with code 1; restart: always"),
+        "{events}"
+    );
+
     // Deleting a file deletes its services.
     std::fs::remove_file(&web).expect("rm");
     std::fs::remove_file(dir.join("crash.yaml")).expect("rm");
