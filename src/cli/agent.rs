@@ -6,7 +6,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{exit, Session};
 use crate::reconcile::{log, Agent, Executor};
-use crate::runtime::{stop_settings, Runtime};
+use crate::runtime::{stop_and_remove, Runtime};
 use crate::watch::Triggers;
 
 /// Keep containers converged with a manifest directory: every change to its files is
@@ -88,15 +88,7 @@ async fn stop_containers_of(session: &Session, dir: &Path) -> Result<(), String>
         .iter()
         .filter(|c| c.manifest_dir.as_deref() == Some(dir.as_path()))
     {
-        let (signal, timeout) = stop_settings(container.spec.as_deref());
-        session
-            .runtime
-            .stop(&container.id, signal, timeout)
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
-        session
-            .runtime
-            .remove(&container.id)
+        stop_and_remove(&session.runtime, container)
             .await
             .map_err(|e| crate::error_chain(&e))?;
         log(&format!("removed {} (--stop-on-exit)", container.id));

@@ -2,7 +2,7 @@ use clap::Parser;
 
 use super::{exit, Session};
 use crate::reconcile::ReconcileLock;
-use crate::runtime::{stop_settings, Runtime};
+use crate::runtime::{stop_and_remove, Runtime};
 use crate::state::StateStore;
 
 /// Stop and remove the containers of services (named volumes stay).
@@ -48,15 +48,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         let mut services: Vec<String> = chosen.iter().map(|c| c.service.clone()).collect();
         services.dedup();
         for container in chosen {
-            let (signal, timeout) = stop_settings(container.spec.as_deref());
-            session
-                .runtime
-                .stop(&container.id, signal, timeout)
-                .await
-                .map_err(|e| crate::error_chain(&e))?;
-            session
-                .runtime
-                .remove(&container.id)
+            stop_and_remove(&session.runtime, container)
                 .await
                 .map_err(|e| crate::error_chain(&e))?;
             println!("removed {}", container.id);

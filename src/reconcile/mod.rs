@@ -16,7 +16,7 @@ use crate::error_chain;
 use crate::image::{ImageStore, NoProgress, Registries};
 use crate::manifest::{ImageRef, PullPolicy, Service, ServiceSpec, UpdateOrder};
 use crate::plan::{Action, Plan, Step};
-use crate::runtime::{stop_settings, CreateRequest, Runtime};
+use crate::runtime::{stop_and_remove, CreateRequest, Runtime};
 use crate::state::StateStore;
 
 /// What happened to each step.
@@ -153,26 +153,19 @@ impl<R: Runtime> Executor<'_, R> {
     }
 
     /// Stops with the service's stop signal and timeout, then removes.
-    /// Stops (the container's own stop signal and timeout: those of the spec it was
-    /// made from, which for a pruned service is all there is) and removes.
+    /// Stops the container (with its own stop settings) and removes it.
     async fn remove(&self, id: Option<&str>) -> Result<(), String> {
         let Some(id) = id else {
             return Ok(());
         };
         let containers = self.runtime.list().await.map_err(|err| error_chain(&err))?;
-        let spec = containers
-            .iter()
-            .find(|c| c.id == id)
-            .and_then(|c| c.spec.as_deref());
-        let (signal, timeout) = stop_settings(spec);
-        self.runtime
-            .stop(id, signal, timeout)
-            .await
-            .map_err(|err| error_chain(&err))?;
-        self.runtime
-            .remove(id)
-            .await
-            .map_err(|err| error_chain(&err))
+        match containers.iter().find(|c| c.id == id) {
+            Some(container) => stop_and_remove(self.runtime, container)
+                .await
+                .map_err(|err| error_chain(&err)),
+            // Already gone: nothing left to do.
+            None => Ok(()),
+        }
     }
 
     /// Pulls every image the plan's creations need, each once, concurrently.

@@ -126,3 +126,14 @@ pub fn stop_settings(spec: Option<&ServiceSpec>) -> (nix::sys::signal::Signal, D
         )
     })
 }
+
+/// Stops a container with its own stop signal and timeout (those of the spec it was
+/// made from), then removes it.
+pub async fn stop_and_remove<R: Runtime>(
+    runtime: &R,
+    container: &ObservedContainer,
+) -> Result<(), RuntimeError> {
+    let (signal, timeout) = stop_settings(container.spec.as_deref());
+    runtime.stop(&container.id, signal, timeout).await?;
+    runtime.remove(&container.id).await
+}
