@@ -20,7 +20,9 @@ pub enum Trigger {
 
 pub struct Triggers {
     receiver: UnboundedReceiver<Trigger>,
-    sender: UnboundedSender<Trigger>,
+    /// Keeps the channel open (so waiting times out rather than ending) even when
+    /// the directory cannot be watched.
+    _sender: UnboundedSender<Trigger>,
     /// Kept alive for as long as the directory is watched.
     _watcher: Option<RecommendedWatcher>,
 }
@@ -67,27 +69,28 @@ impl Triggers {
             .unwrap_or_else(|err| eprintln!("warning: cannot watch container exits: {err}"));
         Triggers {
             receiver,
-            sender,
+            _sender: sender,
             _watcher: watcher.ok(),
         }
     }
 
-    /// Waits for a trigger or `timeout`, then gathers whatever else arrives within
-    /// `debounce` (a `git checkout` of 50 files is one reconcile, not 50).
+    /// Waits for a trigger or `timeout`, then for a quiet period of `debounce` with
+    /// no further event (at most 1 s in all): a `git checkout` of 50 files is one
+    /// reconcile, not 50.
     pub async fn next(&mut self, timeout: Duration, debounce: Duration) -> Option<Trigger> {
         let first = tokio::time::timeout(timeout, self.receiver.recv())
             .await
             .ok()
             .flatten();
         if first.is_some() {
-            let until = tokio::time::Instant::now() + debounce;
-            while let Ok(Some(_)) = tokio::time::timeout_at(until, self.receiver.recv()).await {}
+            let limit = tokio::time::Instant::now() + Duration::from_secs(1);
+            while tokio::time::Instant::now() < limit {
+                match tokio::time::timeout(debounce, self.receiver.recv()).await {
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                }
+            }
         }
         first
-    }
-
-    /// A sender for other sources of wake-ups (used by tests and signals).
-    pub fn sender(&self) -> UnboundedSender<Trigger> {
-        self.sender.clone()
     }
 }

@@ -184,3 +184,73 @@ fn the_agent_follows_the_directory_keeps_broken_files_and_restarts_crashes() {
     assert_eq!(second.terminate(), Some(0));
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
 }
+
+#[test]
+fn many_files_at_once_are_one_reconcile_and_configmap_swaps_are_followed() {
+    use std::os::unix::fs::symlink;
+
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let work = tempfile::tempdir().expect("work");
+    let (root, dir) = (root.path(), dir.path());
+    // A Kubernetes ConfigMap volume: files are symlinks into ..data, which points to a
+    // timestamped directory and is swapped atomically on update.
+    let first = dir.join("..2026_11_29_10_00_00.1");
+    std::fs::create_dir(&first).expect("mkdir");
+    std::fs::write(first.join("cm.yaml"), manifest("cm", "env: {V: '1'}\n")).expect("write");
+    symlink(&first, dir.join("..data")).expect("symlink");
+    symlink("..data/cm.yaml", dir.join("cm.yaml")).expect("symlink");
+
+    let mut agent = AgentProcess::start(root, dir, work.path().join("agent.log"));
+    eventually("cm runs", Duration::from_secs(15), || {
+        running(root).len() == 1
+    });
+    let before = running(root);
+
+    let second = dir.join("..2026_11_29_10_05_00.2");
+    std::fs::create_dir(&second).expect("mkdir");
+    std::fs::write(second.join("cm.yaml"), manifest("cm", "env: {V: '2'}\n")).expect("write");
+    symlink(&second, dir.join("..data_tmp")).expect("symlink");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("atomic swap");
+    eventually(
+        "cm is replaced after the swap",
+        Duration::from_secs(15),
+        || {
+            let now = running(root);
+            now.len() == 1 && now != before
+        },
+    );
+
+    // Ten files land at once (a `git checkout`): one reconcile creates them all.
+    let history = || {
+        wharf::state::StateView::open(root)
+            .map(|v| v.history())
+            .unwrap_or_default()
+    };
+    let generations = history().len();
+    let staging = work.path().join("staging");
+    std::fs::create_dir(&staging).expect("mkdir");
+    for i in 0..10 {
+        std::fs::write(
+            staging.join(format!("s{i}.yaml")),
+            manifest(&format!("s{i}"), ""),
+        )
+        .expect("write");
+    }
+    for i in 0..10 {
+        std::fs::rename(
+            staging.join(format!("s{i}.yaml")),
+            dir.join(format!("s{i}.yaml")),
+        )
+        .expect("move in");
+    }
+    eventually("all ten run", Duration::from_secs(30), || {
+        running(root).len() == 11
+    });
+    let after = history();
+    assert_eq!(after.len(), generations + 1, "one reconcile: {after:?}");
+    assert_eq!(after.last().map(|h| h.summary.as_str()), Some("10 created"));
+
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
