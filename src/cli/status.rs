@@ -33,6 +33,8 @@ struct ContainerLine<'a> {
     uptime_seconds: Option<u64>,
     /// Restarts recorded for this replica slot.
     restarts: u64,
+    /// Seconds until the agent restarts this crash-looping replica.
+    next_restart_in: Option<u64>,
     image_digest: &'a str,
 }
 
@@ -72,6 +74,11 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                     restarts: state.as_ref().map_or(0, |view| {
                         view.restarts(&format!("{}/{}", c.service, c.slot))
                     }),
+                    next_restart_in: state
+                        .as_ref()
+                        .filter(|_| matches!(c.status, ContainerStatus::Exited { .. }))
+                        .and_then(|view| view.next_restart(&format!("{}/{}", c.service, c.slot)))
+                        .map(|at| at.duration_since(now).map_or(0, |d| d.as_secs())),
                     uptime_seconds: (c.status == ContainerStatus::Running)
                         .then(|| {
                             c.started_at
@@ -107,7 +114,13 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 0 => String::new(),
                 n => format!("  restarts {n}"),
             };
-            println!("  {}  {}{uptime}{restarts}  {digest}", line.id, line.state);
+            let state = match line.next_restart_in {
+                Some(seconds) => {
+                    format!("crash-looping, {}, next restart in {seconds}s", line.state)
+                }
+                None => line.state.clone(),
+            };
+            println!("  {}  {state}{uptime}{restarts}  {digest}", line.id);
         }
     }
     exit::OK

@@ -20,6 +20,8 @@ pub struct Agent<'a, R: Runtime> {
     last_good: BTreeMap<PathBuf, Vec<Service>>,
     backoff: Backoff,
     last_event: Option<String>,
+    /// Slots whose pending restart time is in the state database.
+    published: Vec<String>,
 }
 
 /// Logs what the agent does, one timestamped line each, on stderr.
@@ -69,6 +71,7 @@ impl<'a, R: Runtime> Agent<'a, R> {
             last_good: BTreeMap::new(),
             backoff: Backoff::default(),
             last_event: None,
+            published: Vec::new(),
         }
     }
 
@@ -101,19 +104,22 @@ impl<'a, R: Runtime> Agent<'a, R> {
         });
         let now = Instant::now();
         let mut next_restart: Option<Instant> = None;
+        let mut waiting: Vec<(String, Instant)> = Vec::new();
         planned.steps.retain(|step| {
             if step.action != Action::Restart {
                 return true;
             }
-            let due = self
-                .backoff
-                .next_allowed(&format!("{}/{}", step.service, step.slot), now);
+            let slot = format!("{}/{}", step.service, step.slot);
+            let due = self.backoff.next_allowed(&slot, now);
             if due <= now {
                 return true;
             }
             next_restart = Some(next_restart.map_or(due, |next| next.min(due)));
+            waiting.push((slot, due));
             false
         });
+        // `wharf status` shows crash-looping replicas and when they restart next.
+        self.publish_waiting(&waiting, now);
         if planned.is_empty() {
             return next_restart;
         }
@@ -131,6 +137,30 @@ impl<'a, R: Runtime> Agent<'a, R> {
         }
         drop(lock);
         next_restart
+    }
+
+    /// Writes the restarts held back by backoff to the state database, and clears
+    /// those no longer waiting.
+    fn publish_waiting(&mut self, waiting: &[(String, Instant)], now: Instant) {
+        let wall_now = SystemTime::now();
+        let result = StateStore::open(&self.root).and_then(|store| {
+            for slot in self
+                .published
+                .iter()
+                .filter(|s| !waiting.iter().any(|(w, _)| w == *s))
+            {
+                store.set_next_restart(slot, None)?;
+            }
+            for (slot, due) in waiting {
+                store
+                    .set_next_restart(slot, Some(wall_now + due.saturating_duration_since(now)))?;
+            }
+            Ok(())
+        });
+        if let Err(err) = result {
+            log(&format!("warning: cannot record pending restarts: {err}"));
+        }
+        self.published = waiting.iter().map(|(slot, _)| slot.clone()).collect();
     }
 
     /// Records an event in the state database once per distinct message in a row (a

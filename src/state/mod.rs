@@ -20,6 +20,8 @@ const APPLIED: TableDefinition<&str, &str> = TableDefinition::new("applied");
 const HISTORY: TableDefinition<u64, &str> = TableDefinition::new("history");
 const RESTARTS: TableDefinition<&str, u64> = TableDefinition::new("restarts");
 const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
+/// When the agent will next restart a crash-looping replica (Unix seconds), by slot.
+const NEXT_RESTART: TableDefinition<&str, u64> = TableDefinition::new("next-restart");
 
 /// The event log keeps this many entries, dropping the oldest.
 pub const MAX_EVENTS: u64 = 10_000;
@@ -152,6 +154,26 @@ impl StateStore {
         Ok(generation)
     }
 
+    /// Records when replica `slot` ("web/0") will next be restarted (None: not waiting).
+    pub fn set_next_restart(&self, slot: &str, at: Option<SystemTime>) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut table = txn.open_table(NEXT_RESTART).map_err(|e| self.error(e))?;
+            match at {
+                Some(at) => {
+                    let seconds = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    table.insert(slot, seconds).map_err(|e| self.error(e))?;
+                }
+                None => {
+                    table.remove(slot).map_err(|e| self.error(e))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+
     /// Adds entries to the event log.
     pub fn log_events(&self, events: &[String]) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
@@ -239,6 +261,14 @@ impl StateView {
 
     pub fn events(&self) -> Vec<Event> {
         self.read(EVENTS)
+    }
+
+    /// When the agent will next restart replica `slot`, if it is holding one back.
+    pub fn next_restart(&self, slot: &str) -> Option<SystemTime> {
+        let txn = self.db.begin_read().ok()?;
+        let table = txn.open_table(NEXT_RESTART).ok()?;
+        let seconds = table.get(slot).ok()??.value();
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
     }
 
     /// Restarts of replica `slot` ("web/0") recorded so far.

@@ -144,6 +144,15 @@ fn the_agent_follows_the_directory_keeps_broken_files_and_restarts_crashes() {
         "{}",
         agent.log()
     );
+    eventually(
+        "status shows the crash loop",
+        Duration::from_secs(10),
+        || {
+            wharf_at(root, &["status"])
+                .stdout
+                .contains("crash-looping, exited (1), next restart in")
+        },
+    );
 
     // What the agent did, and why, is in the event log.
     let events = wharf_at(root, &["events"]).stdout;
