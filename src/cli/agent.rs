@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{exit, Session};
+use super::Session;
 use crate::reconcile::{log, Agent, Executor};
 use crate::runtime::{stop_and_remove, Runtime};
 use crate::watch::Triggers;
@@ -64,17 +64,13 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         notify_systemd("STOPPING=1");
         if args.stop_on_exit {
             stop_containers_of(session, &args.manifests).await?;
+            log("agent stopped; its containers were removed");
+        } else {
+            log("agent stopped; containers are left running");
         }
-        log("agent stopped; containers are left running");
         Ok::<_, String>(())
     });
-    match result {
-        Ok(()) => exit::OK,
-        Err(message) => {
-            eprintln!("error: {message}");
-            exit::FAILURE
-        }
-    }
+    super::output::exit_code(result)
 }
 
 async fn stop_containers_of(session: &Session, dir: &Path) -> Result<(), String> {

@@ -4,7 +4,7 @@ use clap::Parser;
 use nix::sys::signal::Signal;
 
 use super::target::matching;
-use super::{exit, Session};
+use super::Session;
 use crate::runtime::{stop_settings, Runtime};
 
 /// Stop containers: their stop signal, then SIGKILL after their stop timeout.
@@ -75,13 +75,7 @@ fn act(session: &Session, target: &str, action: Action) -> u8 {
         }
         Ok::<_, String>(())
     });
-    match result {
-        Ok(()) => exit::OK,
-        Err(message) => {
-            eprintln!("error: {message}");
-            exit::FAILURE
-        }
-    }
+    super::output::exit_code(result)
 }
 
 pub fn stop(session: &Session, args: &StopArgs) -> u8 {

@@ -57,11 +57,5 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             .and_then(|store| store.forget(&services))
             .map_err(|e| e.to_string())
     });
-    match result {
-        Ok(()) => exit::OK,
-        Err(message) => {
-            eprintln!("error: {message}");
-            exit::FAILURE
-        }
-    }
+    super::output::exit_code(result)
 }

@@ -78,3 +78,14 @@ pub fn print_error(error: &dyn std::error::Error, palette: &Palette) {
         source = cause.source();
     }
 }
+
+/// The exit code for a command's outcome, printing the error if there is one.
+pub fn exit_code(result: Result<(), String>) -> u8 {
+    match result {
+        Ok(()) => super::exit::OK,
+        Err(message) => {
+            eprintln!("error: {message}");
+            super::exit::FAILURE
+        }
+    }
+}

@@ -76,14 +76,5 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         let id = executor.create(service, args.replica).await?;
         Ok::<_, String>(id)
     });
-    match result {
-        Ok(id) => {
-            println!("{id}");
-            exit::OK
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            exit::FAILURE
-        }
-    }
+    super::output::exit_code(result.map(|id| println!("{id}")))
 }
