@@ -184,7 +184,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     };
     let report = {
         let progress = StepProgress::new(plan.steps.len());
-        session.block_on(executor.execute(plan, &planned.desired, &progress))
+        session.block_on(executor.execute(plan, &planned.desired, &planned.observed, &progress))
     };
     let generation = match record(&session.root, &dir, &planned.desired, &report) {
         Ok(generation) => generation,

@@ -34,6 +34,8 @@ pub struct Source {
 
 pub struct Planned {
     pub desired: Vec<Service>,
+    /// The containers the plan was made from.
+    pub observed: Vec<ObservedContainer>,
     pub plan: Plan,
     /// Identifies the inputs: a saved plan is applied only if they are unchanged.
     pub fingerprint: String,
@@ -119,6 +121,7 @@ pub fn make_plan(
     let fingerprint = fingerprint(&loaded.services, &observed, &current_digests);
     Ok(Planned {
         desired: loaded.services,
+        observed,
         plan,
         fingerprint,
     })

@@ -123,7 +123,10 @@ impl<'a, R: Runtime> Agent<'a, R> {
         if planned.is_empty() {
             return next_restart;
         }
-        let report = self.executor.execute(&planned, &desired, &Log).await;
+        let report = self
+            .executor
+            .execute(&planned, &desired, &observed, &Log)
+            .await;
         for step in report.done.iter().filter(|s| s.action == Action::Restart) {
             let slot = format!("{}/{}", step.service, step.slot);
             let delay = self.backoff.restarted(&slot, Instant::now());

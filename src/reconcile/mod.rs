@@ -16,7 +16,7 @@ use crate::error_chain;
 use crate::image::{ImageStore, NoProgress, Registries};
 use crate::manifest::{ImageRef, PullPolicy, Service, ServiceSpec, UpdateOrder};
 use crate::plan::{Action, Plan, Step};
-use crate::runtime::{stop_and_remove, CreateRequest, Runtime};
+use crate::runtime::{stop_and_remove, CreateRequest, ObservedContainer, Runtime};
 use crate::state::StateStore;
 
 /// What happened to each step.
@@ -42,11 +42,13 @@ pub struct Executor<'a, R: Runtime> {
 
 impl<R: Runtime> Executor<'_, R> {
     /// Pulls what the plan needs (each image once, concurrently, as its pull policy
-    /// says), then runs the steps service by service.
+    /// says), then runs the steps service by service. `observed` are the containers
+    /// the plan was made from.
     pub async fn execute(
         &self,
         plan: &Plan,
         desired: &[Service],
+        observed: &[ObservedContainer],
         observer: &dyn StepObserver,
     ) -> Report {
         let by_name: BTreeMap<&str, &Service> = desired.iter().map(|s| (s.name(), s)).collect();
@@ -73,7 +75,7 @@ impl<R: Runtime> Executor<'_, R> {
                     futures_util::future::join_all(batch.iter().map(|step| async move {
                         match image_failure {
                             Some(cause) if step.action != Action::Remove => Err(cause.clone()),
-                            _ => self.run_step(step, service).await,
+                            _ => self.run_step(step, service, observed).await,
                         }
                     }))
                     .await;
@@ -95,23 +97,28 @@ impl<R: Runtime> Executor<'_, R> {
         report
     }
 
-    async fn run_step(&self, step: &Step, service: Option<&Service>) -> Result<(), String> {
+    async fn run_step(
+        &self,
+        step: &Step,
+        service: Option<&Service>,
+        observed: &[ObservedContainer],
+    ) -> Result<(), String> {
         let old = step.container.as_deref();
         match (step.action, service) {
-            (Action::Remove, _) => self.remove(old).await,
+            (Action::Remove, _) => self.remove(old, observed).await,
             (Action::Create, Some(service)) => self.create(service, step.slot).await.map(drop),
             (Action::Restart, Some(service)) => {
-                self.remove(old).await?;
+                self.remove(old, observed).await?;
                 self.create(service, step.slot).await.map(drop)
             }
             (Action::Replace, Some(service)) => match service.spec.update.order {
                 UpdateOrder::StopFirst => {
-                    self.remove(old).await?;
+                    self.remove(old, observed).await?;
                     self.create(service, step.slot).await.map(drop)
                 }
                 UpdateOrder::StartFirst => {
                     self.create(service, step.slot).await?;
-                    self.remove(old).await
+                    self.remove(old, observed).await
                 }
             },
             (_, None) => Err(format!("service {} is not in the manifests", step.service)),
@@ -153,17 +160,13 @@ impl<R: Runtime> Executor<'_, R> {
     }
 
     /// Stops with the service's stop signal and timeout, then removes.
-    /// Stops the container (with its own stop settings) and removes it.
-    async fn remove(&self, id: Option<&str>) -> Result<(), String> {
-        let Some(id) = id else {
-            return Ok(());
-        };
-        let containers = self.runtime.list().await.map_err(|err| error_chain(&err))?;
-        match containers.iter().find(|c| c.id == id) {
+    /// Stops the container (with its own stop settings, from `observed`) and removes it.
+    async fn remove(&self, id: Option<&str>, observed: &[ObservedContainer]) -> Result<(), String> {
+        match id.and_then(|id| observed.iter().find(|c| c.id == id)) {
             Some(container) => stop_and_remove(self.runtime, container)
                 .await
                 .map_err(|err| error_chain(&err)),
-            // Already gone: nothing left to do.
+            // No container, or one that is already gone: nothing to do.
             None => Ok(()),
         }
     }

@@ -506,7 +506,8 @@ impl LibcontainerRuntime {
         let started_at = read("started")
             .and_then(|t| t.trim().parse().ok())
             .map(from_unix_seconds);
-        let status = match (self.init_record(id), self.live_pid(id)) {
+        let pid = self.live_pid(id);
+        let status = match (self.init_record(id), pid) {
             (None, _) => ContainerStatus::Unknown,
             (Some(_), Some(_)) if started_at.is_some() => ContainerStatus::Running,
             (Some(_), Some(_)) => ContainerStatus::Created,
@@ -529,7 +530,7 @@ impl LibcontainerRuntime {
             slot: get(annotation::SLOT)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
-            pid: self.live_pid(id),
+            pid,
             status,
             started_at,
             spec_hash: get(annotation::SPEC_HASH).unwrap_or_default(),
