@@ -77,6 +77,7 @@ fn main() {
                 desired: &desired,
                 observed,
                 current_digests: &digests,
+                unhealthy: &BTreeMap::new(),
                 manifest_dir: Path::new("/srv/m"),
                 prune: true,
             });

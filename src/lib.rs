@@ -1,7 +1,9 @@
 //! wharf: a declarative container reconciler for one Linux host.
 
 pub mod cli;
+pub mod health;
 pub mod image;
+pub mod lockfile;
 pub mod manifest;
 pub mod plan;
 pub mod reconcile;

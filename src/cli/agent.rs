@@ -5,9 +5,10 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::Session;
+use crate::manifest::only_root_can_write;
 use crate::reconcile::{log, Agent, Executor};
 use crate::runtime::{stop_and_remove, Runtime};
-use crate::watch::Triggers;
+use crate::watch::{Trigger, Triggers};
 
 /// Keep containers converged with a manifest directory: every change to its files is
 /// applied within moments (pruning services whose files go), crashed containers are
@@ -26,12 +27,21 @@ pub struct Args {
     /// On SIGTERM/SIGINT, stop and remove the containers of this directory.
     #[arg(long)]
     pub stop_on_exit: bool,
+    /// Follow the directory and its manifests even when users other than root can
+    /// write them (who can write a manifest can run containers as root).
+    #[arg(long)]
+    pub allow_insecure_manifests: bool,
 }
 
 /// Events arriving together within this window are one reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 pub fn run(session: &Session, args: &Args) -> u8 {
+    if !args.allow_insecure_manifests {
+        if let Err(message) = only_root_can_write(&args.manifests) {
+            return super::output::exit_code(Err(format!("refusing to run: {message}")));
+        }
+    }
     let result = session.block_on(async {
         let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -40,8 +50,16 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             images: &session.images,
             registries: &session.registries,
         };
-        let mut agent = Agent::new(executor, &session.root, &args.manifests);
         let mut triggers = Triggers::start(&args.manifests);
+        let mut agent = Agent::new(
+            executor,
+            &session.root,
+            &args.manifests,
+            triggers.notifier(Trigger::HealthChanged),
+        );
+        if args.allow_insecure_manifests {
+            agent.allow_insecure_manifests();
+        }
         let resync = args.resync.as_std();
         log(&format!(
             "watching {} (resync every {})",

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::reconcile::{make_plan, SavedPlan, Source};
 use super::{exit, Palette, Session};
 use crate::manifest::Service;
-use crate::plan::{render_human, Action, Step, PLAN_FORMAT_VERSION};
+use crate::plan::{render_human, Step, PLAN_FORMAT_VERSION};
 use crate::reconcile::{record, summary, Executor, ReconcileLock, Report, StepObserver};
 use crate::runtime::{ContainerStatus, Runtime};
 
@@ -56,14 +56,8 @@ impl StepProgress {
 
 impl StepObserver for StepProgress {
     fn finished(&self, step: &Step, outcome: Result<(), &str>) {
-        let verb = match step.action {
-            Action::Create => "created",
-            Action::Remove => "removed",
-            Action::Replace => "replaced",
-            Action::Restart => "restarted",
-        };
         let line = match outcome {
-            Ok(()) => format!("{verb} {}/{}", step.service, step.slot),
+            Ok(()) => format!("{} {}/{}", step.action.done(), step.service, step.slot),
             Err(cause) => format!(
                 "FAILED {}/{} {:?}: {cause}",
                 step.service, step.slot, step.action

@@ -36,7 +36,10 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             return exit::FAILURE;
         }
     };
-    match session.runtime.exec(&container.id, &args.command) {
+    match session
+        .runtime
+        .exec_blocking(&container.id, &args.command, None)
+    {
         Ok(output) => {
             let _ = std::io::stdout().write_all(&output.stdout);
             let _ = std::io::stderr().write_all(&output.stderr);

@@ -115,6 +115,7 @@ pub fn make_plan(
         desired: &loaded.services,
         observed: &observed,
         current_digests: &current_digests,
+        unhealthy: &BTreeMap::new(),
         manifest_dir: &manifest_dir,
         prune,
     });

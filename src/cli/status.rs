@@ -5,6 +5,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use super::{exit, Session};
+use crate::health::{HealthState, Verdict};
 use crate::runtime::{ContainerStatus, ObservedContainer};
 use crate::state::StateView;
 
@@ -33,6 +34,8 @@ struct ContainerLine<'a> {
     uptime_seconds: Option<u64>,
     /// Restarts recorded for this replica slot.
     restarts: u64,
+    /// The agent's health verdict (absent without a health check or an agent).
+    health: Option<Verdict>,
     /// Seconds until the agent restarts this crash-looping replica.
     next_restart_in: Option<u64>,
     image_digest: &'a str,
@@ -71,6 +74,10 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                     id: &c.id,
                     replica: c.slot,
                     state: c.status.to_string(),
+                    health: state
+                        .as_ref()
+                        .filter(|_| c.status == ContainerStatus::Running)
+                        .and_then(|view| view.health(&c.id)),
                     restarts: state.as_ref().map_or(0, |view| {
                         view.restarts(&format!("{}/{}", c.service, c.slot))
                     }),
@@ -119,6 +126,13 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                     format!("crash-looping, {}, next restart in {seconds}s", line.state)
                 }
                 None => line.state.clone(),
+            };
+            let state = match &line.health {
+                Some(verdict) if verdict.state == HealthState::Unhealthy => {
+                    format!("{state}, unhealthy ({})", verdict.describe())
+                }
+                Some(verdict) => format!("{state}, {}", verdict.state),
+                None => state,
             };
             println!("  {}  {state}{uptime}{restarts}  {digest}", line.id);
         }

@@ -7,7 +7,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use futures_util::{Stream, StreamExt};
-use rustix::fs::{flock, syncfs, FlockOperation};
+use rustix::fs::syncfs;
+
+use crate::lockfile::FileLock;
 use tokio::io::AsyncWriteExt;
 
 use super::digest::{Digest, Hasher};
@@ -230,11 +232,7 @@ impl ContentStore {
             let path = path.to_owned();
             move |source| StoreError::Io { path, source }
         };
-        let lock = File::create(&lock_path).map_err(io_at(&lock_path))?;
-        flock(&lock, FlockOperation::LockExclusive).map_err(|errno| StoreError::Io {
-            path: lock_path.clone(),
-            source: errno.into(),
-        })?;
+        let _lock = FileLock::acquire(&lock_path).map_err(io_at(&lock_path))?;
         let mut index = match self.index() {
             Ok(index) => index,
             Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {

@@ -2,7 +2,8 @@
 //!
 //! `yaml` parses text into position-carrying trees, `de` deserializes the `spec`
 //! types from them, `validate` checks and normalises, `hash` fingerprints the result
-//! and `load` ties it together for files and directories.
+//! and `load` ties it together for files and directories; `trust` says whether
+//! only root can change a manifest (the agent follows no other).
 
 mod de;
 mod diagnostic;
@@ -10,6 +11,7 @@ mod hash;
 mod image_ref;
 mod load;
 mod spec;
+mod trust;
 mod units;
 mod validate;
 mod yaml;
@@ -22,6 +24,7 @@ pub use load::{
     Loaded, Service,
 };
 pub use spec::*;
+pub use trust::only_root_can_write;
 pub use units::{ByteSize, Duration};
 pub use yaml::Mark;
 

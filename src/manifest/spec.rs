@@ -208,6 +208,22 @@ pub struct Health {
     /// Grace period after start during which failures do not count.
     #[serde(default)]
     pub start_period: Duration,
+    /// Time between checks during `start_period`, until the first success.
+    #[serde(default = "default_health_start_interval")]
+    pub start_interval: Duration,
+}
+
+impl Health {
+    /// How long a new replica may take to become healthy or fail: the start period,
+    /// then `retries` failed checks.
+    pub fn verdict_within(&self) -> std::time::Duration {
+        self.start_period.as_std()
+            + (self.interval.as_std() + self.timeout.as_std()) * (self.retries + 1)
+    }
+}
+
+fn default_health_start_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_health_interval() -> Duration {
@@ -255,6 +271,11 @@ pub struct Update {
     /// How many replicas may be down at once during an update (0 only with start-first).
     #[serde(default = "default_max_unavailable")]
     pub max_unavailable: u32,
+    /// How long each new replica may take to run and pass its health check before the
+    /// rollout stops and that replica goes back to the previous spec. Default: the
+    /// start period plus `retries + 1` checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Duration>,
 }
 
 fn default_max_unavailable() -> u32 {
@@ -266,6 +287,7 @@ impl Default for Update {
         Update {
             order: UpdateOrder::default(),
             max_unavailable: default_max_unavailable(),
+            deadline: None,
         }
     }
 }

@@ -288,7 +288,11 @@ fn check_health(health: &Health, check: &mut Checker) {
             );
         }
     }
-    for (field, duration) in [("interval", health.interval), ("timeout", health.timeout)] {
+    for (field, duration) in [
+        ("interval", health.interval),
+        ("timeout", health.timeout),
+        ("start_interval", health.start_interval),
+    ] {
         if duration.is_zero() {
             check.fail(&at(field), "must be more than 0s".into());
         }
@@ -303,6 +307,12 @@ fn check_update(update: &Update, check: &mut Checker) {
         check.fail(
             &[key("update"), key("max_unavailable")],
             "0 needs order: start-first (stop-first always takes one replica down)".into(),
+        );
+    }
+    if update.deadline.is_some_and(|deadline| deadline.is_zero()) {
+        check.fail(
+            &[key("update"), key("deadline")],
+            "must be more than 0s".into(),
         );
     }
 }

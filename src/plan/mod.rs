@@ -28,6 +28,28 @@ pub enum Action {
     Restart,
 }
 
+impl Action {
+    /// "create", "remove", "replace", "restart".
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Remove => "remove",
+            Action::Replace => "replace",
+            Action::Restart => "restart",
+        }
+    }
+
+    /// "created", "removed", "replaced", "restarted".
+    pub fn done(self) -> &'static str {
+        match self {
+            Action::Create => "created",
+            Action::Remove => "removed",
+            Action::Replace => "replaced",
+            Action::Restart => "restarted",
+        }
+    }
+}
+
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
@@ -95,6 +117,8 @@ pub struct Inputs<'a> {
     /// The digest each image reference resolves to now, for `pull: always` services
     /// (absent: unknown, no replacement on that ground).
     pub current_digests: &'a BTreeMap<String, String>,
+    /// Running containers whose health check fails, with why, by container id.
+    pub unhealthy: &'a BTreeMap<String, String>,
     /// The manifest directory being applied; only containers created from it are
     /// pruned.
     pub manifest_dir: &'a Path,
@@ -120,7 +144,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
         let containers = by_service
             .get(service.name())
             .map_or(&[][..], Vec::as_slice);
-        let (service_steps, change) = plan_service(service, containers, inputs.current_digests);
+        let (service_steps, change) = plan_service(service, containers, inputs);
         steps.extend(service_steps);
         changes.extend(change);
     }
@@ -168,7 +192,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
 fn plan_service(
     service: &Service,
     containers: &[&ObservedContainer],
-    current_digests: &BTreeMap<String, String>,
+    inputs: &Inputs,
 ) -> (Vec<Step>, Option<ServiceChange>) {
     let spec = &service.spec;
     let hash = service.hash.as_str();
@@ -233,7 +257,7 @@ fn plan_service(
             continue;
         }
         if spec.pull == PullPolicy::Always {
-            if let Some(current) = current_digests.get(&spec.image) {
+            if let Some(current) = inputs.current_digests.get(&spec.image) {
                 if *current != keep.image_digest {
                     forced_by.insert("image digest".to_owned());
                     steps.push(step(
@@ -246,7 +270,7 @@ fn plan_service(
                 }
             }
         }
-        if let Some(reason) = restart_reason(keep, spec.restart) {
+        if let Some(reason) = restart_reason(keep, spec.restart, inputs.unhealthy.get(&keep.id)) {
             steps.push(step(slot, Action::Restart, reason, Some(keep)));
         }
     }
@@ -300,9 +324,16 @@ fn plan_service(
     (steps, Some(change))
 }
 
-fn restart_reason(container: &ObservedContainer, policy: RestartPolicy) -> Option<String> {
+fn restart_reason(
+    container: &ObservedContainer,
+    policy: RestartPolicy,
+    unhealthy: Option<&String>,
+) -> Option<String> {
     match (container.status, policy) {
-        (ContainerStatus::Running, _) => None,
+        (ContainerStatus::Running, RestartPolicy::Never) => None,
+        (ContainerStatus::Running, policy) => {
+            unhealthy.map(|why| format!("unhealthy ({why}); restart: {}", policy_name(policy)))
+        }
         (ContainerStatus::Created, _) => Some("created but never started".into()),
         (ContainerStatus::Unknown, _) => Some("its state cannot be read".into()),
         (ContainerStatus::Exited { .. }, RestartPolicy::Never) => None,
@@ -311,12 +342,16 @@ fn restart_reason(container: &ObservedContainer, policy: RestartPolicy) -> Optio
             let how = code.map_or("exited".to_owned(), |code| {
                 format!("exited with code {code}")
             });
-            let policy = match policy {
-                RestartPolicy::Always => "always",
-                _ => "on-failure",
-            };
-            Some(format!("{how}; restart: {policy}"))
+            Some(format!("{how}; restart: {}", policy_name(policy)))
         }
+    }
+}
+
+fn policy_name(policy: RestartPolicy) -> &'static str {
+    match policy {
+        RestartPolicy::Always => "always",
+        RestartPolicy::OnFailure => "on-failure",
+        RestartPolicy::Never => "never",
     }
 }
 
@@ -380,6 +415,7 @@ mod tests {
             desired,
             observed,
             current_digests: &BTreeMap::new(),
+            unhealthy: &BTreeMap::new(),
             manifest_dir: Path::new(DIR),
             prune,
         })
@@ -458,10 +494,12 @@ mod tests {
         let always = service("web", "pull: always\n");
         let digests = BTreeMap::from([(always.spec.image.clone(), "sha256:new".to_owned())]);
         let observed = [running(&always, 0)];
+        let healthy = BTreeMap::new();
         let inputs = |desired| Inputs {
             desired,
             observed: &observed,
             current_digests: &digests,
+            unhealthy: &healthy,
             manifest_dir: Path::new(DIR),
             prune: false,
         };
@@ -475,6 +513,7 @@ mod tests {
             desired: std::slice::from_ref(&if_not_present),
             observed: &observed_same,
             current_digests: &digests,
+            unhealthy: &BTreeMap::new(),
             manifest_dir: Path::new(DIR),
             prune: false,
         });
@@ -504,6 +543,36 @@ mod tests {
         assert_eq!(plan.steps[0].reason, "exited with code 0; restart: always");
         let plan = plan_of(&desired[1..2], &[exited(&on_failure, Some(2))], false);
         assert_eq!(actions(&plan), [("b".into(), 0, Action::Restart)]);
+    }
+
+    #[test]
+    fn unhealthy_containers_restart_unless_the_policy_is_never() {
+        let always = service("a", "restart: always\n");
+        let never = service("c", "restart: never\n");
+        let observed = [running(&always, 0), running(&never, 0)];
+        let unhealthy = BTreeMap::from([
+            (
+                observed[0].id.clone(),
+                "3 checks failed: refused".to_owned(),
+            ),
+            (
+                observed[1].id.clone(),
+                "3 checks failed: refused".to_owned(),
+            ),
+        ]);
+        let plan = plan(&Inputs {
+            desired: &[always, never],
+            observed: &observed,
+            current_digests: &BTreeMap::new(),
+            unhealthy: &unhealthy,
+            manifest_dir: Path::new(DIR),
+            prune: false,
+        });
+        assert_eq!(actions(&plan), [("a".into(), 0, Action::Restart)]);
+        assert_eq!(
+            plan.steps[0].reason,
+            "unhealthy (3 checks failed: refused); restart: always"
+        );
     }
 
     #[test]

@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use super::{record, Backoff, Executor, ReconcileLock, StepObserver};
-use crate::manifest::{duplicate_names, load_file, manifest_files, Service};
+use crate::health::{HealthMonitor, Verdict};
+use crate::manifest::{
+    duplicate_names, load_file, manifest_files, only_root_can_write, Diagnostic, Service,
+};
 use crate::plan::{plan, Action, Inputs, Step};
-use crate::runtime::Runtime;
+use crate::runtime::{ObservedContainer, Runtime};
 use crate::state::StateStore;
 
 pub struct Agent<'a, R: Runtime> {
@@ -19,9 +22,17 @@ pub struct Agent<'a, R: Runtime> {
     /// The last definition of each file that loaded without errors.
     last_good: BTreeMap<PathBuf, Vec<Service>>,
     backoff: Backoff,
+    health: HealthMonitor<R>,
+    /// Services whose rollout to a spec (hash) failed: not retried until the
+    /// manifest changes again.
+    failed_rollouts: BTreeMap<String, String>,
     last_event: Option<String>,
     /// Slots whose pending restart time is in the state database.
     published: Vec<String>,
+    /// Health verdicts as last written to the state database.
+    published_health: BTreeMap<String, Verdict>,
+    /// Follow only manifests that only root can change.
+    require_root_only: bool,
 }
 
 /// Logs what the agent does, one timestamped line each, on stderr.
@@ -39,40 +50,48 @@ impl StepObserver for Log {
         match outcome {
             Ok(()) => log(&format!(
                 "{} {}/{}: {}",
-                verb(step.action),
+                step.action.done(),
                 step.service,
                 step.slot,
                 step.reason
             )),
             Err(cause) => log(&format!(
-                "failed to {:?} {}/{}: {cause}",
-                step.action, step.service, step.slot
-            )
-            .to_lowercase()),
+                "failed to {} {}/{}: {cause}",
+                step.action.verb(),
+                step.service,
+                step.slot
+            )),
         }
     }
 }
 
-fn verb(action: Action) -> &'static str {
-    match action {
-        Action::Create => "created",
-        Action::Remove => "removed",
-        Action::Replace => "replaced",
-        Action::Restart => "restarted",
-    }
-}
-
-impl<'a, R: Runtime> Agent<'a, R> {
-    pub fn new(executor: Executor<'a, R>, root: &Path, dir: &Path) -> Self {
+impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
+    /// `on_health_change` is called (from a health-check task) whenever a
+    /// container's health verdict changes; it should lead to a reconcile.
+    pub fn new(
+        executor: Executor<'a, R>,
+        root: &Path,
+        dir: &Path,
+        on_health_change: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
         Agent {
+            health: HealthMonitor::new(executor.runtime.clone(), on_health_change),
             executor,
             root: root.to_owned(),
             dir: dir.canonicalize().unwrap_or_else(|_| dir.to_owned()),
             last_good: BTreeMap::new(),
             backoff: Backoff::default(),
+            failed_rollouts: BTreeMap::new(),
             last_event: None,
             published: Vec::new(),
+            published_health: BTreeMap::new(),
+            require_root_only: true,
         }
+    }
+
+    /// Follows manifests whoever can write them (--allow-insecure-manifests).
+    pub fn allow_insecure_manifests(&mut self) {
+        self.require_root_only = false;
     }
 
     /// One reconcile. Returns when a restart held back by its backoff is due.
@@ -95,13 +114,16 @@ impl<'a, R: Runtime> Agent<'a, R> {
                 return None;
             }
         };
+        let unhealthy = self.health.unhealthy();
         let mut planned = plan(&Inputs {
             desired: &desired,
             observed: &observed,
             current_digests: &BTreeMap::new(),
+            unhealthy: &unhealthy,
             manifest_dir: &self.dir,
             prune: true,
         });
+        self.hold_back_failed_rollouts(&desired, &mut planned.steps);
         let now = Instant::now();
         let mut next_restart: Option<Instant> = None;
         let mut waiting: Vec<(String, Instant)> = Vec::new();
@@ -121,6 +143,7 @@ impl<'a, R: Runtime> Agent<'a, R> {
         // `wharf status` shows crash-looping replicas and when they restart next.
         self.publish_waiting(&waiting, now);
         if planned.is_empty() {
+            self.follow_health(&observed);
             return next_restart;
         }
         let report = self
@@ -135,11 +158,65 @@ impl<'a, R: Runtime> Agent<'a, R> {
                 humantime::format_duration(delay)
             ));
         }
+        for (step, cause) in report
+            .failed
+            .iter()
+            .filter(|(s, _)| s.action == Action::Replace)
+        {
+            let Some(hash) = &step.after else { continue };
+            if self
+                .failed_rollouts
+                .insert(step.service.clone(), hash.clone())
+                != Some(hash.clone())
+            {
+                let message = format!(
+                    "stopped the rollout of {} at replica {}: {cause}; replicas not yet replaced keep the previous spec until the manifest changes",
+                    step.service, step.slot
+                );
+                log(&message);
+                self.log_event(message);
+            }
+        }
         if let Err(err) = record(&self.root, &self.dir, &desired, &report) {
             log(&format!("warning: the reconcile was not recorded: {err}"));
         }
+        match self.executor.runtime.list().await {
+            Ok(now_running) => self.follow_health(&now_running),
+            Err(err) => log(&format!(
+                "cannot list containers: {}",
+                crate::error_chain(&err)
+            )),
+        }
         drop(lock);
         next_restart
+    }
+
+    /// Drops replacements towards a spec whose rollout already failed, so a broken
+    /// version is not tried again and again; a new edit of the manifest is.
+    fn hold_back_failed_rollouts(&mut self, desired: &[Service], steps: &mut Vec<Step>) {
+        self.failed_rollouts.retain(|service, hash| {
+            desired
+                .iter()
+                .any(|d| d.name() == service && d.hash.as_str() == hash)
+        });
+        steps.retain(|step| {
+            step.action != Action::Replace
+                || self.failed_rollouts.get(&step.service) != step.after.as_ref()
+        });
+    }
+
+    /// Health-checks the running containers and publishes their verdicts.
+    fn follow_health(&mut self, containers: &[ObservedContainer]) {
+        self.health.follow(containers);
+        let verdicts = self.health.verdicts();
+        if verdicts == self.published_health {
+            return;
+        }
+        let stored = StateStore::open(&self.root).and_then(|store| store.set_health(&verdicts));
+        match stored {
+            Ok(()) => self.published_health = verdicts,
+            Err(err) => log(&format!("warning: cannot record health: {err}")),
+        }
     }
 
     /// Writes the restarts held back by backoff to the state database, and clears
@@ -196,7 +273,36 @@ impl<'a, R: Runtime> Agent<'a, R> {
         };
         self.last_good.retain(|file, _| files.contains(file));
         for file in files {
-            match load_file(&file) {
+            // A file emptied by a writer that has not finished (truncate, then write)
+            // is not the removal of its services: deleting the file is.
+            let had_services = self.last_good.get(&file).is_some_and(|s| !s.is_empty());
+            let trusted = match self.require_root_only {
+                true => only_root_can_write(&file),
+                false => Ok(()),
+            };
+            let loaded = trusted
+                .map_err(|message| {
+                    vec![Diagnostic {
+                        file: file.clone(),
+                        mark: None,
+                        field: String::new(),
+                        message,
+                    }]
+                })
+                .and_then(|()| load_file(&file))
+                .and_then(|services| {
+                if services.is_empty() && had_services {
+                    Err(vec![Diagnostic {
+                        file: file.clone(),
+                        mark: None,
+                        field: String::new(),
+                        message: "the file has no services now (still being written?); delete it to remove its services".into(),
+                    }])
+                } else {
+                    Ok(services)
+                }
+            });
+            match loaded {
                 Ok(services) => {
                     self.last_good.insert(file, services);
                 }

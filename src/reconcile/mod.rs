@@ -13,10 +13,11 @@ pub use lock::ReconcileLock;
 use std::collections::BTreeMap;
 
 use crate::error_chain;
+use crate::health::wait_until_healthy;
 use crate::image::{ImageStore, NoProgress, Registries};
-use crate::manifest::{ImageRef, PullPolicy, Service, ServiceSpec, UpdateOrder};
+use crate::manifest::{ImageRef, PullPolicy, Service, ServiceSpec, SpecHash, UpdateOrder};
 use crate::plan::{Action, Plan, Step};
-use crate::runtime::{stop_and_remove, CreateRequest, ObservedContainer, Runtime};
+use crate::runtime::{stop_and_remove, stop_settings, CreateRequest, ObservedContainer, Runtime};
 use crate::state::StateStore;
 
 /// What happened to each step.
@@ -111,22 +112,84 @@ impl<R: Runtime> Executor<'_, R> {
                 self.remove(old, observed).await?;
                 self.create(service, step.slot).await.map(drop)
             }
-            (Action::Replace, Some(service)) => match service.spec.update.order {
-                UpdateOrder::StopFirst => {
-                    self.remove(old, observed).await?;
-                    self.create(service, step.slot).await.map(drop)
-                }
-                UpdateOrder::StartFirst => {
-                    self.create(service, step.slot).await?;
-                    self.remove(old, observed).await
-                }
-            },
+            (Action::Replace, Some(service)) => self.replace(step, service, observed).await,
             (_, None) => Err(format!("service {} is not in the manifests", step.service)),
+        }
+    }
+
+    /// Puts a new replica in place of an old one, in the service's update order. The
+    /// new one must run and pass its health check (within `update.deadline`); if it
+    /// does not, it is removed and the slot keeps, or gets back, the old spec.
+    async fn replace(
+        &self,
+        step: &Step,
+        service: &Service,
+        observed: &[ObservedContainer],
+    ) -> Result<(), String> {
+        let old = step.container.as_deref();
+        match service.spec.update.order {
+            UpdateOrder::StartFirst => {
+                self.create_healthy(service, step.slot)
+                    .await
+                    .map_err(|cause| format!("{cause}; the old replica keeps running"))?;
+                self.remove(old, observed).await
+            }
+            UpdateOrder::StopFirst => {
+                self.remove(old, observed).await?;
+                let Err(cause) = self.create_healthy(service, step.slot).await else {
+                    return Ok(());
+                };
+                let previous = old
+                    .and_then(|id| observed.iter().find(|c| c.id == id))
+                    .and_then(|c| c.spec.as_deref())
+                    .map(|spec| Service {
+                        spec: spec.clone(),
+                        hash: SpecHash::of(spec),
+                        ..service.clone()
+                    });
+                let Some(previous) = previous else {
+                    return Err(format!("{cause}; the previous spec is unknown"));
+                };
+                match self.create(&previous, step.slot).await {
+                    Ok(_) => Err(format!("{cause}; rolled back to the previous spec")),
+                    Err(again) => Err(format!("{cause}; rolling back failed too: {again}")),
+                }
+            }
+        }
+    }
+
+    /// Creates and starts a replica and waits for its health check to pass; a
+    /// replica that fails is removed.
+    async fn create_healthy(&self, service: &Service, slot: u32) -> Result<(), String> {
+        let id = self.create(service, slot).await?;
+        let Some(health) = &service.spec.health else {
+            return Ok(());
+        };
+        let deadline = service
+            .spec
+            .update
+            .deadline
+            .map_or_else(|| health.verdict_within(), |d| d.as_std());
+        let Err(cause) = wait_until_healthy(self.runtime, &id, health, deadline).await else {
+            return Ok(());
+        };
+        let (signal, timeout) = stop_settings(Some(&service.spec));
+        let removed = async {
+            self.runtime.stop(&id, signal, timeout).await?;
+            self.runtime.remove(&id).await
+        };
+        match removed.await {
+            Ok(()) => Err(format!("new replica {cause}")),
+            Err(err) => Err(format!(
+                "new replica {cause}; removing it failed: {}",
+                error_chain(&err)
+            )),
         }
     }
 
     /// Creates and starts replica `slot` of `service` from its stored image (fetched
     /// first when absent, unless the policy is `never`); returns the container id.
+    /// A container that cannot start is removed.
     pub async fn create(&self, service: &Service, slot: u32) -> Result<String, String> {
         let reference: ImageRef = service.spec.image.parse()?;
         // pull_all has already fetched what the policy asks for: use what is stored.
@@ -152,14 +215,13 @@ impl<R: Runtime> Executor<'_, R> {
             .create(&request)
             .await
             .map_err(|err| error_chain(&err))?;
-        self.runtime
-            .start(&id)
-            .await
-            .map_err(|err| error_chain(&err))?;
+        if let Err(err) = self.runtime.start(&id).await {
+            let _ = self.runtime.remove(&id).await;
+            return Err(error_chain(&err));
+        }
         Ok(id)
     }
 
-    /// Stops with the service's stop signal and timeout, then removes.
     /// Stops the container (with its own stop settings, from `observed`) and removes it.
     async fn remove(&self, id: Option<&str>, observed: &[ObservedContainer]) -> Result<(), String> {
         match id.and_then(|id| observed.iter().find(|c| c.id == id)) {
@@ -222,15 +284,15 @@ fn batches<'s>(steps: &[&'s Step], spec: Option<&ServiceSpec>) -> Vec<Vec<&'s St
 /// "2 created, 1 replaced; 1 failed"
 pub fn summary(report: &Report) -> String {
     let mut parts: Vec<String> = [
-        (Action::Create, "created"),
-        (Action::Replace, "replaced"),
-        (Action::Restart, "restarted"),
-        (Action::Remove, "removed"),
+        Action::Create,
+        Action::Replace,
+        Action::Restart,
+        Action::Remove,
     ]
     .iter()
-    .filter_map(|(action, verb)| {
+    .filter_map(|action| {
         let n = report.done.iter().filter(|s| s.action == *action).count();
-        (n > 0).then(|| format!("{n} {verb}"))
+        (n > 0).then(|| format!("{n} {}", action.done()))
     })
     .collect();
     if parts.is_empty() {
@@ -278,10 +340,15 @@ pub fn record(
     let mut events: Vec<String> = report
         .done
         .iter()
-        .map(|s| format!("{:?} {}/{}: {}", s.action, s.service, s.slot, s.reason).to_lowercase())
+        .map(|s| format!("{} {}/{}: {}", s.action.verb(), s.service, s.slot, s.reason))
         .collect();
     events.extend(report.failed.iter().map(|(s, cause)| {
-        format!("failed to {:?} {}/{}: {cause}", s.action, s.service, s.slot).to_lowercase()
+        format!(
+            "failed to {} {}/{}: {cause}",
+            s.action.verb(),
+            s.service,
+            s.slot
+        )
     }));
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     store

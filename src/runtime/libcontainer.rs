@@ -555,7 +555,13 @@ impl LibcontainerRuntime {
     }
 
     /// Runs `args` inside a running container and returns its exit code and output.
-    pub fn exec(&self, id: &str, args: &[String]) -> Result<ExecOutput, RuntimeError> {
+    /// After `timeout` the process is killed and the exec fails.
+    pub fn exec_blocking(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, RuntimeError> {
         self.ensure_ours(id)?;
         if self.live_pid(id).is_none() {
             return Err(RuntimeError::Container {
@@ -596,7 +602,22 @@ impl LibcontainerRuntime {
             })
         };
         let (stdout, stderr) = (read_all(out_read), read_all(err_read));
-        let exit = Reaper::global().wait_for(pid.as_raw(), Duration::from_secs(24 * 3600));
+        let limit = timeout.unwrap_or(Duration::from_secs(24 * 3600));
+        let exit = Reaper::global().wait_for(pid.as_raw(), limit);
+        if exit.is_none() {
+            // The readers are left to finish on their own: a child of the killed
+            // process may still hold the pipes.
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            Reaper::global().wait_for(pid.as_raw(), Duration::from_secs(5));
+            return Err(RuntimeError::Container {
+                what,
+                message: format!(
+                    "`{}` timed out after {}",
+                    args.join(" "),
+                    humantime::format_duration(limit)
+                ),
+            });
+        }
         Ok(ExecOutput {
             code: exit.map_or(-1, |e| e.code),
             stdout: stdout.join().unwrap_or_default(),
@@ -634,6 +655,16 @@ impl Runtime for LibcontainerRuntime {
     async fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         let runtime = self.clone();
         blocking(move || runtime.list_blocking()).await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let (runtime, id, args) = (self.clone(), id.to_owned(), args.to_vec());
+        blocking(move || runtime.exec_blocking(&id, &args, Some(timeout))).await
     }
 }
 

@@ -22,6 +22,7 @@ pub use config::{
 pub use error::RuntimeError;
 pub use libcontainer::{ExecOutput, LibcontainerRuntime};
 pub use logs::{copy_timestamped, LogLine, LogStream, Logs};
+pub use netns::tcp_socket_in;
 pub use reaper::{Exit, Reaper};
 pub use stats::{read_usage, Usage};
 
@@ -112,6 +113,14 @@ pub trait Runtime: Send + Sync {
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Every container wharf created under this root.
     fn list(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
+    /// Runs a command inside a running container (health checks), killing it after
+    /// `timeout`.
+    fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ExecOutput, RuntimeError>> + Send;
 }
 
 /// How to stop a container made from `spec`: its stop signal and timeout (SIGTERM

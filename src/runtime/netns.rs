@@ -1,21 +1,34 @@
-//! libcontainer leaves `lo` down in a new network namespace (runc brings it up) and
-//! the container has no CAP_NET_ADMIN to do it itself, so wharf does, between build
-//! and start, from a short-lived thread that enters the namespace.
+//! Work inside a container's network namespace, from a short-lived thread that
+//! enters it (setns changes only the calling thread). libcontainer leaves `lo` down
+//! in a new network namespace (runc brings it up) and the container has no
+//! CAP_NET_ADMIN to do it itself, so wharf does, between build and start; health
+//! checks of `network: none` containers connect from a socket made in there.
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::libc;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-use std::os::fd::AsRawFd;
+
+/// Runs `work` on a thread that has entered the network namespace of process `pid`.
+fn in_network_namespace<T: Send + 'static>(
+    pid: i32,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let namespace = File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::spawn(move || -> io::Result<T> {
+        setns(&namespace, CloneFlags::CLONE_NEWNET)?;
+        work()
+    })
+    .join()
+    .map_err(|_| io::Error::other("the network namespace thread panicked"))?
+}
 
 /// Sets IFF_UP on `lo` in the network namespace of process `pid`.
 pub fn bring_up_loopback(pid: i32) -> io::Result<()> {
-    let namespace = File::open(format!("/proc/{pid}/ns/net"))?;
-    // setns changes only the calling thread, which ends right after.
-    std::thread::spawn(move || -> io::Result<()> {
-        setns(&namespace, CloneFlags::CLONE_NEWNET)?;
+    in_network_namespace(pid, || {
         let sock = socket(
             AddressFamily::Inet,
             SockType::Datagram,
@@ -39,6 +52,17 @@ pub fn bring_up_loopback(pid: i32) -> io::Result<()> {
         }
         Ok(())
     })
-    .join()
-    .map_err(|_| io::Error::other("the loopback thread panicked"))?
+}
+
+/// An unconnected, non-blocking IPv4 TCP socket that belongs to the network
+/// namespace of process `pid` (a socket keeps the namespace it was made in).
+pub fn tcp_socket_in(pid: i32) -> io::Result<OwnedFd> {
+    in_network_namespace(pid, || {
+        Ok(socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?)
+    })
 }

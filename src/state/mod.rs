@@ -5,6 +5,7 @@
 //! One process writes at a time (apply holds the reconcile lock); any number of
 //! others open it read-only meanwhile (redb's `ConcurrencyMode::SingleWriter`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -14,6 +15,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::health::Verdict;
 use crate::manifest::{Service, ServiceSpec};
 
 const APPLIED: TableDefinition<&str, &str> = TableDefinition::new("applied");
@@ -22,6 +24,9 @@ const RESTARTS: TableDefinition<&str, u64> = TableDefinition::new("restarts");
 const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
 /// When the agent will next restart a crash-looping replica (Unix seconds), by slot.
 const NEXT_RESTART: TableDefinition<&str, u64> = TableDefinition::new("next-restart");
+
+/// The agent's latest health verdict of each checked container (JSON), by id.
+const HEALTH: TableDefinition<&str, &str> = TableDefinition::new("health");
 
 /// The event log keeps this many entries, dropping the oldest.
 pub const MAX_EVENTS: u64 = 10_000;
@@ -174,6 +179,22 @@ impl StateStore {
         txn.commit().map_err(|e| self.error(e))
     }
 
+    /// Replaces the recorded health verdicts with `verdicts` (by container id).
+    pub fn set_health(&self, verdicts: &BTreeMap<String, Verdict>) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        txn.delete_table(HEALTH).map_err(|e| self.error(e))?;
+        {
+            let mut table = txn.open_table(HEALTH).map_err(|e| self.error(e))?;
+            for (id, verdict) in verdicts {
+                let json = serde_json::to_string(verdict).unwrap_or_default();
+                table
+                    .insert(id.as_str(), json.as_str())
+                    .map_err(|e| self.error(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+
     /// Adds entries to the event log.
     pub fn log_events(&self, events: &[String]) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
@@ -269,6 +290,14 @@ impl StateView {
         let table = txn.open_table(NEXT_RESTART).ok()?;
         let seconds = table.get(slot).ok()??.value();
         Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+    }
+
+    /// The agent's latest health verdict for container `id`, if it checks it.
+    pub fn health(&self, id: &str) -> Option<Verdict> {
+        let txn = self.db.begin_read().ok()?;
+        let table = txn.open_table(HEALTH).ok()?;
+        let json = table.get(id).ok()??;
+        serde_json::from_str(json.value()).ok()
     }
 
     /// Restarts of replica `slot` ("web/0") recorded so far.

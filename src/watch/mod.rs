@@ -1,5 +1,6 @@
 //! Stage 5 of the data flow: what wakes the agent. Filesystem events in the manifest
-//! directory (notify/inotify), container exits seen by the reaper, and a periodic
+//! directory (notify/inotify), container exits seen by the reaper, changes of a
+//! container's health verdict, and a periodic
 //! resync that catches whatever events missed (queue overflow, a replaced directory,
 //! containers changed by hand).
 
@@ -16,13 +17,14 @@ use crate::runtime::Reaper;
 pub enum Trigger {
     Files,
     ContainerExited,
+    HealthChanged,
 }
 
 pub struct Triggers {
     receiver: UnboundedReceiver<Trigger>,
     /// Keeps the channel open (so waiting times out rather than ending) even when
-    /// the directory cannot be watched.
-    _sender: UnboundedSender<Trigger>,
+    /// the directory cannot be watched; notifiers send through it.
+    sender: UnboundedSender<Trigger>,
     /// Kept alive for as long as the directory is watched.
     _watcher: Option<RecommendedWatcher>,
 }
@@ -69,8 +71,16 @@ impl Triggers {
             .unwrap_or_else(|err| eprintln!("warning: cannot watch container exits: {err}"));
         Triggers {
             receiver,
-            _sender: sender,
+            sender,
             _watcher: watcher.ok(),
+        }
+    }
+
+    /// A function that wakes the agent with `trigger`, for work done elsewhere.
+    pub fn notifier(&self, trigger: Trigger) -> impl Fn() + Send + Sync + 'static {
+        let sender = self.sender.clone();
+        move || {
+            let _ = sender.send(trigger);
         }
     }
 

@@ -50,10 +50,24 @@ impl Drop for AgentProcess {
     }
 }
 
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+fn eventually(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+    eventually_or(what, timeout, check, String::new);
+}
+
+/// Like `eventually`; on timeout the message includes `context()` (e.g. a log).
+fn eventually_or(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
     let deadline = Instant::now() + timeout;
     while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -73,6 +87,15 @@ fn running(root: &Path) -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+/// How many wharf containers exist, in any state.
+fn containers(root: &Path) -> usize {
+    let listed = wharf_at(root, &["ps", "--json"]).stdout;
+    serde_json::from_str::<serde_json::Value>(&listed)
+        .ok()
+        .and_then(|rows| rows.as_array().map(Vec::len))
+        .unwrap_or(0)
 }
 
 fn manifest(name: &str, extra: &str) -> String {
@@ -262,4 +285,314 @@ fn many_files_at_once_are_one_reconcile_and_configmap_swaps_are_followed() {
 
     assert_eq!(agent.terminate(), Some(0));
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+/// A service whose command is `script` (run by /bin/sh), with extra fields.
+fn scripted(name: &str, script: &str, extra: &str) -> String {
+    let image = TestRegistry::shared().image("busybox:1");
+    format!(
+        "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: {image}\n\
+         command: [/bin/sh, -c, '{script}']\nstop: {{timeout: 2s}}\n{extra}"
+    )
+}
+
+/// `wharf status` lines of running containers that say `healthy`.
+fn healthy_lines(root: &Path) -> usize {
+    wharf_at(root, &["status"])
+        .stdout
+        .lines()
+        .filter(|line| line.contains("running, healthy"))
+        .count()
+}
+
+#[test]
+fn health_checks_show_in_status_and_unhealthy_containers_are_restarted() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let work = tempfile::tempdir().expect("work");
+    let (root, dir) = (root.path(), dir.path());
+    // HTTP and TCP checks reach into a container's own network namespace.
+    save(
+        &dir.join("web.yaml"),
+        &scripted(
+            "web",
+            "mkdir -p /www && echo ok > /www/ok && exec httpd -f -p 8080 -h /www",
+            "network: none\nhealth: {http: {port: 8080, path: /ok}, interval: 300ms, retries: 2, start_period: 10s}\n",
+        ),
+    );
+    save(
+        &dir.join("db.yaml"),
+        &scripted(
+            "db",
+            "exec httpd -f -p 5432 -h /",
+            "network: none\nhealth: {tcp: {port: 5432}, interval: 300ms, start_period: 10s}\n",
+        ),
+    );
+    save(
+        &dir.join("jobs.yaml"),
+        &scripted(
+            "jobs",
+            "touch /tmp/ready; trap \"exit 0\" TERM; while true; do sleep 0.1; done",
+            "health: {exec: [/bin/sh, -c, test -f /tmp/ready], interval: 300ms, retries: 2}\n",
+        ),
+    );
+    let mut agent = AgentProcess::start(root, dir, work.path().join("agent.log"));
+    eventually("all three are healthy", Duration::from_secs(30), || {
+        healthy_lines(root) == 3
+    });
+    let before = running(root);
+
+    // The page goes away: two failed checks make web unhealthy, and it is restarted.
+    let gone = wharf_at(root, &["exec", "web", "--", "rm", "/www/ok"]);
+    assert_eq!(gone.code, 0, "{}", gone.stderr);
+    eventually("web is restarted", Duration::from_secs(30), || {
+        let now = running(root);
+        now.contains_key("web/0") && now.get("web/0") != before.get("web/0")
+    });
+    let log = agent.log();
+    assert!(
+        log.contains("restarted web/0: unhealthy (2 checks failed: GET /ok answered 404"),
+        "{log}"
+    );
+    // The exec check fails the same way.
+    let gone = wharf_at(root, &["exec", "jobs", "--", "rm", "/tmp/ready"]);
+    assert_eq!(gone.code, 0, "{}", gone.stderr);
+    eventually("jobs is restarted", Duration::from_secs(30), || {
+        let now = running(root);
+        now.contains_key("jobs/0") && now.get("jobs/0") != before.get("jobs/0")
+    });
+    assert!(
+        agent.log().contains("test -f /tmp/ready` exited 1"),
+        "{}",
+        agent.log()
+    );
+    eventually(
+        "all three are healthy again",
+        Duration::from_secs(30),
+        || healthy_lines(root) == 3,
+    );
+    assert_eq!(running(root).get("db/0"), before.get("db/0"));
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+#[test]
+fn a_rollout_that_fails_its_health_check_stops_and_is_not_retried_until_the_next_edit() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let work = tempfile::tempdir().expect("work");
+    let (root, dir) = (root.path(), dir.path());
+    let api = |version: &str, ready: &str| {
+        scripted(
+            "api",
+            &format!("touch {ready}; trap \"exit 0\" TERM; while true; do sleep 0.1; done"),
+            &format!(
+                "replicas: 3\nenv: {{VERSION: \"{version}\"}}\n\
+                 health: {{exec: [/bin/sh, -c, test -f /tmp/ready], interval: 200ms, retries: 2}}\n\
+                 update: {{order: start-first, deadline: 10s}}\n"
+            ),
+        )
+    };
+    let file = dir.join("api.yaml");
+    save(&file, &api("1", "/tmp/ready"));
+    let mut agent = AgentProcess::start(root, dir, work.path().join("agent.log"));
+    eventually("api is healthy", Duration::from_secs(30), || {
+        healthy_lines(root) == 3
+    });
+    let v1 = running(root);
+
+    // Version 2 never becomes ready: the first new replica fails, the rollout stops,
+    // and every old replica keeps running.
+    save(&file, &api("2", "/tmp/elsewhere"));
+    eventually("the rollout stops", Duration::from_secs(30), || {
+        agent
+            .log()
+            .contains("stopped the rollout of api at replica 0")
+    });
+    let log = agent.log();
+    assert!(
+        log.contains("new replica unhealthy: 2 checks failed"),
+        "{log}"
+    );
+    assert!(log.contains("the old replica keeps running"), "{log}");
+    assert_eq!(running(root), v1);
+    // Resyncs (every second here) do not try the broken version again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.log().matches("failed to replace").count(), 1);
+    assert_eq!(running(root), v1);
+    let events = wharf_at(root, &["events"]).stdout;
+    assert!(events.contains("stopped the rollout of api"), "{events}");
+
+    // A fixed version rolls out.
+    save(&file, &api("3", "/tmp/ready"));
+    eventually("version 3 runs everywhere", Duration::from_secs(40), || {
+        let now = running(root);
+        now.len() == 3
+            && now.iter().all(|(slot, id)| v1.get(slot) != Some(id))
+            && containers(root) == 3
+    });
+    let version = wharf_at(
+        root,
+        &["exec", "api/2", "--", "/bin/sh", "-c", "echo $VERSION"],
+    );
+    assert_eq!(version.stdout.trim(), "3", "{}", version.stderr);
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+#[test]
+fn every_way_of_changing_files_ends_right_and_restarts_nothing_else() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let work = tempfile::tempdir().expect("work");
+    let (root, dir) = (root.path(), dir.path());
+    let (a, b) = (dir.join("a.yaml"), dir.join("b.yaml"));
+    std::fs::write(&a, manifest("a", "")).expect("write");
+    std::fs::write(&b, manifest("b", "")).expect("write");
+    let mut agent = AgentProcess::start(root, dir, work.path().join("agent.log"));
+    eventually("a and b run", Duration::from_secs(15), || {
+        running(root).len() == 2
+    });
+    let start = running(root);
+    let settle = || std::thread::sleep(Duration::from_millis(300));
+
+    // Truncate, then write the same text a moment later: the agent sees the empty
+    // file mid-write and keeps a as it was.
+    std::fs::write(&a, "").expect("truncate");
+    settle();
+    std::fs::write(&a, manifest("a", "")).expect("write");
+    settle();
+    assert!(
+        agent.log().contains("the file has no services now"),
+        "{}",
+        agent.log()
+    );
+
+    // Write in place with a change: only a is replaced.
+    std::fs::write(&a, manifest("a", "env: {A: '2'}\n")).expect("write in place");
+    eventually("a is replaced", Duration::from_secs(15), || {
+        running(root)
+            .get("a/0")
+            .is_some_and(|id| Some(id) != start.get("a/0"))
+    });
+    assert_eq!(running(root).get("b/0"), start.get("b/0"));
+    let a_now = running(root).get("a/0").cloned();
+
+    // Delete, then create again: b goes, then comes back.
+    std::fs::remove_file(&b).expect("rm");
+    eventually("b is removed", Duration::from_secs(15), || {
+        !running(root).contains_key("b/0")
+    });
+    std::fs::write(&b, manifest("b", "")).expect("create");
+    eventually("b is back", Duration::from_secs(15), || {
+        running(root).contains_key("b/0")
+    });
+
+    // Copy a file in; move it out; a rename to .bak is a deletion too.
+    let outside = work.path().join("c.yaml");
+    std::fs::write(&outside, manifest("c", "")).expect("write");
+    std::fs::copy(&outside, dir.join("c.yaml")).expect("copy in");
+    eventually("c runs", Duration::from_secs(15), || {
+        running(root).contains_key("c/0")
+    });
+    std::fs::rename(dir.join("c.yaml"), work.path().join("moved.yaml")).expect("move out");
+    eventually("c is removed", Duration::from_secs(15), || {
+        !running(root).contains_key("c/0")
+    });
+    std::fs::rename(&b, dir.join("b.yaml.bak")).expect("rename to .bak");
+    eventually("b is removed again", Duration::from_secs(15), || {
+        !running(root).contains_key("b/0")
+    });
+    assert_eq!(
+        running(root).get("a/0").cloned(),
+        a_now,
+        "a was never touched"
+    );
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+#[test]
+fn manifests_others_can_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let work = tempfile::tempdir().expect("work");
+    let (root, dir) = (root.path(), dir.path());
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let mut agent = AgentProcess::start(root, dir, work.path().join("agent.log"));
+    let code = agent.child.wait().ok().and_then(|status| status.code());
+    assert_eq!(code, Some(1));
+    assert!(
+        agent.log().contains("refusing to run:")
+            && agent.log().contains("is writable by every user (mode 777)"),
+        "{}",
+        agent.log()
+    );
+
+    // A file a user owns is not followed (the directory itself is fine now).
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let file = dir.join("web.yaml");
+    std::fs::write(&file, manifest("web", "")).expect("write");
+    std::os::unix::fs::chown(&file, Some(1000), Some(1000)).expect("chown");
+    let mut agent = AgentProcess::start(root, dir, work.path().join("agent2.log"));
+    eventually("the file is refused", Duration::from_secs(10), || {
+        agent.log().contains("is owned by uid 1000, not root")
+    });
+    assert!(running(root).is_empty());
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+#[test]
+fn an_agent_killed_mid_reconcile_is_replaced_without_duplicates_or_orphans() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let work = tempfile::tempdir().expect("work");
+    let (root, dir) = (root.path(), dir.path());
+    let mut agent = AgentProcess::start(root, dir, work.path().join("agent.log"));
+    eventually("the agent watches", Duration::from_secs(10), || {
+        agent.log().contains("watching")
+    });
+    save(&dir.join("web.yaml"), &manifest("web", "replicas: 8\n"));
+    eventually("some replicas run", Duration::from_secs(15), || {
+        !running(root).is_empty()
+    });
+    agent.child.kill().expect("kill -9");
+    let _ = agent.child.wait();
+    assert!(running(root).len() < 8, "killed before it finished");
+
+    let mut second = AgentProcess::start(root, dir, work.path().join("agent2.log"));
+    eventually_or(
+        "8 replicas run",
+        Duration::from_secs(60),
+        || running(root).len() == 8,
+        || second.log(),
+    );
+    // One container per slot, and nothing else in the containers directory.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(containers(root), 8);
+    let ids: Vec<String> = running(root).into_values().collect();
+    assert_eq!(second.terminate(), Some(0));
+
+    // Taking everything down leaves no bundle, mount or cgroup behind.
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+    let bundles = std::fs::read_dir(root.join("containers")).expect("containers dir");
+    assert_eq!(bundles.count(), 0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let root_text = root.to_str().expect("UTF-8");
+    assert!(!mounts.contains(root_text), "{mounts}");
+    let cgroups = [
+        "/sys/fs/cgroup/memory/wharf",
+        "/sys/fs/cgroup/pids/wharf",
+        "/sys/fs/cgroup/wharf",
+    ];
+    for id in &ids {
+        for parent in cgroups {
+            assert!(
+                !Path::new(parent).join(id).exists(),
+                "{parent}/{id} left behind"
+            );
+        }
+    }
 }

@@ -288,3 +288,47 @@ fn apply_wait_returns_when_replicas_run_and_times_out_when_they_cannot() {
     );
     assert_eq!(wharf_at(root.path(), &["down", "--all"]).code, 0);
 }
+
+#[test]
+fn a_new_replica_that_fails_its_health_check_is_rolled_back_and_the_rollout_stops() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let (root, dir) = (root.path(), dir.path());
+    let image = TestRegistry::shared().image("busybox:1");
+    let api = |version: &str, ready: &str| {
+        format!(
+            "apiVersion: wharf/v1\nkind: Service\nname: api\nimage: {image}\nreplicas: 3\n\
+             env: {{VERSION: \"{version}\"}}\n\
+             command: [/bin/sh, -c, 'touch {ready}; trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n\
+             stop: {{timeout: 2s}}\n\
+             health: {{exec: [/bin/sh, -c, test -f /tmp/ready], interval: 200ms, retries: 2}}\n"
+        )
+    };
+    std::fs::write(dir.join("api.yaml"), api("1", "/tmp/ready")).expect("write");
+    assert_eq!(apply(root, dir, &[]).code, 0);
+    let v1 = ids(root);
+
+    // Stop-first: replica 0 is replaced, fails its check, and gets version 1 back;
+    // replicas 1 and 2 are never touched.
+    std::fs::write(dir.join("api.yaml"), api("2", "/tmp/elsewhere")).expect("write");
+    let run = apply(root, dir, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("FAILED api/0 Replace: new replica unhealthy: 2 checks failed")
+            && run.stderr.contains("rolled back to the previous spec"),
+        "{}",
+        run.stderr
+    );
+    let now = ids(root);
+    assert_eq!(now.len(), 3);
+    assert_ne!(now.get("api/0"), v1.get("api/0"));
+    assert_eq!(now.get("api/1"), v1.get("api/1"));
+    assert_eq!(now.get("api/2"), v1.get("api/2"));
+    let version = wharf_at(
+        root,
+        &["exec", "api/0", "--", "/bin/sh", "-c", "echo $VERSION"],
+    );
+    assert_eq!(version.stdout.trim(), "1", "{}", version.stderr);
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}

@@ -145,21 +145,19 @@ async fn exec_returns_exit_code_and_output() {
     let host = Host::new().await;
     let service = host.service("exec", &(sh("sleep 30") + "env: {SECRET: sesame}\n"));
     let id = host.run(&service).await;
-    let runtime = host.runtime.clone();
-    let id2 = id.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        runtime.exec(
-            &id2,
+    let output = host
+        .runtime
+        .exec(
+            &id,
             &[
                 "/bin/sh".into(),
                 "-c".into(),
                 "echo $SECRET; echo err >&2; exit 7".into(),
             ],
+            Duration::from_secs(10),
         )
-    })
-    .await
-    .expect("join")
-    .expect("exec");
+        .await
+        .expect("exec");
     assert_eq!(output.code, 7);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "sesame\n");
     assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
