@@ -34,7 +34,7 @@ pub struct Args {
 }
 
 /// Events arriving together within this window are one reconcile.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+const DEBOUNCE: Duration = Duration::from_millis(10);
 
 pub fn run(session: &Session, args: &Args) -> u8 {
     if !args.allow_insecure_manifests {
@@ -60,6 +60,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         if args.allow_insecure_manifests {
             agent.allow_insecure_manifests();
         }
+        agent.check_tags_every(args.resync.as_std());
         let resync = args.resync.as_std();
         log(&format!(
             "watching {} (resync every {})",

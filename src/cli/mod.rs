@@ -111,6 +111,12 @@ pub enum Command {
     LogShim {
         log: PathBuf,
     },
+    /// Internal: prints the Docker-config login for a registry as JSON (run by wharf
+    /// processes that run containers, which cannot wait for credential helpers).
+    #[command(hide = true)]
+    CredentialLookup {
+        registry: String,
+    },
 }
 
 /// Parses the command line and runs the command; returns the process exit code.
@@ -137,6 +143,11 @@ pub fn main() -> ExitCode {
         Command::Exec(args) => with_session(&cli, |s| exec::run(s, args)),
         Command::Stats(args) => with_session(&cli, |s| stats::run(s, args)),
         Command::LogShim { log } => logs::shim(log),
+        Command::CredentialLookup { registry } => {
+            let login = crate::image::docker_login(registry);
+            println!("{}", serde_json::to_string(&login).unwrap_or_default());
+            exit::OK
+        }
     };
     ExitCode::from(code)
 }
@@ -180,7 +191,7 @@ impl Session {
             root: cli.root.clone(),
             color: cli.color,
             images,
-            registries: Registries::new(cli.insecure_registries.clone()),
+            registries: Registries::new(cli.insecure_registries.clone()).with_login_process(&wharf),
             runtime,
             executor,
             errors,

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::Session;
-use crate::manifest::{load_paths, ImageRef, PullPolicy, Service};
+use crate::manifest::{load_paths, Service};
 use crate::plan::{plan, Inputs, Plan, Step};
+use crate::reconcile::current_digests;
 use crate::runtime::{ObservedContainer, Runtime};
 
 /// What to reconcile: the options `plan` and `apply` share.
@@ -110,7 +111,11 @@ pub fn make_plan(
             dir.display()
         )]);
     }
-    let current_digests = session.block_on(current_digests(session, &loaded.services));
+    let current_digests = session.block_on(current_digests(
+        &session.registries,
+        &loaded.services,
+        |warning| eprintln!("warning: {warning}"),
+    ));
     let plan = plan(&Inputs {
         desired: &loaded.services,
         observed: &observed,
@@ -126,28 +131,4 @@ pub fn make_plan(
         plan,
         fingerprint,
     })
-}
-
-/// What the tags of `pull: always` services resolve to now, for this host's platform.
-/// A registry that cannot be reached leaves the tag out (no replacement on that ground).
-async fn current_digests(session: &Session, services: &[Service]) -> BTreeMap<String, String> {
-    let mut digests = BTreeMap::new();
-    for service in services
-        .iter()
-        .filter(|s| s.spec.pull == PullPolicy::Always)
-    {
-        if digests.contains_key(&service.spec.image) {
-            continue;
-        }
-        let Ok(reference) = service.spec.image.parse::<ImageRef>() else {
-            continue;
-        };
-        match session.registries.resolve(&reference).await {
-            Ok(resolved) => {
-                digests.insert(service.spec.image.clone(), resolved.digest.to_string());
-            }
-            Err(err) => eprintln!("warning: {}", crate::error_chain(&err)),
-        }
-    }
-    digests
 }

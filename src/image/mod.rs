@@ -23,7 +23,7 @@ pub use error::{ImageError, StoreError, UnpackError};
 pub use oci::{Compression, Descriptor, ImageConfig, ImageManifest, Platform, ProcessDefaults};
 pub use prune::PruneReport;
 pub use pull::{NoProgress, PullProgress};
-pub use registry::{Registries, INSECURE_REGISTRIES_ENV};
+pub use registry::{docker_login, Login, Registries, INSECURE_REGISTRIES_ENV};
 pub use rootfs::{mount_rootfs, unmount_rootfs, RootfsPaths};
 pub use store::ContentStore;
 pub use unpack::unpack_layer;

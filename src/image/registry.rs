@@ -2,6 +2,7 @@
 //! resolving a reference to a manifest for this host's platform, streaming blobs.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use docker_credential::{CredentialRetrievalError, DockerCredential};
@@ -43,6 +44,9 @@ pub struct ResolvedManifest {
 pub struct Registries {
     insecure: Vec<String>,
     clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// The wharf executable that looks credentials up in a process of its own
+    /// (None: in this process).
+    login_process: Option<PathBuf>,
 }
 
 impl Registries {
@@ -53,7 +57,31 @@ impl Registries {
         Registries {
             insecure,
             clients: Mutex::new(HashMap::new()),
+            login_process: None,
         }
+    }
+
+    /// Looks credentials up by running `wharf credential-lookup` (needed in a
+    /// process that runs containers; see `login_from_process`).
+    pub fn with_login_process(mut self, wharf: &Path) -> Self {
+        self.login_process = Some(wharf.to_owned());
+        self
+    }
+
+    async fn auth(&self, image: &ImageRef) -> Result<RegistryAuth, ImageError> {
+        let registry = image.registry.clone();
+        let wharf = self.login_process.clone();
+        let login = tokio::task::spawn_blocking(move || match wharf {
+            Some(wharf) => login_from_process(&wharf, &registry),
+            None => docker_login(&registry),
+        })
+        .await
+        .map_err(|err| Self::error(image, err.to_string()))?
+        .map_err(|err| Self::error(image, err))?;
+        Ok(match login {
+            Login::Anonymous => RegistryAuth::Anonymous,
+            Login::Basic { username, password } => RegistryAuth::Basic(username, password),
+        })
     }
 
     fn plain_http(&self, registry: &str) -> bool {
@@ -107,7 +135,7 @@ impl Registries {
     /// Fetches the manifest `image` names, choosing this host's platform from an index.
     pub async fn resolve(&self, image: &ImageRef) -> Result<ResolvedManifest, ImageError> {
         let client = self.client(&image.registry);
-        let auth = credentials(&image.registry).map_err(|err| Self::error(image, err))?;
+        let auth = self.auth(image).await?;
         let reference = to_reference(image);
         let (bytes, resolved) = fetch_manifest(&client, &reference, &auth, image).await?;
         let kind: ManifestKind = serde_json::from_slice(&bytes).map_err(|err| {
@@ -237,10 +265,18 @@ pub fn to_reference(image: &ImageRef) -> Reference {
     }
 }
 
+/// A registry login found in the Docker configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Login {
+    Anonymous,
+    Basic { username: String, password: String },
+}
+
 /// Credentials from the Docker config file (`$DOCKER_CONFIG/config.json`, else
 /// `~/.docker/config.json`): `auths` entries and credential helpers. None configured
-/// means an anonymous pull.
-fn credentials(registry: &str) -> Result<RegistryAuth, String> {
+/// means an anonymous pull. Credential helpers are programs this runs and waits for.
+pub fn docker_login(registry: &str) -> Result<Login, String> {
     let names: &[&str] = if registry == "docker.io" {
         &[
             "https://index.docker.io/v1/",
@@ -252,8 +288,8 @@ fn credentials(registry: &str) -> Result<RegistryAuth, String> {
     };
     for name in names {
         match docker_credential::get_credential(name) {
-            Ok(DockerCredential::UsernamePassword(user, password)) => {
-                return Ok(RegistryAuth::Basic(user, password))
+            Ok(DockerCredential::UsernamePassword(username, password)) => {
+                return Ok(Login::Basic { username, password })
             }
             Ok(DockerCredential::IdentityToken(_)) => {
                 return Err(format!(
@@ -268,7 +304,30 @@ fn credentials(registry: &str) -> Result<RegistryAuth, String> {
             Err(err) => return Err(format!("cannot read credentials for {registry}: {err}")),
         }
     }
-    Ok(RegistryAuth::Anonymous)
+    Ok(Login::Anonymous)
+}
+
+/// Runs `<wharf> credential-lookup REGISTRY`, which prints the `docker_login` result
+/// as JSON. A process that runs containers cannot wait for credential helpers
+/// itself: its reaper collects every child's exit status, and a helper's would be
+/// lost. The lookup process has no containers; its own exit needs no status.
+fn login_from_process(wharf: &Path, registry: &str) -> Result<Login, String> {
+    let mut command = std::process::Command::new(wharf);
+    command
+        .arg("credential-lookup")
+        .arg(registry)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let mut child = crate::runtime::spawn_beside_containers(&mut command)
+        .map_err(|err| format!("cannot run {}: {err}", wharf.display()))?;
+    let mut answer = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut answer)
+            .map_err(|err| format!("cannot read the credential lookup: {err}"))?;
+    }
+    serde_json::from_str::<Result<Login, String>>(&answer)
+        .map_err(|err| format!("the credential lookup answered {answer:?}: {err}"))?
 }
 
 /// rustls needs one process-wide crypto provider; wharf uses ring (light to build).

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{record, Backoff, Executor, ReconcileLock, StepObserver};
+use super::{current_digests, record, Backoff, Executor, ReconcileLock, StepObserver};
 use crate::health::{HealthMonitor, Verdict};
 use crate::manifest::{
-    duplicate_names, load_file, manifest_files, only_root_can_write, Diagnostic, Service,
+    duplicate_names, load_file, manifest_files, only_root_can_write, Diagnostic, PullPolicy,
+    Service,
 };
 use crate::plan::{plan, Action, Inputs, Step};
 use crate::runtime::{ObservedContainer, Runtime};
@@ -33,6 +34,10 @@ pub struct Agent<'a, R: Runtime> {
     published_health: BTreeMap<String, Verdict>,
     /// Follow only manifests that only root can change.
     require_root_only: bool,
+    /// What `pull: always` tags resolved to, and when they were last asked.
+    digests: BTreeMap<String, String>,
+    digests_checked: Option<Instant>,
+    check_tags_every: Duration,
 }
 
 /// Logs what the agent does, one timestamped line each, on stderr.
@@ -86,7 +91,16 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             published: Vec::new(),
             published_health: BTreeMap::new(),
             require_root_only: true,
+            digests: BTreeMap::new(),
+            digests_checked: None,
+            check_tags_every: Duration::from_secs(30),
         }
+    }
+
+    /// How often the tags of `pull: always` services are resolved at their registry
+    /// (default 30 s; the agent sets its resync period).
+    pub fn check_tags_every(&mut self, period: Duration) {
+        self.check_tags_every = period;
     }
 
     /// Follows manifests whoever can write them (--allow-insecure-manifests).
@@ -114,11 +128,12 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 return None;
             }
         };
+        self.refresh_digests(&desired).await;
         let unhealthy = self.health.unhealthy();
         let mut planned = plan(&Inputs {
             desired: &desired,
             observed: &observed,
-            current_digests: &BTreeMap::new(),
+            current_digests: &self.digests,
             unhealthy: &unhealthy,
             manifest_dir: &self.dir,
             prune: true,
@@ -191,6 +206,30 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         next_restart
     }
 
+    /// Asks the registries what `pull: always` tags resolve to, once per period (or
+    /// sooner for an image not asked about yet), not at every file event.
+    async fn refresh_digests(&mut self, desired: &[Service]) {
+        let always: Vec<&Service> = desired
+            .iter()
+            .filter(|s| s.spec.pull == PullPolicy::Always)
+            .collect();
+        let unknown = always
+            .iter()
+            .any(|s| !self.digests.contains_key(&s.spec.image));
+        let due = self
+            .digests_checked
+            .is_none_or(|at| at.elapsed() >= self.check_tags_every);
+        if always.is_empty() || !(due || unknown) {
+            return;
+        }
+        let services: Vec<Service> = always.into_iter().cloned().collect();
+        self.digests = current_digests(self.executor.registries, &services, |warning| {
+            log(&format!("warning: {warning}"))
+        })
+        .await;
+        self.digests_checked = Some(Instant::now());
+    }
+
     /// Drops replacements towards a spec whose rollout already failed, so a broken
     /// version is not tried again and again; a new edit of the manifest is.
     fn hold_back_failed_rollouts(&mut self, desired: &[Service], steps: &mut Vec<Step>) {
@@ -222,6 +261,9 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
     /// Writes the restarts held back by backoff to the state database, and clears
     /// those no longer waiting.
     fn publish_waiting(&mut self, waiting: &[(String, Instant)], now: Instant) {
+        if waiting.is_empty() && self.published.is_empty() {
+            return;
+        }
         let wall_now = SystemTime::now();
         let result = StateStore::open(&self.root).and_then(|store| {
             for slot in self

@@ -260,6 +260,35 @@ impl<R: Runtime> Executor<'_, R> {
     }
 }
 
+/// What the tags of `pull: always` services resolve to now, for this host's platform
+/// (one manifest request per image). A registry that cannot be reached leaves the
+/// tag out (no replacement on that ground) and is reported to `warn`.
+pub async fn current_digests(
+    registries: &Registries,
+    services: &[Service],
+    warn: impl Fn(String),
+) -> BTreeMap<String, String> {
+    let mut digests = BTreeMap::new();
+    for service in services
+        .iter()
+        .filter(|s| s.spec.pull == PullPolicy::Always)
+    {
+        if digests.contains_key(&service.spec.image) {
+            continue;
+        }
+        let Ok(reference) = service.spec.image.parse::<ImageRef>() else {
+            continue;
+        };
+        match registries.resolve(&reference).await {
+            Ok(resolved) => {
+                digests.insert(service.spec.image.clone(), resolved.digest.to_string());
+            }
+            Err(err) => warn(error_chain(&err)),
+        }
+    }
+    digests
+}
+
 /// Groups a service's steps into batches run one after the other: replacements go
 /// `update.max_unavailable` at a time (one at a time when it is 0, start-first),
 /// every other step alone.

@@ -44,6 +44,16 @@ use crate::manifest::{Network, ServiceSpec, VolumeKind};
 /// its forks must not race other process spawning: one at a time, with absolute paths.
 static LIBCONTAINER: Mutex<()> = Mutex::new(());
 
+/// Spawns a helper process in a process that runs containers: never during one of
+/// libcontainer's forks, and known to the reaper, which collects its exit status
+/// (callers must not wait for it).
+pub fn spawn_beside_containers(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let _one_at_a_time = lock(&LIBCONTAINER);
+    let child = command.spawn();
+    Reaper::global().children_spawned();
+    child
+}
+
 /// How long a killed container may take to disappear.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 

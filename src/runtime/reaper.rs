@@ -4,7 +4,9 @@
 //! without polling; waiters are woken through a condition variable.
 //!
 //! Nothing else in the process may wait for its own children while containers run:
-//! the reaper would take their status first.
+//! the reaper would take their status first. Helpers are started with
+//! `spawn_beside_containers` and answer through a pipe, not an exit status (Docker
+//! credential helpers run inside `wharf credential-lookup`, a process of its own).
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, OnceLock};

@@ -36,8 +36,12 @@ impl Triggers {
         let (sender, receiver) = unbounded_channel();
         let files = sender.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // An error (e.g. an overflowed queue) is a reason to look again too.
-            let _ = event;
+            // Opening and reading files are events too, and the agent reads every
+            // manifest at each reconcile: only changes count. An error (e.g. an
+            // overflowed queue) is a reason to look again.
+            if matches!(&event, Ok(e) if matches!(e.kind, notify::EventKind::Access(_))) {
+                return;
+            }
             let _ = files.send(Trigger::Files);
         })
         .and_then(|mut watcher| {

@@ -15,7 +15,12 @@ struct AgentProcess {
 
 impl AgentProcess {
     fn start(root: &Path, dir: &Path, log: PathBuf) -> Self {
+        Self::start_with_env(root, dir, log, &[])
+    }
+
+    fn start_with_env(root: &Path, dir: &Path, log: PathBuf, env: &[(&str, &str)]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .envs(env.iter().copied())
             .args([
                 "--root",
                 root.to_str().expect("UTF-8"),
@@ -595,4 +600,124 @@ fn an_agent_killed_mid_reconcile_is_replaced_without_duplicates_or_orphans() {
             );
         }
     }
+}
+
+#[test]
+fn a_moved_tag_of_a_pull_always_service_is_rolled_out_at_the_next_resync() {
+    let registry = crate::support::TestRegistry::start();
+    let shared = TestRegistry::shared();
+    registry.copy_from(shared, "busybox:1");
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let work = tempfile::tempdir().expect("work");
+    let (root, dir) = (root.path(), dir.path());
+    let image = registry.image("busybox:1");
+    std::fs::write(
+        dir.join("edge.yaml"),
+        format!(
+            "apiVersion: wharf/v1\nkind: Service\nname: edge\nimage: {image}\npull: always\n\
+             command: [/bin/sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n"
+        ),
+    )
+    .expect("write");
+    let mut agent = AgentProcess::start(root, dir, work.path().join("agent.log"));
+    eventually("edge runs", Duration::from_secs(15), || {
+        running(root).len() == 1
+    });
+    let before = running(root);
+
+    // Someone pushes another image under the same tag.
+    crate::support::skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{}", shared.image("layered:1")),
+        &format!("docker://{image}"),
+    ]);
+    eventually_or(
+        "edge is replaced",
+        Duration::from_secs(20),
+        || {
+            let now = running(root);
+            now.len() == 1 && now != before
+        },
+        || agent.log(),
+    );
+    assert!(agent.log().contains("replaced edge/0: "), "{}", agent.log());
+    assert!(
+        agent.log().contains("now resolves to sha256:"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+#[test]
+fn credential_helpers_work_while_the_agent_runs_containers() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let shared = TestRegistry::shared();
+    let private = crate::support::TestRegistry::start_with_login("wharf:s3cret");
+    private.copy_from(shared, "busybox:1");
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let work = tempfile::tempdir().expect("work");
+    let (root, dir) = (root.path(), dir.path());
+    // A credential helper (a program the agent's process must run and wait for).
+    let bin = work.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let helper = bin.join("docker-credential-wharftest");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nread server\nprintf '{\"ServerURL\":\"%s\",\"Username\":\"wharf\",\"Secret\":\"s3cret\"}' \"$server\"\n",
+    )
+    .expect("write helper");
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(
+        work.path().join("config.json"),
+        format!(r#"{{"credHelpers": {{"{}": "wharftest"}}}}"#, private.addr),
+    )
+    .expect("write config");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let docker_config = work.path().to_str().expect("UTF-8");
+    let mut agent = AgentProcess::start_with_env(
+        root,
+        dir,
+        work.path().join("agent.log"),
+        &[("DOCKER_CONFIG", docker_config), ("PATH", &path)],
+    );
+
+    // Containers of this agent run (its reaper is waiting for children)...
+    save(&dir.join("web.yaml"), &manifest("web", "replicas: 3\n"));
+    eventually("web runs", Duration::from_secs(15), || {
+        running(root).len() == 3
+    });
+    // ...when a service from the private registry needs its helper, five times over.
+    let image = private.image("busybox:1");
+    for round in 0..5 {
+        let name = format!("private{round}");
+        save(
+            &dir.join(format!("{name}.yaml")),
+            &format!(
+                "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: {image}\npull: always\n\
+                 command: [sleep, '1000']\nstop: {{signal: KILL}}\n"
+            ),
+        );
+        eventually_or(
+            "the private service runs",
+            Duration::from_secs(20),
+            || running(root).contains_key(&format!("{name}/0")),
+            || agent.log(),
+        );
+    }
+    assert!(!agent.log().contains("failed"), "{}", agent.log());
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+    private.stop();
 }

@@ -171,8 +171,7 @@ fn apply_needs_confirmation_or_yes_and_waits_for_the_lock() {
     );
 
     // Another reconciler holds the lock.
-    let lock = std::fs::File::create(root.path().join("lock")).expect("lock file");
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    let lock = wharf::lockfile::FileLock::acquire(&root.path().join("lock")).expect("lock");
     let run = wharf_at(
         root.path(),
         &["apply", "--yes", "--lock-timeout", "300ms", dir_arg],
