@@ -15,22 +15,16 @@ pub struct Args {
 }
 
 pub fn run(session: &Session, args: &Args) -> u8 {
-    let mut shown = 0;
+    let mut last: Option<u64> = None;
     loop {
         // Opened again each time: a read-only view sees the writer's commits as of opening.
         let events = StateView::open(&session.root)
-            .map(|view| view.events())
+            .map(|view| view.events_after(last))
             .unwrap_or_default();
-        // The log is bounded: if it was trimmed meanwhile, continue from its end.
-        let start = if events.len() < shown {
-            events.len()
-        } else {
-            shown
-        };
-        for event in &events[start..] {
+        for (number, event) in &events {
             println!("{} {}", event.time, event.message);
+            last = Some(*number);
         }
-        shown = events.len();
         if !args.follow {
             return exit::OK;
         }

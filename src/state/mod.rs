@@ -281,7 +281,31 @@ impl StateView {
     }
 
     pub fn events(&self) -> Vec<Event> {
-        self.read(EVENTS)
+        self.events_after(None)
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect()
+    }
+
+    /// Events numbered after `after` (all when None), with their numbers; numbers
+    /// keep growing when the oldest events are dropped.
+    pub fn events_after(&self, after: Option<u64>) -> Vec<(u64, Event)> {
+        let Ok(txn) = self.db.begin_read() else {
+            return Vec::new();
+        };
+        let Ok(table) = txn.open_table(EVENTS) else {
+            return Vec::new();
+        };
+        let first = after.map_or(0, |n| n + 1);
+        let Ok(rows) = table.range(first..) else {
+            return Vec::new();
+        };
+        rows.flatten()
+            .filter_map(|(key, value)| {
+                let event = serde_json::from_str(value.value()).ok()?;
+                Some((key.value(), event))
+            })
+            .collect()
     }
 
     /// When the agent will next restart replica `slot`, if it is holding one back.
@@ -381,5 +405,18 @@ mod tests {
         let events = StateView::open(root.path()).expect("view").events();
         assert_eq!(events.len() as u64, MAX_EVENTS);
         assert_eq!(events[0].message, "event 5");
+
+        // A follower of the full log still sees exactly what comes next.
+        let view = StateView::open(root.path()).expect("view");
+        let last = view.events_after(None).last().map(|(n, _)| *n);
+        drop(view);
+        store.log_events(&["next".into()]).expect("log");
+        let view = StateView::open(root.path()).expect("view");
+        let new: Vec<String> = view
+            .events_after(last)
+            .into_iter()
+            .map(|(_, e)| e.message)
+            .collect();
+        assert_eq!(new, ["next"]);
     }
 }
