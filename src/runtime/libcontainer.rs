@@ -33,7 +33,7 @@ use super::config::{annotation, command_line, runtime_config, HostFacts, MountSo
 use super::error::RuntimeError;
 use super::logs::Logs;
 use super::netns::bring_up_loopback;
-use super::process::{is_exited_unreaped, is_same_process, start_time};
+use super::process::{is_our_exited_child, is_same_process, start_time};
 use super::reaper::Reaper;
 use super::users::resolve_user;
 use super::{ContainerStatus, CreateRequest, ObservedContainer, Runtime};
@@ -488,7 +488,7 @@ impl LibcontainerRuntime {
         }
         if let Some((pid, started)) = self.init_record(id) {
             // A zombie of ours is being reaped right now: wait for its status.
-            let exit = if is_exited_unreaped(pid, started) {
+            let exit = if is_our_exited_child(pid, started) {
                 Reaper::global().wait_for(pid, Duration::from_secs(1))
             } else {
                 Reaper::global().exit_of(pid)

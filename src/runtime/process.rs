@@ -13,6 +13,7 @@ pub struct ProcessInfo {
     pub start_time: u64,
     /// Exited, waiting for its parent to collect the status.
     pub zombie: bool,
+    pub parent: i32,
 }
 
 pub fn info(pid: i32) -> Option<ProcessInfo> {
@@ -21,11 +22,13 @@ pub fn info(pid: i32) -> Option<ProcessInfo> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let mut fields = after_name.split_whitespace();
     let state = fields.next()?;
-    // After the name come state (3), ppid (4) ... starttime is field 22, the 20th here.
-    let start_time = fields.nth(18)?.parse().ok()?;
+    // After the name come state (3), ppid (4) ... starttime is field 22.
+    let parent = fields.next()?.parse().ok()?;
+    let start_time = fields.nth(17)?.parse().ok()?;
     Some(ProcessInfo {
         start_time,
         zombie: matches!(state, "Z" | "X"),
+        parent,
     })
 }
 
@@ -39,13 +42,13 @@ pub fn is_same_process(pid: i32, started: u64) -> bool {
     start_time(pid) == Some(started)
 }
 
-/// Whether `pid` is the process that started at `started`, exited but not yet reaped.
-pub fn is_exited_unreaped(pid: i32, started: u64) -> bool {
-    info(pid)
-        == Some(ProcessInfo {
-            start_time: started,
-            zombie: true,
-        })
+/// Whether `pid` is the process that started at `started`, a child of this process
+/// that exited and that the reaper is about to collect. (Another process's zombie is
+/// for its own parent to collect.)
+pub fn is_our_exited_child(pid: i32, started: u64) -> bool {
+    info(pid).is_some_and(|p| {
+        p.zombie && p.start_time == started && p.parent == std::process::id() as i32
+    })
 }
 
 #[cfg(test)]
