@@ -1,6 +1,7 @@
 //! wharf: a declarative container reconciler for one Linux host.
 
 pub mod cli;
+pub mod export;
 pub mod health;
 pub mod image;
 pub mod lockfile;

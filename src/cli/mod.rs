@@ -6,6 +6,7 @@ mod control;
 mod down;
 mod events;
 mod exec;
+mod export;
 mod image;
 mod images;
 mod logs;
@@ -106,6 +107,7 @@ pub enum Command {
     Logs(logs::Args),
     Exec(exec::Args),
     Stats(stats::Args),
+    Export(export::Args),
     /// Internal: collects one container's output (started by wharf with the container).
     #[command(hide = true)]
     LogShim {
@@ -131,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => with_session(&cli, |s| status::run(s, args)),
         Command::Down(args) => with_session(&cli, |s| down::run(s, args)),
         Command::Schema(args) => schema::run(args),
+        Command::Export(args) => export::run(&cli, args),
         Command::Pull(args) => with_session(&cli, |s| pull::run(s, args)),
         Command::Images(args) => with_session(&cli, |s| images::run(s, args)),
         Command::Image(args) => with_session(&cli, |s| image::run(s, args)),

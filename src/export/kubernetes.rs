@@ -1,0 +1,336 @@
+//! A Deployment per service, a Service where a port is known (from the health check),
+//! and a PersistentVolumeClaim per named volume.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use super::Warning;
+use crate::manifest::{
+    Health, Network, PullPolicy, RestartPolicy, Service, ServiceSpec, UpdateOrder, Volume,
+    VolumeKind,
+};
+
+/// Size given to the claim of each named volume (wharf volumes have none).
+const CLAIM_SIZE: &str = "1Gi";
+
+/// The Kubernetes objects for `services`, in order, and what could not be carried over.
+pub fn to_kubernetes(services: &[Service]) -> (Vec<Value>, Vec<Warning>) {
+    let mut objects = Vec::new();
+    let mut warnings = Vec::new();
+    let mut claims: BTreeMap<String, ()> = BTreeMap::new();
+    for service in services {
+        let mut warn = |field: &str, message: String| {
+            warnings.push(Warning {
+                location: service.location(),
+                service: service.name().to_owned(),
+                field: field.to_owned(),
+                message,
+            })
+        };
+        let spec = &service.spec;
+        objects.push(deployment(spec, &mut warn));
+        if let Some(port) = spec.health.as_ref().and_then(health_port) {
+            objects.push(kube_service(spec, port));
+        }
+        for name in spec.volumes.iter().filter_map(|v| v.name.as_ref()) {
+            if claims.insert(name.clone(), ()).is_none() {
+                warn(
+                    "volumes",
+                    format!("named volume {name} becomes a PersistentVolumeClaim of {CLAIM_SIZE} (ReadWriteOnce); set the size and access mode your cluster needs"),
+                );
+                objects.push(claim(name));
+            }
+        }
+    }
+    (objects, warnings)
+}
+
+fn labels(spec: &ServiceSpec) -> Map<String, Value> {
+    let mut labels: Map<String, Value> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    labels.insert("app.kubernetes.io/name".into(), spec.name.clone().into());
+    labels.insert("app.kubernetes.io/managed-by".into(), "wharf-export".into());
+    labels
+}
+
+fn selector(spec: &ServiceSpec) -> Value {
+    json!({ "app.kubernetes.io/name": spec.name })
+}
+
+fn deployment(spec: &ServiceSpec, warn: &mut impl FnMut(&str, String)) -> Value {
+    let mut container = Map::new();
+    container.insert("name".into(), spec.name.clone().into());
+    container.insert("image".into(), spec.image.clone().into());
+    container.insert(
+        "imagePullPolicy".into(),
+        match spec.pull {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+        .into(),
+    );
+    if let Some(command) = &spec.command {
+        container.insert("command".into(), json!(command));
+    }
+    if let Some(args) = &spec.args {
+        container.insert("args".into(), json!(args));
+    }
+    if !spec.env.is_empty() {
+        let env: Vec<Value> = spec
+            .env
+            .iter()
+            .map(|(name, value)| json!({ "name": name, "value": value }))
+            .collect();
+        container.insert("env".into(), env.into());
+    }
+    if let Some(workdir) = &spec.workdir {
+        container.insert("workingDir".into(), workdir.clone().into());
+    }
+    if let Some(user) = &spec.user {
+        match security_context(user) {
+            Some(context) => {
+                container.insert("securityContext".into(), context);
+            }
+            None => warn(
+                "user",
+                format!("\"{user}\" is a name; Kubernetes needs numeric ids (runAsUser), so the image's user is used: set a uid"),
+            ),
+        }
+    }
+    if let Some(resources) = resources(spec, warn) {
+        container.insert("resources".into(), resources);
+    }
+    if let Some(health) = &spec.health {
+        probes(health, &mut container, warn);
+    }
+    let (mounts, volumes) = volumes(&spec.volumes);
+    if !mounts.is_empty() {
+        container.insert("volumeMounts".into(), mounts.into());
+    }
+
+    if spec.network == Network::None {
+        warn(
+            "network",
+            "none has no Kubernetes equivalent (every pod has a network); the pod gets the cluster's network".into(),
+        );
+    }
+    match spec.restart {
+        RestartPolicy::Always => {}
+        other => warn(
+            "restart",
+            format!("{} has no Deployment equivalent: a Deployment always restarts its containers (use a Job for run-to-completion work)", match other {
+                RestartPolicy::OnFailure => "on-failure",
+                _ => "never",
+            }),
+        ),
+    }
+    if !matches!(spec.stop.signal.as_str(), "SIGTERM") {
+        warn(
+            "stop.signal",
+            format!("Kubernetes stops containers with SIGTERM (or the image's STOPSIGNAL), not {}; set STOPSIGNAL in the image", spec.stop.signal),
+        );
+    }
+
+    let mut pod = Map::new();
+    pod.insert("containers".into(), json!([Value::Object(container)]));
+    pod.insert(
+        "terminationGracePeriodSeconds".into(),
+        whole_seconds(spec.stop.timeout.as_std()).into(),
+    );
+    if !volumes.is_empty() {
+        pod.insert("volumes".into(), volumes.into());
+    }
+    let (max_surge, max_unavailable) = match spec.update.order {
+        UpdateOrder::StopFirst => (0, spec.update.max_unavailable),
+        UpdateOrder::StartFirst => (spec.update.max_unavailable.max(1), 0),
+    };
+    let mut deployment_spec = json!({
+        "replicas": spec.replicas,
+        "selector": { "matchLabels": selector(spec) },
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": { "maxSurge": max_surge, "maxUnavailable": max_unavailable },
+        },
+        "template": {
+            "metadata": { "labels": labels(spec) },
+            "spec": pod,
+        },
+    });
+    if let Some(deadline) = spec.update.deadline {
+        deployment_spec["progressDeadlineSeconds"] = whole_seconds(deadline.as_std()).into();
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": spec.name, "labels": labels(spec) },
+        "spec": deployment_spec,
+    })
+}
+
+/// `uid[:gid]` as runAsUser/runAsGroup; None for names.
+fn security_context(user: &str) -> Option<Value> {
+    let (uid, gid) = match user.split_once(':') {
+        Some((uid, gid)) => (uid, Some(gid)),
+        None => (user, None),
+    };
+    let uid: u64 = uid.parse().ok()?;
+    let mut context = json!({ "runAsUser": uid });
+    if let Some(gid) = gid {
+        context["runAsGroup"] = gid.parse::<u64>().ok()?.into();
+    }
+    Some(context)
+}
+
+fn resources(spec: &ServiceSpec, warn: &mut impl FnMut(&str, String)) -> Option<Value> {
+    let mut limits = Map::new();
+    if let Some(cpus) = spec.resources.cpus {
+        limits.insert(
+            "cpu".into(),
+            format!("{}m", (cpus * 1000.0).round() as u64).into(),
+        );
+    }
+    if let Some(memory) = spec.resources.memory {
+        limits.insert("memory".into(), memory.to_string().into());
+    }
+    if let Some(pids) = spec.resources.pids {
+        warn(
+            "resources.pids",
+            format!("{pids} has no per-container Kubernetes equivalent (the kubelet's podPidsLimit applies to every pod of a node)"),
+        );
+    }
+    // Requests equal to the limits: what wharf reserves is what it limits.
+    (!limits.is_empty()).then(|| json!({ "requests": limits, "limits": limits }))
+}
+
+fn health_port(health: &Health) -> Option<u16> {
+    health
+        .tcp
+        .as_ref()
+        .map(|tcp| tcp.port)
+        .or(health.http.as_ref().map(|http| http.port))
+}
+
+fn probes(
+    health: &Health,
+    container: &mut Map<String, Value>,
+    warn: &mut impl FnMut(&str, String),
+) {
+    let mut check = Map::new();
+    if let Some(command) = &health.exec {
+        check.insert("exec".into(), json!({ "command": command }));
+    } else if let Some(tcp) = &health.tcp {
+        check.insert("tcpSocket".into(), json!({ "port": tcp.port }));
+    } else if let Some(http) = &health.http {
+        check.insert(
+            "httpGet".into(),
+            json!({ "path": http.path, "port": http.port }),
+        );
+    }
+    if let Some(port) = health_port(health) {
+        container.insert("ports".into(), json!([{ "containerPort": port }]));
+    }
+    let mut seconds = |field: &str, duration: std::time::Duration| {
+        let whole = whole_seconds(duration);
+        if duration.subsec_millis() != 0 || duration.is_zero() {
+            warn(
+                &format!("health.{field}"),
+                format!(
+                    "Kubernetes counts whole seconds: {} becomes {whole}s",
+                    humantime::format_duration(duration)
+                ),
+            );
+        }
+        whole
+    };
+    let period = seconds("interval", health.interval.as_std());
+    let timeout = seconds("timeout", health.timeout.as_std());
+    let mut probe = check.clone();
+    probe.insert("periodSeconds".into(), period.into());
+    probe.insert("timeoutSeconds".into(), timeout.into());
+    probe.insert("failureThreshold".into(), health.retries.into());
+    container.insert("livenessProbe".into(), probe.clone().into());
+    container.insert("readinessProbe".into(), probe.into());
+    if !health.start_period.is_zero() {
+        // Docker's start period: checks every start_interval, failures not counted.
+        let every = seconds("start_interval", health.start_interval.as_std());
+        let period = health.start_period.as_std().as_secs_f64();
+        let mut startup = check;
+        startup.insert("periodSeconds".into(), every.into());
+        startup.insert("timeoutSeconds".into(), timeout.into());
+        startup.insert(
+            "failureThreshold".into(),
+            ((period / every as f64).ceil() as u64).max(1).into(),
+        );
+        container.insert("startupProbe".into(), startup.into());
+    }
+}
+
+/// (volumeMounts, volumes) for the pod.
+fn volumes(volumes: &[Volume]) -> (Vec<Value>, Vec<Value>) {
+    let mut mounts = Vec::new();
+    let mut pod_volumes = Vec::new();
+    for (index, volume) in volumes.iter().enumerate() {
+        let name = format!("volume-{index}");
+        let mut mount = json!({ "name": name, "mountPath": volume.target });
+        if volume.readonly {
+            mount["readOnly"] = true.into();
+        }
+        mounts.push(mount);
+        let source = match (volume.kind, &volume.name, &volume.source) {
+            (VolumeKind::Volume, Some(claim), _) => {
+                json!({ "persistentVolumeClaim": { "claimName": claim } })
+            }
+            (VolumeKind::Volume, None, _) => json!({ "emptyDir": {} }),
+            // Validation requires a source for binds.
+            (VolumeKind::Bind, _, path) => {
+                json!({ "hostPath": { "path": path.as_deref().unwrap_or_default() } })
+            }
+            (VolumeKind::Tmpfs, _, _) => match volume.size {
+                Some(size) => {
+                    json!({ "emptyDir": { "medium": "Memory", "sizeLimit": size.to_string() } })
+                }
+                None => json!({ "emptyDir": { "medium": "Memory" } }),
+            },
+        };
+        let mut pod_volume = json!({ "name": name });
+        if let (Value::Object(target), Value::Object(fields)) = (&mut pod_volume, source) {
+            target.extend(fields);
+        }
+        pod_volumes.push(pod_volume);
+    }
+    (mounts, pod_volumes)
+}
+
+fn kube_service(spec: &ServiceSpec, port: u16) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": spec.name, "labels": labels(spec) },
+        "spec": {
+            "selector": selector(spec),
+            "ports": [{ "name": format!("port-{port}"), "port": port, "targetPort": port }],
+        },
+    })
+}
+
+fn claim(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": { "name": name },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": { "requests": { "storage": CLAIM_SIZE } },
+        },
+    })
+}
+
+/// Kubernetes counts whole seconds, at least 1.
+fn whole_seconds(duration: std::time::Duration) -> u64 {
+    (duration.as_secs() + u64::from(duration.subsec_nanos() > 0)).max(1)
+}
