@@ -10,6 +10,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod runtime;
 pub mod state;
+pub mod sync;
 pub mod watch;
 
 /// An error and its causes on one line: `cannot pull x: connection refused`.

@@ -4,10 +4,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::sync::GitArgs;
 use super::Session;
 use crate::manifest::only_root_can_write;
 use crate::reconcile::{log, Agent, Executor};
-use crate::runtime::{stop_and_remove, Runtime};
+use crate::runtime::{spawn_beside_containers, stop_and_remove, Runtime};
+use crate::sync::{GitSource, Synced};
 use crate::watch::{Trigger, Triggers};
 
 /// Keep containers converged with a manifest directory: every change to its files is
@@ -15,12 +17,18 @@ use crate::watch::{Trigger, Triggers};
 /// restarted with backoff, and a periodic resync catches anything missed.
 #[derive(Debug, Parser)]
 #[command(
-    after_help = "Examples:\n  wharf agent --manifests /etc/wharf/services\n  wharf agent --manifests ./services --resync 10s\n\nSIGTERM or SIGINT: finish the current step and exit, leaving containers running\n(the next agent adopts them); --stop-on-exit stops them instead. With NOTIFY_SOCKET\nset (systemd Type=notify) it reports READY=1 and STOPPING=1."
+    after_help = "Examples:\n  wharf agent --manifests /etc/wharf/services\n  wharf agent --manifests ./services --resync 10s\n  wharf agent --git https://git.example.com/ops/services.git --ref main --path hosts/web1\n\nSIGTERM or SIGINT: finish the current step and exit, leaving containers running\n(the next agent adopts them); --stop-on-exit stops them instead. With NOTIFY_SOCKET\nset (systemd Type=notify) it reports READY=1 and STOPPING=1."
 )]
 pub struct Args {
     /// The manifest directory to follow.
-    #[arg(long)]
-    pub manifests: PathBuf,
+    #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+    pub manifests: Option<PathBuf>,
+    /// Or follow a ref of a Git repository (fetched into the root).
+    #[command(flatten)]
+    pub git: GitArgs,
+    /// How often to fetch the Git ref.
+    #[arg(long, default_value = "1m", requires = "url")]
+    pub interval: crate::manifest::Duration,
     /// Longest time between two full reconciles.
     #[arg(long, default_value = "30s")]
     pub resync: crate::manifest::Duration,
@@ -37,8 +45,25 @@ pub struct Args {
 const DEBOUNCE: Duration = Duration::from_millis(10);
 
 pub fn run(session: &Session, args: &Args) -> u8 {
+    let git = args.git.source();
+    let manifests = match (&git, &args.manifests) {
+        (Some(source), _) => source.manifest_dir(&session.root),
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => {
+            return super::output::exit_code(Err("give --manifests DIR or --git URL".into()))
+        }
+    };
+    if let Some(source) = &git {
+        // The first fetch, before anything is watched: a failure is retried later.
+        if let Err(message) = sync_in_child(session, source) {
+            log(&format!("cannot sync {}: {message}", source.describe()));
+        }
+        if let Err(err) = std::fs::create_dir_all(&manifests) {
+            return super::output::exit_code(Err(format!("{}: {err}", manifests.display())));
+        }
+    }
     if !args.allow_insecure_manifests {
-        if let Err(message) = only_root_can_write(&args.manifests) {
+        if let Err(message) = only_root_can_write(&manifests) {
             return super::output::exit_code(Err(format!("refusing to run: {message}")));
         }
     }
@@ -50,11 +75,11 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             images: &session.images,
             registries: &session.registries,
         };
-        let mut triggers = Triggers::start(&args.manifests);
+        let mut triggers = Triggers::start(&manifests);
         let mut agent = Agent::new(
             executor,
             &session.root,
-            &args.manifests,
+            &manifests,
             triggers.notifier(Trigger::HealthChanged),
         );
         if args.allow_insecure_manifests {
@@ -64,11 +89,14 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         let resync = args.resync.as_std();
         log(&format!(
             "watching {} (resync every {})",
-            args.manifests.display(),
+            manifests.display(),
             humantime::format_duration(resync)
         ));
         let mut next_restart = agent.reconcile().await;
         notify_systemd("READY=1");
+        let mut fetch = tokio::time::interval(args.interval.as_std());
+        fetch.reset();
+        let mut last_sync: Option<Result<String, String>> = None;
         loop {
             let wait = next_restart.map_or(resync, |due| {
                 due.saturating_duration_since(Instant::now()).min(resync)
@@ -77,12 +105,25 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
                 _ = triggers.next(wait, DEBOUNCE) => {}
+                _ = fetch.tick(), if git.is_some() => {
+                    // The new files (if any) wake the watcher; this reconcile is a resync.
+                    if let Some(source) = &git {
+                        let outcome = sync_in_child(session, source).map(|s| s.commit);
+                        if last_sync.as_ref() != Some(&outcome) {
+                            agent.note(match &outcome {
+                                Ok(commit) => format!("synced {} at commit {}", source.describe(), short(commit)),
+                                Err(message) => format!("kept the last good commit of {}: {message}", source.describe()),
+                            });
+                            last_sync = Some(outcome);
+                        }
+                    }
+                }
             }
             next_restart = agent.reconcile().await;
         }
         notify_systemd("STOPPING=1");
         if args.stop_on_exit {
-            stop_containers_of(session, &args.manifests).await?;
+            stop_containers_of(session, &manifests).await?;
             log("agent stopped; its containers were removed");
         } else {
             log("agent stopped; containers are left running");
@@ -90,6 +131,31 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         Ok::<_, String>(())
     });
     super::output::exit_code(result)
+}
+
+/// Syncs `source` in a `wharf sync --checkout-only` child: this process runs
+/// containers, so it cannot wait for git itself (its reaper takes children's statuses).
+fn sync_in_child(session: &Session, source: &GitSource) -> Result<Synced, String> {
+    let wharf = std::env::current_exe().map_err(|err| err.to_string())?;
+    let mut command = std::process::Command::new(wharf);
+    command
+        .arg("--root")
+        .arg(&session.root)
+        .args(["sync", "--git", &source.url, "--ref", &source.reference])
+        .args(["--path", &source.path, "--checkout-only"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    let mut child = spawn_beside_containers(&mut command).map_err(|err| err.to_string())?;
+    let mut answer = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut answer).map_err(|err| err.to_string())?;
+    }
+    serde_json::from_str::<Result<Synced, String>>(&answer)
+        .map_err(|err| format!("wharf sync answered {answer:?}: {err}"))?
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
 }
 
 async fn stop_containers_of(session: &Session, dir: &Path) -> Result<(), String> {

@@ -20,6 +20,7 @@ mod run;
 mod schema;
 mod stats;
 mod status;
+mod sync;
 mod target;
 mod validate;
 
@@ -108,6 +109,7 @@ pub enum Command {
     Exec(exec::Args),
     Stats(stats::Args),
     Export(export::Args),
+    Sync(sync::Args),
     /// Internal: collects one container's output (started by wharf with the container).
     #[command(hide = true)]
     LogShim {
@@ -134,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Down(args) => with_session(&cli, |s| down::run(s, args)),
         Command::Schema(args) => schema::run(args),
         Command::Export(args) => export::run(&cli, args),
+        Command::Sync(args) => with_session(&cli, |s| sync::run(s, args)),
         Command::Pull(args) => with_session(&cli, |s| pull::run(s, args)),
         Command::Images(args) => with_session(&cli, |s| images::run(s, args)),
         Command::Image(args) => with_session(&cli, |s| image::run(s, args)),

@@ -101,6 +101,19 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     if args.json {
         return session.print_json(&statuses);
     }
+    for record in crate::sync::records(&session.root) {
+        let commit = record
+            .commit
+            .as_deref()
+            .map_or("no commit yet", |c| &c[..c.len().min(12)]);
+        let since = record
+            .synced_at
+            .map_or(String::new(), |at| format!(" (since {at})"));
+        println!("git {}: commit {commit}{since}", record.source.describe());
+        if let Some(error) = record.error {
+            println!("  last sync failed: {error}");
+        }
+    }
     if statuses.is_empty() {
         println!("No wharf containers.");
     }

@@ -285,6 +285,12 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         self.published = waiting.iter().map(|(slot, _)| slot.clone()).collect();
     }
 
+    /// Logs and records something the agent did outside a reconcile.
+    pub fn note(&mut self, message: String) {
+        log(&message);
+        self.log_event(message);
+    }
+
     /// Records an event in the state database once per distinct message in a row (a
     /// broken file is seen again at every resync).
     fn log_event(&mut self, message: String) {

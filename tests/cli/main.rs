@@ -9,4 +9,5 @@ mod common;
 mod containers;
 mod images;
 mod schema;
+mod sync;
 mod validate;

@@ -1,0 +1,281 @@
+//! GitOps: manifests from a ref of a Git repository. A sync fetches the ref into a bare
+//! repository under the root, reads the manifests of `path` at that commit, checks
+//! them, and mirrors them into a directory that never moves (so `apply --prune` and the
+//! agent see one manifest directory across commits). A failed fetch or a commit with
+//! broken manifests leaves that directory at the last good commit. The `git` command
+//! does the fetching, with the user's own configuration and credentials.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::manifest::{is_manifest_name, load_paths};
+
+/// Where manifests come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitSource {
+    pub url: String,
+    /// Branch, tag or commit.
+    pub reference: String,
+    /// Directory of the repository that holds the manifests ("." for the top).
+    pub path: String,
+}
+
+/// What the last sync of a source did, kept beside its directory for `wharf status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    pub source: GitSource,
+    /// The commit the manifest directory holds (the last good one).
+    pub commit: Option<String>,
+    /// When `commit` was synced (RFC 3339).
+    pub synced_at: Option<String>,
+    /// Why the last attempt did not move to a new commit, if it failed.
+    pub error: Option<String>,
+}
+
+/// The outcome of one sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Synced {
+    pub commit: String,
+    /// The commit held before, if any.
+    pub previous: Option<String>,
+    /// Manifest files written or removed.
+    pub files_changed: usize,
+}
+
+impl GitSource {
+    fn key(&self) -> String {
+        let mut hasher = Sha256::new();
+        for part in [&self.url, &self.reference, &self.path] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        format!("{:x}", hasher.finalize())[..16].to_owned()
+    }
+
+    fn base(&self, root: &Path) -> PathBuf {
+        root.join("git").join(self.key())
+    }
+
+    /// The manifest directory this source is mirrored into.
+    pub fn manifest_dir(&self, root: &Path) -> PathBuf {
+        self.base(root).join("manifests")
+    }
+
+    /// "URL@REF:PATH"
+    pub fn describe(&self) -> String {
+        format!("{}@{}:{}", self.url, self.reference, self.path)
+    }
+}
+
+/// Every source synced under `root`, with its record.
+pub fn records(root: &Path) -> Vec<SyncRecord> {
+    let Ok(entries) = fs::read_dir(root.join("git")) else {
+        return Vec::new();
+    };
+    let mut records: Vec<SyncRecord> = entries
+        .flatten()
+        .filter_map(|entry| fs::read(entry.path().join("sync.json")).ok())
+        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+        .collect();
+    records.sort_by_key(|r| r.source.describe());
+    records
+}
+
+/// Fetches the source's ref and, if its manifests are valid, mirrors them into the
+/// manifest directory. On error the directory keeps the last good commit, and the
+/// error is recorded for `wharf status`.
+pub fn sync(root: &Path, source: &GitSource) -> Result<Synced, String> {
+    let base = source.base(root);
+    let record_path = base.join("sync.json");
+    let mut record: SyncRecord = fs::read(&record_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(SyncRecord {
+            source: source.clone(),
+            commit: None,
+            synced_at: None,
+            error: None,
+        });
+    let result = fetch_and_mirror(&base, source, record.commit.as_deref());
+    match &result {
+        Ok(synced) => {
+            if record.commit.as_deref() != Some(synced.commit.as_str()) {
+                record.synced_at =
+                    Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+            }
+            record.commit = Some(synced.commit.clone());
+            record.error = None;
+        }
+        Err(error) => record.error = Some(error.clone()),
+    }
+    let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
+    fs::write(&record_path, json)
+        .map_err(|err| format!("cannot write {}: {err}", record_path.display()))?;
+    result
+}
+
+fn fetch_and_mirror(
+    base: &Path,
+    source: &GitSource,
+    previous: Option<&str>,
+) -> Result<Synced, String> {
+    let repo = base.join("repo.git");
+    fs::create_dir_all(base).map_err(|err| format!("cannot create {}: {err}", base.display()))?;
+    if !repo.join("HEAD").exists() {
+        run_git(
+            Command::new("git")
+                .args(["init", "--quiet", "--bare"])
+                .arg(&repo),
+        )?;
+    }
+    git(
+        &repo,
+        &[
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--",
+            &source.url,
+            &source.reference,
+        ],
+    )
+    .map_err(|err| {
+        format!(
+            "cannot fetch {} from {}: {err}",
+            source.reference, source.url
+        )
+    })?;
+    let commit = String::from_utf8_lossy(&git(
+        &repo,
+        &["rev-parse", "--verify", "FETCH_HEAD^{commit}"],
+    )?)
+    .trim()
+    .to_owned();
+    let short = &commit[..commit.len().min(12)];
+    let files = manifests_at(&repo, &commit, &source.path)
+        .map_err(|err| format!("commit {short}: {err}"))?;
+
+    // Check the commit's manifests before anything changes.
+    let incoming = base.join("incoming");
+    let _ = fs::remove_dir_all(&incoming);
+    fs::create_dir_all(&incoming).map_err(|err| format!("{}: {err}", incoming.display()))?;
+    for (name, bytes) in &files {
+        fs::write(incoming.join(name), bytes)
+            .map_err(|err| format!("{}: {err}", incoming.join(name).display()))?;
+    }
+    let loaded = load_paths(std::slice::from_ref(&incoming));
+    if !loaded.errors.is_empty() {
+        let shown = format!("{}/", incoming.display());
+        let place = format!("{short}:{}/", source.path.trim_end_matches('/'));
+        let errors: Vec<String> = loaded
+            .errors
+            .iter()
+            .map(|e| e.to_string().replace(&shown, &place))
+            .collect();
+        let _ = fs::remove_dir_all(&incoming);
+        return Err(format!(
+            "commit {short} has invalid manifests, staying at {}: {}",
+            previous.map_or("no commit yet", |p| &p[..p.len().min(12)]),
+            errors.join("; ")
+        ));
+    }
+    let files_changed = mirror(&incoming, &base.join("manifests"))?;
+    let _ = fs::remove_dir_all(&incoming);
+    Ok(Synced {
+        commit,
+        previous: previous.map(str::to_owned),
+        files_changed,
+    })
+}
+
+/// The manifest files directly in `path` at `commit`: (file name, contents).
+fn manifests_at(repo: &Path, commit: &str, path: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let prefix = match path.trim_matches('/') {
+        "" | "." => String::new(),
+        dir => format!("{dir}/"),
+    };
+    let mut args = vec!["archive", "--format=tar", commit];
+    if !prefix.is_empty() {
+        args.extend(["--", prefix.as_str()]);
+    }
+    let tar = git(repo, &args).map_err(|err| format!("no directory {path} ({err})"))?;
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let mut files = Vec::new();
+    let entries = archive
+        .entries()
+        .map_err(|err| format!("cannot read git archive: {err}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|err| format!("cannot read git archive: {err}"))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned))
+            .and_then(|p| p.strip_prefix(&prefix).map(str::to_owned));
+        let Some(name) = name.filter(|n| !n.contains('/') && is_manifest_name(n)) else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|err| format!("cannot read {name} from git archive: {err}"))?;
+        files.push((name, bytes));
+    }
+    Ok(files)
+}
+
+/// Makes the manifest files of `target` those of `source`: changed files are renamed
+/// in (atomically, one by one), files gone are removed. Returns how many changed.
+fn mirror(source: &Path, target: &Path) -> Result<usize, String> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |err: std::io::Error| format!("{path}: {err}")
+    };
+    fs::create_dir_all(target).map_err(io(target))?;
+    let mut changed = 0;
+    let mut wanted = Vec::new();
+    for entry in fs::read_dir(source).map_err(io(source))?.flatten() {
+        let name = entry.file_name();
+        let into = target.join(&name);
+        let new = fs::read(entry.path()).map_err(io(&entry.path()))?;
+        if fs::read(&into).ok().as_deref() != Some(new.as_slice()) {
+            fs::rename(entry.path(), &into).map_err(io(&into))?;
+            changed += 1;
+        }
+        wanted.push(name);
+    }
+    for entry in fs::read_dir(target).map_err(io(target))?.flatten() {
+        let name = entry.file_name();
+        if is_manifest_name(&name.to_string_lossy()) && !wanted.contains(&name) {
+            fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// Runs `git --git-dir REPO ARGS...`; its stdout, or its stderr as the error.
+fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
+    run_git(Command::new("git").arg("--git-dir").arg(repo).args(args))
+}
+
+fn run_git(command: &mut Command) -> Result<Vec<u8>, String> {
+    let output = command
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| format!("cannot run git: {err} (install git)"))?;
+    if output.status.success() {
+        Ok(output.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}

@@ -1,0 +1,254 @@
+//! `wharf sync --git` and `wharf agent --git`: manifests from a real Git repository
+//! (a bare repository made by the test), applied to real containers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{wharf_at, Run};
+use crate::support::TestRegistry;
+
+/// A bare repository and a clone to commit from.
+struct Repo {
+    _dir: tempfile::TempDir,
+    bare: PathBuf,
+    work: PathBuf,
+}
+
+impl Repo {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bare = dir.path().join("services.git");
+        let work = dir.path().join("work");
+        git(dir.path(), &["init", "--quiet", "--bare", "services.git"]);
+        git(
+            dir.path(),
+            &["init", "--quiet", "--initial-branch=main", "work"],
+        );
+        std::fs::create_dir(work.join("hosts")).expect("mkdir");
+        Repo {
+            _dir: dir,
+            bare,
+            work,
+        }
+    }
+
+    fn url(&self) -> &str {
+        self.bare.to_str().expect("UTF-8")
+    }
+
+    /// Writes (or with None removes) `hosts/NAME`, commits and pushes main.
+    fn commit(&self, name: &str, text: Option<&str>, message: &str) {
+        let path = self.work.join("hosts").join(name);
+        match text {
+            Some(text) => std::fs::write(&path, text).expect("write"),
+            None => std::fs::remove_file(&path).expect("rm"),
+        }
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "--quiet", "-m", message]);
+        git(&self.work, &["push", "--quiet", self.url(), "main"]);
+    }
+
+    fn head(&self) -> String {
+        let out = Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&self.work)
+            .output()
+            .expect("git");
+        String::from_utf8_lossy(&out.stdout).trim()[..12].to_owned()
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args([
+            "-c",
+            "user.name=wharf test",
+            "-c",
+            "user.email=test@wharf.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+fn service(name: &str, env: &str) -> String {
+    let image = TestRegistry::shared().image("busybox:1");
+    format!(
+        "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: {image}\n\
+         command: [sleep, '1000']\nstop: {{signal: KILL}}\nenv: {{MODE: {env}}}\n"
+    )
+}
+
+fn sync(root: &Path, repo: &Repo) -> Run {
+    wharf_at(
+        root,
+        &[
+            "sync",
+            "--git",
+            repo.url(),
+            "--ref",
+            "main",
+            "--path",
+            "hosts",
+            "--prune",
+            "--yes",
+            "--detailed-exitcode",
+            "--json",
+        ],
+    )
+}
+
+fn running(root: &Path) -> Vec<(String, String)> {
+    let rows: serde_json::Value =
+        serde_json::from_str(&wharf_at(root, &["ps", "--json"]).stdout).unwrap_or_default();
+    let mut found: Vec<(String, String)> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["status"] == "running")
+        .map(|r| {
+            (
+                r["service"].as_str().unwrap_or("").to_owned(),
+                r["id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn sync_applies_a_ref_exits_as_a_ci_job_expects_and_keeps_the_last_good_commit() {
+    let root = tempfile::tempdir().expect("root");
+    let root = root.path();
+    let repo = Repo::new();
+    repo.commit("web.yaml", Some(&service("web", "a")), "web");
+
+    // First sync: web starts; exit 2 = changes applied.
+    let run = sync(root, &repo);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let result: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(result["changed"], true);
+    let first = running(root);
+    assert_eq!(first.len(), 1);
+    let good = repo.head();
+    assert!(wharf_at(root, &["status"])
+        .stdout
+        .contains(&format!("commit {good}")));
+
+    // Nothing new: exit 0, nothing touched.
+    assert_eq!(sync(root, &repo).code, 0);
+    assert_eq!(running(root), first);
+
+    // A broken commit: exit 1, says where, keeps the last good commit running.
+    repo.commit(
+        "web.yaml",
+        Some(&service("web", "a").replace("command", "comand")),
+        "typo",
+    );
+    let run = sync(root, &repo);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("has invalid manifests, staying at")
+            && run.stderr.contains(&good)
+            && run.stderr.contains("hosts/web.yaml:5:1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(running(root), first);
+    let status = wharf_at(root, &["status"]).stdout;
+    assert!(
+        status.contains(&format!("commit {good}")) && status.contains("last sync failed"),
+        "{status}"
+    );
+
+    // The revert brings back the same manifests: a new commit, nothing to change.
+    git(&repo.work, &["revert", "--no-edit", "HEAD"]);
+    git(&repo.work, &["push", "--quiet", repo.url(), "main"]);
+    assert_eq!(sync(root, &repo).code, 0);
+    assert_eq!(running(root), first);
+    assert!(wharf_at(root, &["status"])
+        .stdout
+        .contains(&format!("commit {}", repo.head())));
+
+    // A change, then a removal with --prune.
+    repo.commit("web.yaml", Some(&service("web", "b")), "mode b");
+    repo.commit("api.yaml", Some(&service("api", "a")), "api");
+    assert_eq!(sync(root, &repo).code, 2);
+    let now = running(root);
+    assert_eq!(now.len(), 2);
+    assert!(!now.contains(&first[0]), "web was replaced");
+    repo.commit("api.yaml", None, "no more api");
+    assert_eq!(sync(root, &repo).code, 2);
+    assert_eq!(running(root).len(), 1);
+
+    // A repository that cannot be reached: exit 1, nothing changes.
+    let run = wharf_at(
+        root,
+        &["sync", "--git", "/nonexistent/repo.git", "--prune", "--yes"],
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("cannot fetch main from /nonexistent/repo.git"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(running(root).len(), 1);
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+#[test]
+fn the_agent_follows_a_git_ref() {
+    let root = tempfile::tempdir().expect("root");
+    let work = tempfile::tempdir().expect("work");
+    let root = root.path();
+    let repo = Repo::new();
+    repo.commit("web.yaml", Some(&service("web", "a")), "web");
+    let log = work.path().join("agent.log");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("--root")
+        .arg(root)
+        .args([
+            "agent",
+            "--git",
+            repo.url(),
+            "--path",
+            "hosts",
+            "--interval",
+            "500ms",
+        ])
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("agent starts");
+    let eventually = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    eventually("web runs", &|| running(root).len() == 1);
+    let first = running(root);
+    repo.commit("web.yaml", Some(&service("web", "b")), "mode b");
+    eventually("web is replaced", &|| {
+        let now = running(root);
+        now.len() == 1 && now != first
+    });
+    let events = wharf_at(root, &["events"]).stdout;
+    assert!(
+        events.contains(&format!("at commit {}", repo.head())),
+        "{events}"
+    );
+    let pid = nix::unistd::Pid::from_raw(agent.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = agent.wait();
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
