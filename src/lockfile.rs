@@ -30,7 +30,7 @@ pub struct FileLock {
 impl FileLock {
     /// Waits for the lock on `path` (created if missing).
     pub fn acquire(path: &Path) -> io::Result<FileLock> {
-        Self::take(path, true).map(|lock| lock.expect("a blocking take always locks"))
+        Self::take(path, true)?.ok_or_else(|| io::Error::other("the lock was not taken"))
     }
 
     /// Takes the lock on `path` if it is free now.
