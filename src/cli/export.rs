@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use super::output::print_line;
 use super::{exit, Cli, Palette};
 use crate::export::to_kubernetes;
 use crate::manifest::load_paths;
@@ -43,12 +44,15 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
         eprintln!("{} {warning}", errors.yellow("warning:"));
     }
     for object in &objects {
-        match serde_yaml::to_string(object) {
-            Ok(yaml) => print!("---\n{yaml}"),
+        let yaml = match serde_yaml::to_string(object) {
+            Ok(yaml) => yaml,
             Err(err) => {
                 eprintln!("{} cannot write YAML: {err}", errors.red("error:"));
                 return exit::FAILURE;
             }
+        };
+        if !print_line(format_args!("---\n{}", yaml.trim_end())) {
+            break;
         }
     }
     exit::OK

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use super::output::print_line;
 use super::target::matching;
 use super::{exit, Session};
 use crate::runtime::{copy_timestamped, LogLine};
@@ -53,20 +54,23 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             String::new()
         }
     };
+    // False once nobody reads stdout any more (`| head`).
     let show = |prefix: &str, line: &LogLine| {
         if args.timestamps {
-            println!("{prefix}{} {}", line.time, line.text);
+            print_line(format_args!("{prefix}{} {}", line.time, line.text))
         } else {
-            println!("{prefix}{}", line.text);
+            print_line(format_args!("{prefix}{}", line.text))
         }
     };
     let mut streams = Vec::new();
     for container in &chosen {
         let logs = session.runtime.logs(&container.id);
         match logs.read(args.tail) {
-            Ok(lines) => lines
-                .iter()
-                .for_each(|line| show(&prefix(&container.id), line)),
+            Ok(lines) => {
+                if !lines.iter().all(|line| show(&prefix(&container.id), line)) {
+                    return exit::OK;
+                }
+            }
             Err(err) => eprintln!("warning: {}: no output yet ({err})", container.id),
         }
         if args.follow {
@@ -82,7 +86,9 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         loop {
             for (prefix, stream) in &mut streams {
                 if let Ok(lines) = stream.poll() {
-                    lines.iter().for_each(|line| show(prefix, line));
+                    if !lines.iter().all(|line| show(prefix, line)) {
+                        return exit::OK;
+                    }
                 }
             }
             let _ = std::io::stdout().flush();

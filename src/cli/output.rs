@@ -89,3 +89,10 @@ pub fn exit_code(result: Result<(), String>) -> u8 {
         }
     }
 }
+
+/// Writes a line to stdout; false when it cannot, e.g. because the reader stopped
+/// early (`wharf logs web | head`): the command should then end quietly.
+pub fn print_line(line: std::fmt::Arguments) -> bool {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}").is_ok()
+}

@@ -180,3 +180,39 @@ fn prune_keeps_the_layers_of_existing_containers() {
     assert_eq!(ok(&run), "/bin/busybox\n");
     ok(&wharf_at(root.path(), &["rm", "cli"]));
 }
+
+#[test]
+fn logs_end_quietly_when_the_reader_stops_early() {
+    use std::io::Read;
+
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    // 20,000 lines: far more than a pipe holds.
+    let file = manifest(
+        dir.path(),
+        "command: [/bin/sh, -c, 'seq 20000; echo done; exec sleep 1000']\nstop: {signal: KILL}\n",
+    );
+    ok(&wharf_at(root.path(), &["run", &file]));
+    let last = output_until(root.path(), &["logs", "cli", "--tail", "1"], "done\n");
+    assert_eq!(last, "done\n");
+
+    // `wharf logs cli | head -c 10`: the reader goes away after 10 bytes.
+    let mut logs = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["logs", "cli"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("wharf logs");
+    let mut first = [0u8; 10];
+    logs.stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("read");
+    let status = logs.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "no panic on a closed pipe");
+    assert_eq!(&first, b"1\n2\n3\n4\n5\n");
+    ok(&wharf_at(root.path(), &["rm", "cli"]));
+}
