@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use super::output::print_line;
 use super::{exit, Session};
 use crate::state::StateView;
 
@@ -22,7 +23,9 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             .map(|view| view.events_after(last))
             .unwrap_or_default();
         for (number, event) in &events {
-            println!("{} {}", event.time, event.message);
+            if !print_line(format_args!("{} {}", event.time, event.message)) {
+                return exit::OK;
+            }
             last = Some(*number);
         }
         if !args.follow {
