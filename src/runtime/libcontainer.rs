@@ -54,6 +54,9 @@ pub fn spawn_beside_containers(command: &mut Command) -> std::io::Result<std::pr
     child
 }
 
+/// How long an exec's output may still arrive after its process ended.
+const EXEC_OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a killed container may take to disappear.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -580,10 +583,11 @@ impl LibcontainerRuntime {
             });
         }
         let what = format!("container {id}");
-        let (out_read, out_write) =
-            nix::unistd::pipe().map_err(|e| RuntimeError::io("pipe")(e.into()))?;
-        let (err_read, err_write) =
-            nix::unistd::pipe().map_err(|e| RuntimeError::io("pipe")(e.into()))?;
+        // Close-on-exec, or a container forked meanwhile (by another thread) would
+        // keep the write ends open for its whole life and the readers would never end.
+        let pipe =
+            || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::io("pipe")(e.into()));
+        let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);
         let pid = {
             let _one_at_a_time = lock(&LIBCONTAINER);
             let built = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
@@ -605,13 +609,19 @@ impl LibcontainerRuntime {
             })?
         };
         let read_all = |fd: std::os::fd::OwnedFd| {
+            let (sender, receiver) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 let mut bytes = Vec::new();
                 let _ = File::from(fd).read_to_end(&mut bytes);
-                bytes
-            })
+                let _ = sender.send(bytes);
+            });
+            receiver
         };
         let (stdout, stderr) = (read_all(out_read), read_all(err_read));
+        // A process the command left behind may hold the pipes: its output is not waited for.
+        let output = |receiver: std::sync::mpsc::Receiver<Vec<u8>>| {
+            receiver.recv_timeout(EXEC_OUTPUT_GRACE).unwrap_or_default()
+        };
         let limit = timeout.unwrap_or(Duration::from_secs(24 * 3600));
         let exit = Reaper::global().wait_for(pid.as_raw(), limit);
         if exit.is_none() {
@@ -630,8 +640,8 @@ impl LibcontainerRuntime {
         }
         Ok(ExecOutput {
             code: exit.map_or(-1, |e| e.code),
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
+            stdout: output(stdout),
+            stderr: output(stderr),
         })
     }
 }
