@@ -8,7 +8,7 @@ use super::sync::GitArgs;
 use super::Session;
 use crate::manifest::only_root_can_write;
 use crate::reconcile::{log, Agent, Executor};
-use crate::runtime::{spawn_beside_containers, stop_and_remove, Runtime};
+use crate::runtime::{ask_helper, stop_and_remove, Runtime};
 use crate::sync::{GitSource, Synced};
 use crate::watch::{Trigger, Triggers};
 
@@ -137,21 +137,13 @@ pub fn run(session: &Session, args: &Args) -> u8 {
 /// containers, so it cannot wait for git itself (its reaper takes children's statuses).
 fn sync_in_child(session: &Session, source: &GitSource) -> Result<Synced, String> {
     let wharf = std::env::current_exe().map_err(|err| err.to_string())?;
-    let mut command = std::process::Command::new(wharf);
-    command
-        .arg("--root")
-        .arg(&session.root)
-        .args(["sync", "--git", &source.url, "--ref", &source.reference])
-        .args(["--path", &source.path, "--checkout-only"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped());
-    let mut child = spawn_beside_containers(&mut command).map_err(|err| err.to_string())?;
-    let mut answer = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        std::io::Read::read_to_string(&mut stdout, &mut answer).map_err(|err| err.to_string())?;
-    }
-    serde_json::from_str::<Result<Synced, String>>(&answer)
-        .map_err(|err| format!("wharf sync answered {answer:?}: {err}"))?
+    ask_helper(
+        std::process::Command::new(wharf)
+            .arg("--root")
+            .arg(&session.root)
+            .args(["sync", "--git", &source.url, "--ref", &source.reference])
+            .args(["--path", &source.path, "--checkout-only"]),
+    )
 }
 
 fn short(commit: &str) -> &str {

@@ -312,22 +312,11 @@ pub fn docker_login(registry: &str) -> Result<Login, String> {
 /// itself: its reaper collects every child's exit status, and a helper's would be
 /// lost. The lookup process has no containers; its own exit needs no status.
 fn login_from_process(wharf: &Path, registry: &str) -> Result<Login, String> {
-    let mut command = std::process::Command::new(wharf);
-    command
-        .arg("credential-lookup")
-        .arg(registry)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit());
-    let mut child = crate::runtime::spawn_beside_containers(&mut command)
-        .map_err(|err| format!("cannot run {}: {err}", wharf.display()))?;
-    let mut answer = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        std::io::Read::read_to_string(&mut stdout, &mut answer)
-            .map_err(|err| format!("cannot read the credential lookup: {err}"))?;
-    }
-    serde_json::from_str::<Result<Login, String>>(&answer)
-        .map_err(|err| format!("the credential lookup answered {answer:?}: {err}"))?
+    crate::runtime::ask_helper(
+        std::process::Command::new(wharf)
+            .arg("credential-lookup")
+            .arg(registry),
+    )
 }
 
 /// rustls needs one process-wide crypto provider; wharf uses ring (light to build).

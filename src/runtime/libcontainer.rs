@@ -47,11 +47,31 @@ static LIBCONTAINER: Mutex<()> = Mutex::new(());
 /// Spawns a helper process in a process that runs containers: never during one of
 /// libcontainer's forks, and known to the reaper, which collects its exit status
 /// (callers must not wait for it).
-pub fn spawn_beside_containers(command: &mut Command) -> std::io::Result<std::process::Child> {
+fn spawn_beside_containers(command: &mut Command) -> std::io::Result<std::process::Child> {
     let _one_at_a_time = lock(&LIBCONTAINER);
     let child = command.spawn();
     Reaper::global().children_spawned();
     child
+}
+
+/// Runs a wharf helper subcommand beside containers (`spawn_beside_containers`) and
+/// returns its answer: a JSON `Result<T, String>` on its stdout, since its exit status
+/// cannot be waited for here.
+pub fn ask_helper<T: serde::de::DeserializeOwned>(command: &mut Command) -> Result<T, String> {
+    command.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut child = spawn_beside_containers(command)
+        .map_err(|err| format!("cannot run {:?}: {err}", command.get_program()))?;
+    let mut answer = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_string(&mut answer).map_err(|err| {
+            format!(
+                "cannot read the answer of {:?}: {err}",
+                command.get_program()
+            )
+        })?;
+    }
+    serde_json::from_str::<Result<T, String>>(&answer)
+        .map_err(|err| format!("{:?} answered {answer:?}: {err}", command.get_program()))?
 }
 
 /// How long an exec's output may still arrive after its process ended.

@@ -5,7 +5,7 @@
 //!
 //! Nothing else in the process may wait for its own children while containers run:
 //! the reaper would take their status first. Helpers are started with
-//! `spawn_beside_containers` and answer through a pipe, not an exit status (Docker
+//! `ask_helper` and answer through a pipe, not an exit status (Docker
 //! credential helpers run inside `wharf credential-lookup`, a process of its own).
 
 use std::collections::HashMap;
