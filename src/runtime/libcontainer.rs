@@ -158,6 +158,11 @@ impl LibcontainerRuntime {
         let cgroups_path = Self::cgroups_path(&id);
         let what = format!("service {}, replica {}", service.name, request.slot);
         fs::create_dir(&dir).map_err(RuntimeError::io(&dir))?;
+        // Who is creating it: a bundle whose creator died before it was complete is
+        // removed by the next listing.
+        let me = std::process::id() as i32;
+        let creator = format!("{me} {}\n", start_time(me).unwrap_or(0));
+        fs::write(dir.join("creator"), creator).map_err(RuntimeError::io(&dir))?;
         match self.build(request, &id, &hostname, &dir, &cgroups_path) {
             Ok(()) => Ok(id),
             Err(message) => {
@@ -379,6 +384,24 @@ impl LibcontainerRuntime {
         let _ = fs::remove_dir_all(self.state.join(id));
     }
 
+    /// A bundle wharf began (it has a `creator` record) but never completed (no
+    /// config.json), whose creator is gone: a wharf process killed mid-create.
+    fn is_abandoned(&self, id: &str) -> bool {
+        let dir = self.container_dir(id);
+        let creator = fs::read_to_string(dir.join("creator"))
+            .ok()
+            .and_then(|text| {
+                let mut parts = text.split_whitespace();
+                Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+            });
+        match creator {
+            Some((pid, started)) => {
+                !dir.join("config.json").exists() && !is_same_process(pid, started)
+            }
+            None => false,
+        }
+    }
+
     /// The container's init process, if it is still the one wharf started.
     fn live_pid(&self, id: &str) -> Option<i32> {
         let (pid, started) = self.init_record(id)?;
@@ -579,10 +602,15 @@ impl LibcontainerRuntime {
 
     fn list_blocking(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         let entries = fs::read_dir(&self.containers).map_err(RuntimeError::io(&self.containers))?;
-        let mut found: Vec<ObservedContainer> = entries
-            .flatten()
-            .filter_map(|entry| self.observe(&entry.file_name().to_string_lossy()))
-            .collect();
+        let mut found: Vec<ObservedContainer> = Vec::new();
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            match self.observe(&id) {
+                Some(container) => found.push(container),
+                None if self.is_abandoned(&id) => self.cleanup(&id, &Self::cgroups_path(&id)),
+                None => {}
+            }
+        }
         found.sort_by(|a, b| (&a.service, a.slot, &a.id).cmp(&(&b.service, b.slot, &b.id)));
         Ok(found)
     }

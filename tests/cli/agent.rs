@@ -409,11 +409,16 @@ fn a_rollout_that_fails_its_health_check_stops_and_is_not_retried_until_the_next
     // Version 2 never becomes ready: the first new replica fails, the rollout stops,
     // and every old replica keeps running.
     save(&file, &api("2", "/tmp/elsewhere"));
-    eventually("the rollout stops", Duration::from_secs(30), || {
-        agent
-            .log()
-            .contains("stopped the rollout of api at replica 0")
-    });
+    eventually_or(
+        "the rollout stops",
+        Duration::from_secs(30),
+        || {
+            agent
+                .log()
+                .contains("stopped the rollout of api at replica 0")
+        },
+        || agent.log(),
+    );
     let log = agent.log();
     assert!(
         log.contains("new replica unhealthy: 2 checks failed"),
@@ -430,12 +435,17 @@ fn a_rollout_that_fails_its_health_check_stops_and_is_not_retried_until_the_next
 
     // A fixed version rolls out.
     save(&file, &api("3", "/tmp/ready"));
-    eventually("version 3 runs everywhere", Duration::from_secs(40), || {
-        let now = running(root);
-        now.len() == 3
-            && now.iter().all(|(slot, id)| v1.get(slot) != Some(id))
-            && containers(root) == 3
-    });
+    eventually_or(
+        "version 3 runs everywhere",
+        Duration::from_secs(40),
+        || {
+            let now = running(root);
+            now.len() == 3
+                && now.iter().all(|(slot, id)| v1.get(slot) != Some(id))
+                && containers(root) == 3
+        },
+        || format!("{}\n{}", agent.log(), wharf_at(root, &["ps"]).stdout),
+    );
     let version = wharf_at(
         root,
         &["exec", "api/2", "--", "/bin/sh", "-c", "echo $VERSION"],
