@@ -1,7 +1,7 @@
 //! A Deployment per service, a Service where a port is known (from the health check),
 //! and a PersistentVolumeClaim per named volume.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
@@ -18,7 +18,7 @@ const CLAIM_SIZE: &str = "1Gi";
 pub fn to_kubernetes(services: &[Service]) -> (Vec<Value>, Vec<Warning>) {
     let mut objects = Vec::new();
     let mut warnings = Vec::new();
-    let mut claims: BTreeMap<String, ()> = BTreeMap::new();
+    let mut claims: BTreeSet<&str> = BTreeSet::new();
     for service in services {
         let mut warn = |field: &str, message: String| {
             warnings.push(Warning {
@@ -34,7 +34,7 @@ pub fn to_kubernetes(services: &[Service]) -> (Vec<Value>, Vec<Warning>) {
             objects.push(kube_service(spec, port));
         }
         for name in spec.volumes.iter().filter_map(|v| v.name.as_ref()) {
-            if claims.insert(name.clone(), ()).is_none() {
+            if claims.insert(name) {
                 warn(
                     "volumes",
                     format!("named volume {name} becomes a PersistentVolumeClaim of {CLAIM_SIZE} (ReadWriteOnce); set the size and access mode your cluster needs"),

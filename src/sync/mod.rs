@@ -42,8 +42,6 @@ pub struct SyncRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Synced {
     pub commit: String,
-    /// The commit held before, if any.
-    pub previous: Option<String>,
     /// Manifest files written or removed.
     pub files_changed: usize,
 }
@@ -189,7 +187,6 @@ fn fetch_and_mirror(
     let _ = fs::remove_dir_all(&incoming);
     Ok(Synced {
         commit,
-        previous: previous.map(str::to_owned),
         files_changed,
     })
 }
