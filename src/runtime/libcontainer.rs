@@ -31,6 +31,7 @@ use pathrs::Root;
 
 use super::config::{annotation, command_line, runtime_config, HostFacts, MountSource};
 use super::error::RuntimeError;
+use super::forked::in_forked_copy;
 use super::logs::Logs;
 use super::netns::bring_up_loopback;
 use super::process::{is_our_exited_child, is_same_process, start_time};
@@ -40,8 +41,8 @@ use super::{ContainerStatus, CreateRequest, ObservedContainer, Runtime};
 use crate::image::{mount_rootfs, unmount_rootfs};
 use crate::manifest::{Network, ServiceSpec, VolumeKind};
 
-/// libcontainer's build and start change the whole process's working directory, and
-/// its forks must not race other process spawning: one at a time, with absolute paths.
+/// libcontainer's work (builds run in a forked copy, see `forked`) must not race other
+/// process spawning, whose locks a fork would copy while held: one at a time.
 static LIBCONTAINER: Mutex<()> = Mutex::new(());
 
 /// Spawns a helper process in a process that runs containers: never during one of
@@ -253,33 +254,35 @@ impl LibcontainerRuntime {
         )
         .map_err(|err| format!("cannot write {}: {err}", config_path.display()))?;
 
-        let container = {
+        let pid = {
             let _one_at_a_time = lock(&LIBCONTAINER);
             // Spawned under the same lock: a fork by libcontainer while another thread
             // is inside Command::spawn (which holds std's environment lock) leaves a
             // child that deadlocks on that lock.
             let (stdout, stderr) = self.start_log_shim(dir)?;
-            let built = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
-                .with_stdout(stdout)
-                .with_stderr(stderr)
-                .with_root_path(&self.state)
-                .and_then(|builder| {
-                    builder
-                        .as_init(dir)
-                        .with_systemd(false)
-                        .with_detach(true)
-                        .build()
-                });
-            // Failed builds leave zombie children too.
-            Reaper::global().children_spawned();
-            built.map_err(|err| {
-                format!("cannot create the container: {}", crate::error_chain(&err))
+            let state = self.state.clone();
+            in_forked_copy(move || {
+                let container = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
+                    .with_stdout(stdout)
+                    .with_stderr(stderr)
+                    .with_root_path(&state)
+                    .and_then(|builder| {
+                        builder
+                            .as_init(dir)
+                            .as_sibling(true)
+                            .with_systemd(false)
+                            .with_detach(true)
+                            .build()
+                    })
+                    .map_err(|err| {
+                        format!("cannot create the container: {}", crate::error_chain(&err))
+                    })?;
+                container
+                    .pid()
+                    .map(|pid| pid.as_raw())
+                    .ok_or_else(|| "libcontainer reported no process for the new container".into())
             })?
         };
-        let pid = container
-            .pid()
-            .ok_or("libcontainer reported no process for the new container")?
-            .as_raw();
         if service.network == Network::None {
             bring_up_loopback(pid).map_err(|err| format!("cannot bring up loopback: {err}"))?;
         }
@@ -638,22 +641,26 @@ impl LibcontainerRuntime {
         let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);
         let pid = {
             let _one_at_a_time = lock(&LIBCONTAINER);
-            let built = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
-                .with_stdout(out_write)
-                .with_stderr(err_write)
-                .with_root_path(&self.state)
-                .and_then(|builder| {
-                    builder
-                        .as_tenant()
-                        .with_container_args(args.to_vec())
-                        .with_detach(true)
-                        .build()
-                });
-            Reaper::global().children_spawned();
-            built.map_err(|source| RuntimeError::Libcontainer {
+            let state = self.state.clone();
+            in_forked_copy(move || {
+                ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
+                    .with_stdout(out_write)
+                    .with_stderr(err_write)
+                    .with_root_path(&state)
+                    .and_then(|builder| {
+                        builder
+                            .as_tenant()
+                            .as_sibling(true)
+                            .with_container_args(args.to_vec())
+                            .with_detach(true)
+                            .build()
+                    })
+                    .map(|pid| pid.as_raw())
+                    .map_err(|err| crate::error_chain(&err))
+            })
+            .map_err(|message| RuntimeError::Container {
                 what: what.clone(),
-                action: "exec",
-                source: Box::new(source),
+                message: format!("cannot exec: {message}"),
             })?
         };
         let read_all = |fd: std::os::fd::OwnedFd| {
@@ -671,12 +678,12 @@ impl LibcontainerRuntime {
             receiver.recv_timeout(EXEC_OUTPUT_GRACE).unwrap_or_default()
         };
         let limit = timeout.unwrap_or(Duration::from_secs(24 * 3600));
-        let exit = Reaper::global().wait_for(pid.as_raw(), limit);
+        let exit = Reaper::global().wait_for(pid, limit);
         if exit.is_none() {
             // The readers are left to finish on their own: a child of the killed
             // process may still hold the pipes.
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            Reaper::global().wait_for(pid.as_raw(), Duration::from_secs(5));
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            Reaper::global().wait_for(pid, Duration::from_secs(5));
             return Err(RuntimeError::Container {
                 what,
                 message: format!(

@@ -3,6 +3,7 @@
 
 mod config;
 mod error;
+mod forked;
 mod libcontainer;
 mod logs;
 mod netns;

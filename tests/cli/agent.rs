@@ -264,6 +264,10 @@ fn many_files_at_once_are_one_reconcile_and_configmap_swaps_are_followed() {
             .map(|v| v.history())
             .unwrap_or_default()
     };
+    // The replacement is recorded just after its container runs.
+    eventually("the swap is recorded", Duration::from_secs(5), || {
+        history().last().map(|h| h.summary.as_str()) == Some("1 replaced")
+    });
     let generations = history().len();
     let staging = work.path().join("staging");
     std::fs::create_dir(&staging).expect("mkdir");
@@ -281,9 +285,11 @@ fn many_files_at_once_are_one_reconcile_and_configmap_swaps_are_followed() {
         )
         .expect("move in");
     }
-    eventually("all ten run", Duration::from_secs(30), || {
-        running(root).len() == 11
-    });
+    eventually(
+        "all ten run and are recorded",
+        Duration::from_secs(30),
+        || running(root).len() == 11 && history().len() > generations,
+    );
     let after = history();
     assert_eq!(after.len(), generations + 1, "one reconcile: {after:?}");
     assert_eq!(after.last().map(|h| h.summary.as_str()), Some("10 created"));
@@ -298,6 +304,16 @@ fn scripted(name: &str, script: &str, extra: &str) -> String {
     format!(
         "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: {image}\n\
          command: [/bin/sh, -c, '{script}']\nstop: {{timeout: 2s}}\n{extra}"
+    )
+}
+
+/// What a failed wait prints: the agent's log, `wharf status` and `wharf ps`.
+fn diagnosis(root: &Path, agent: &AgentProcess) -> String {
+    format!(
+        "agent log:\n{}\nstatus:\n{}\nps:\n{}",
+        agent.log(),
+        wharf_at(root, &["status"]).stdout,
+        wharf_at(root, &["ps"]).stdout
     )
 }
 
@@ -401,9 +417,12 @@ fn a_rollout_that_fails_its_health_check_stops_and_is_not_retried_until_the_next
     let file = dir.join("api.yaml");
     save(&file, &api("1", "/tmp/ready"));
     let mut agent = AgentProcess::start(root, dir, work.path().join("agent.log"));
-    eventually("api is healthy", Duration::from_secs(30), || {
-        healthy_lines(root) == 3
-    });
+    eventually_or(
+        "api is healthy",
+        Duration::from_secs(30),
+        || healthy_lines(root) == 3,
+        || diagnosis(root, &agent),
+    );
     let v1 = running(root);
 
     // Version 2 never becomes ready: the first new replica fails, the rollout stops,
@@ -417,7 +436,7 @@ fn a_rollout_that_fails_its_health_check_stops_and_is_not_retried_until_the_next
                 .log()
                 .contains("stopped the rollout of api at replica 0")
         },
-        || agent.log(),
+        || diagnosis(root, &agent),
     );
     let log = agent.log();
     assert!(
@@ -444,7 +463,7 @@ fn a_rollout_that_fails_its_health_check_stops_and_is_not_retried_until_the_next
                 && now.iter().all(|(slot, id)| v1.get(slot) != Some(id))
                 && containers(root) == 3
         },
-        || format!("{}\n{}", agent.log(), wharf_at(root, &["ps"]).stdout),
+        || diagnosis(root, &agent),
     );
     let version = wharf_at(
         root,

@@ -178,3 +178,67 @@ async fn directories_wharf_did_not_create_are_not_its_containers() {
     assert!(host.runtime.remove("someone-else").await.is_err());
     assert!(foreign.join("config.json").exists(), "never touched");
 }
+
+/// libcontainer starts processes with raw clone3 calls; done from a process whose
+/// other threads are allocating, the new process could inherit a held malloc lock and
+/// hang forever (the agent's health checks and creations stopped that way).
+#[test]
+fn execs_and_creations_finish_while_other_threads_allocate() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A runtime of its own, shut down without waiting: a hung build must fail the
+    // test, not hang it.
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    let host = runtime.block_on(Host::new());
+    let service = host.service("busy", &sh("sleep 60"));
+    let id = runtime.block_on(host.run(&service));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // More threads than glibc has arenas (8 per core), so they share the main one.
+    let allocators: Vec<_> = (0..40)
+        .map(|seed: usize| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut kept: Vec<Vec<u8>> = Vec::new();
+                let mut size = seed * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    size = (size * 31 + 17) % 300_000;
+                    kept.push(vec![1; size]);
+                    if kept.len() > 8 {
+                        kept.swap_remove(size % kept.len());
+                    }
+                }
+            })
+        })
+        .collect();
+    let outcome = runtime.block_on(async {
+        let exec = ["/bin/true".to_owned()];
+        for round in 0..20 {
+            let done = tokio::time::timeout(
+                Duration::from_secs(20),
+                host.runtime.exec(&id, &exec, Duration::from_secs(10)),
+            )
+            .await;
+            if !matches!(done, Ok(Ok(ref output)) if output.code == 0) {
+                return Err(format!("exec {round}: {done:?}"));
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(20), host.create(&service, 1))
+            .await
+            .map_err(|_| "the creation hung".to_owned())?
+            .map_err(|err| err.to_string())
+    });
+    stop.store(true, Ordering::Relaxed);
+    for allocator in allocators {
+        allocator.join().expect("allocator thread");
+    }
+    let created = match outcome {
+        Ok(created) => created,
+        Err(hung) => {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            panic!("every exec and creation finishes: {hung}")
+        }
+    };
+    for id in [created, id] {
+        runtime.block_on(host.runtime.remove(&id)).expect("remove");
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
