@@ -411,6 +411,13 @@ impl LibcontainerRuntime {
         is_same_process(pid, started).then_some(pid)
     }
 
+    /// A time before the container's process began: its config.json is written first.
+    fn created_at(&self, id: &str) -> SystemTime {
+        fs::metadata(self.container_dir(id).join("config.json"))
+            .and_then(|meta| meta.modified())
+            .unwrap_or(UNIX_EPOCH)
+    }
+
     fn init_record(&self, id: &str) -> Option<(i32, u64)> {
         let text = fs::read_to_string(self.container_dir(id).join("init")).ok()?;
         let mut parts = text.split_whitespace();
@@ -488,7 +495,11 @@ impl LibcontainerRuntime {
             // A child of ours wakes the reaper; a container created by another
             // process is polled.
             if Reaper::global()
-                .wait_for(pid, left.min(Duration::from_millis(20)))
+                .wait_for(
+                    pid,
+                    self.created_at(id),
+                    left.min(Duration::from_millis(20)),
+                )
                 .is_some()
             {
                 break;
@@ -537,10 +548,11 @@ impl LibcontainerRuntime {
         }
         if let Some((pid, started)) = self.init_record(id) {
             // A zombie of ours is being reaped right now: wait for its status.
+            let since = self.created_at(id);
             let exit = if is_our_exited_child(pid, started) {
-                Reaper::global().wait_for(pid, Duration::from_secs(1))
+                Reaper::global().wait_for(pid, since, Duration::from_secs(1))
             } else {
-                Reaper::global().exit_of(pid)
+                Reaper::global().exit_of(pid, since)
             };
             if let Some(exit) = exit {
                 let _ = fs::write(&path, format!("{} {}\n", exit.code, unix_seconds(exit.at)));
@@ -639,6 +651,7 @@ impl LibcontainerRuntime {
         let pipe =
             || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::io("pipe")(e.into()));
         let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);
+        let since = SystemTime::now();
         let pid = {
             let _one_at_a_time = lock(&LIBCONTAINER);
             let state = self.state.clone();
@@ -678,12 +691,12 @@ impl LibcontainerRuntime {
             receiver.recv_timeout(EXEC_OUTPUT_GRACE).unwrap_or_default()
         };
         let limit = timeout.unwrap_or(Duration::from_secs(24 * 3600));
-        let exit = Reaper::global().wait_for(pid, limit);
+        let exit = Reaper::global().wait_for(pid, since, limit);
         if exit.is_none() {
             // The readers are left to finish on their own: a child of the killed
             // process may still hold the pipes.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-            Reaper::global().wait_for(pid, Duration::from_secs(5));
+            Reaper::global().wait_for(pid, since, Duration::from_secs(5));
             return Err(RuntimeError::Container {
                 what,
                 message: format!(

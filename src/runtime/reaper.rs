@@ -23,6 +23,12 @@ pub struct Exit {
     pub at: SystemTime,
 }
 
+/// Exits are kept for those who ask later (a container's exit code is read when it is
+/// next listed), but not forever: the map is pruned of exits older than `KEEP_EXITS`
+/// once it holds `PRUNE_ABOVE` (every health check adds a few processes).
+const KEEP_EXITS: Duration = Duration::from_secs(3600);
+const PRUNE_ABOVE: usize = 4096;
+
 pub struct Reaper {
     exits: Mutex<HashMap<i32, Exit>>,
     /// Counts recorded exits, so that a watcher can wait for the next one.
@@ -34,17 +40,21 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    /// The process's reaper, started on first use.
-    pub fn global() -> &'static Reaper {
-        static REAPER: OnceLock<Reaper> = OnceLock::new();
-        static STARTED: OnceLock<()> = OnceLock::new();
-        let reaper = REAPER.get_or_init(|| Reaper {
+    fn new() -> Reaper {
+        Reaper {
             exits: Mutex::new(HashMap::new()),
             recorded: Mutex::new(0),
             changed: Condvar::new(),
             children: Mutex::new(false),
             spawned: Condvar::new(),
-        });
+        }
+    }
+
+    /// The process's reaper, started on first use.
+    pub fn global() -> &'static Reaper {
+        static REAPER: OnceLock<Reaper> = OnceLock::new();
+        static STARTED: OnceLock<()> = OnceLock::new();
+        let reaper = REAPER.get_or_init(Reaper::new);
         STARTED.get_or_init(|| {
             std::thread::Builder::new()
                 .name("wharf-reaper".into())
@@ -87,20 +97,24 @@ impl Reaper {
             WaitStatus::Signaled(pid, signal, _) => (pid, 128 + signal as i32),
             _ => return,
         };
-        lock(&self.exits).insert(
-            pid.as_raw(),
-            Exit {
-                code,
-                at: SystemTime::now(),
-            },
-        );
+        let now = SystemTime::now();
+        let mut exits = lock(&self.exits);
+        if exits.len() >= PRUNE_ABOVE {
+            exits.retain(|_, exit| now.duration_since(exit.at).unwrap_or_default() < KEEP_EXITS);
+        }
+        exits.insert(pid.as_raw(), Exit { code, at: now });
+        drop(exits);
         *lock(&self.recorded) += 1;
         self.changed.notify_all();
     }
 
-    /// The exit of child `pid`, if it has ended.
-    pub fn exit_of(&self, pid: i32) -> Option<Exit> {
-        lock(&self.exits).get(&pid).copied()
+    /// The exit of child `pid`, if it has ended. `since` is a time before the process
+    /// began: pids are reused, and an exit recorded earlier was another process's.
+    pub fn exit_of(&self, pid: i32, since: SystemTime) -> Option<Exit> {
+        lock(&self.exits)
+            .get(&pid)
+            .filter(|exit| exit.at >= since)
+            .copied()
     }
 
     /// How many exits have been recorded so far.
@@ -129,12 +143,12 @@ impl Reaper {
         }
     }
 
-    /// Waits up to `timeout` for child `pid` to end.
-    pub fn wait_for(&self, pid: i32, timeout: Duration) -> Option<Exit> {
+    /// Waits up to `timeout` for child `pid`, begun after `since`, to end.
+    pub fn wait_for(&self, pid: i32, since: SystemTime, timeout: Duration) -> Option<Exit> {
         let deadline = Instant::now() + timeout;
         let mut exits = lock(&self.exits);
         loop {
-            if let Some(exit) = exits.get(&pid) {
+            if let Some(exit) = exits.get(&pid).filter(|exit| exit.at >= since) {
                 return Some(*exit);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -151,4 +165,41 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_recorded_before_a_process_began_is_another_processs() {
+        // No thread and no real children: exits are recorded by hand.
+        let reaper = Reaper::new();
+        let before = SystemTime::now();
+        reaper.record(WaitStatus::Exited(Pid::from_raw(4242), 3));
+        let exit = reaper
+            .exit_of(4242, before)
+            .expect("recorded after `before`");
+        assert_eq!(exit.code, 3);
+
+        // A new process got pid 4242 again (1 ms later, and the wait below lasts
+        // 20 ms): the old exit is not its exit, its own is.
+        let reused = SystemTime::now() + Duration::from_millis(1);
+        assert_eq!(reaper.exit_of(4242, reused), None);
+        assert_eq!(
+            reaper.wait_for(4242, reused, Duration::from_millis(20)),
+            None
+        );
+        reaper.record(WaitStatus::Signaled(
+            Pid::from_raw(4242),
+            nix::sys::signal::Signal::SIGKILL,
+            false,
+        ));
+        assert_eq!(
+            reaper
+                .wait_for(4242, reused, Duration::from_millis(20))
+                .map(|exit| exit.code),
+            Some(128 + 9)
+        );
+    }
 }
