@@ -12,9 +12,12 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
-use nix::unistd::{fork, ForkResult};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::{fork, ForkResult, Pid};
 
 use super::reaper::Reaper;
 
@@ -23,6 +26,7 @@ use super::reaper::Reaper;
 pub(super) fn in_forked_copy(build: impl FnOnce() -> Result<i32, String>) -> Result<i32, String> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|err| format!("cannot create a pipe: {err}"))?;
+    let since = SystemTime::now();
     // SAFETY: the copy only runs `build` (libcontainer, which expects a process of its
     // own), writes one line and leaves with `_exit`, skipping this process's exit
     // handlers and buffered output.
@@ -37,18 +41,42 @@ pub(super) fn in_forked_copy(build: impl FnOnce() -> Result<i32, String>) -> Res
             // SAFETY: ends the copy without running anything of this process.
             unsafe { nix::libc::_exit(0) }
         }
-        Ok(ForkResult::Parent { .. }) => {
+        Ok(ForkResult::Parent { child }) => {
             drop(write);
             Reaper::global().children_spawned();
-            // One line, not until end of file: the processes the copy started inherit
-            // the write end until they exec (an init waits for `start` first).
-            let mut line = String::new();
-            BufReader::new(File::from(read))
-                .read_line(&mut line)
-                .map_err(|err| format!("cannot read the container build's answer: {err}"))?;
-            serde_json::from_str::<Result<i32, String>>(&line)
-                .map_err(|_| "the container build ended without an answer".to_owned())?
+            answer_of(child, read, since)
         }
         Err(err) => Err(format!("cannot fork: {err}")),
+    }
+}
+
+/// Reads the copy's one-line answer. The end of the pipe cannot tell that the copy died
+/// without answering (the processes it started keep the write end until they exec), so
+/// its exit is watched too; an answer is written before the copy exits.
+fn answer_of(copy: Pid, read: OwnedFd, since: SystemTime) -> Result<i32, String> {
+    let cannot_read =
+        |err: &dyn std::fmt::Display| format!("cannot read the container build's answer: {err}");
+    loop {
+        let exited = Reaper::global().exit_of(copy.as_raw(), since);
+        let wait = if exited.is_some() { 0u16 } else { 100 };
+        let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(wait)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => {
+                let mut line = String::new();
+                BufReader::new(File::from(read))
+                    .read_line(&mut line)
+                    .map_err(|err| cannot_read(&err))?;
+                return serde_json::from_str::<Result<i32, String>>(&line)
+                    .map_err(|_| "the container build ended without an answer".to_owned())?;
+            }
+            Err(err) => return Err(cannot_read(&err)),
+        }
+        if let Some(exit) = exited {
+            return Err(format!(
+                "the container build ended without an answer (exit status {})",
+                exit.code
+            ));
+        }
     }
 }
