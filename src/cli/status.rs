@@ -8,6 +8,7 @@ use super::{exit, Session};
 use crate::health::{HealthState, Verdict};
 use crate::runtime::{ContainerStatus, ObservedContainer};
 use crate::state::StateView;
+use crate::sync::SyncRecord;
 
 /// Per service: replicas running against those wanted, and each container's state.
 #[derive(Debug, Parser)]
@@ -15,6 +16,14 @@ use crate::state::StateView;
 pub struct Args {
     #[arg(long)]
     pub json: bool,
+}
+
+/// `status --json`.
+#[derive(Serialize)]
+struct StatusReport<'a> {
+    services: &'a [ServiceStatus<'a>],
+    /// Git sources synced on this host (`wharf sync`, `wharf agent --git`).
+    git: &'a [SyncRecord],
 }
 
 #[derive(Serialize)]
@@ -98,10 +107,14 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 .collect(),
         })
         .collect();
+    let synced = crate::sync::records(&session.root);
     if args.json {
-        return session.print_json(&statuses);
+        return session.print_json(&StatusReport {
+            services: &statuses,
+            git: &synced,
+        });
     }
-    for record in crate::sync::records(&session.root) {
+    for record in synced {
         let commit = record
             .commit
             .as_deref()

@@ -225,8 +225,9 @@ fn status_shows_desired_and_running_replicas() {
     assert_eq!(first, "pair  2/2 running");
     let status: serde_json::Value =
         serde_json::from_str(&wharf_at(root.path(), &["status", "--json"]).stdout).expect("JSON");
-    assert_eq!(status[0]["desired"], 2);
-    assert_eq!(status[0]["running"], 2);
+    assert_eq!(status["services"][0]["desired"], 2);
+    assert_eq!(status["services"][0]["running"], 2);
+    assert_eq!(status["git"], serde_json::json!([]), "no git source synced");
     assert_eq!(wharf_at(root.path(), &["down", "pair"]).code, 0);
 }
 

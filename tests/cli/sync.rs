@@ -164,6 +164,23 @@ fn sync_applies_a_ref_exits_as_a_ci_job_expects_and_keeps_the_last_good_commit()
         status.contains(&format!("commit {good}")) && status.contains("last sync failed"),
         "{status}"
     );
+    // The same for a job reading JSON.
+    let status: serde_json::Value =
+        serde_json::from_str(&wharf_at(root, &["status", "--json"]).stdout).expect("JSON");
+    let source = &status["git"][0];
+    assert_eq!(source["source"]["reference"], "main");
+    assert!(
+        source["commit"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&good)),
+        "{source}"
+    );
+    assert!(
+        source["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("hosts/web.yaml:5:1")),
+        "{source}"
+    );
 
     // The revert brings back the same manifests: a new commit, nothing to change.
     git(&repo.work, &["revert", "--no-edit", "HEAD"]);
