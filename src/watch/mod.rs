@@ -108,3 +108,74 @@ impl Triggers {
         first
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    const DEBOUNCE: Duration = Duration::from_millis(10);
+
+    /// Triggers fed by hand: no directory watch and no reaper (whose thread would
+    /// collect the exit statuses other unit tests wait for).
+    fn fed_by_hand() -> Triggers {
+        let (sender, receiver) = unbounded_channel();
+        Triggers {
+            receiver,
+            sender,
+            _watcher: None,
+        }
+    }
+
+    /// Sends `count` file events `every` apart, from now.
+    fn burst(triggers: &Triggers, count: u32, every: Duration) {
+        let wake = triggers.notifier(Trigger::Files);
+        tokio::spawn(async move {
+            for _ in 0..count {
+                wake();
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_nothing_to_do_the_agent_sleeps_until_the_resync() {
+        let mut triggers = fed_by_hand();
+        let start = Instant::now();
+        assert_eq!(triggers.next(Duration::from_secs(30), DEBOUNCE).await, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_events_is_one_wake_after_a_quiet_period() {
+        let mut triggers = fed_by_hand();
+        let start = Instant::now();
+        // 50 files in 245 ms (a git checkout): one wake, 10 ms after the last one.
+        burst(&triggers, 50, Duration::from_millis(5));
+        let woke = triggers.next(Duration::from_secs(30), DEBOUNCE).await;
+        assert_eq!(woke, Some(Trigger::Files));
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(245 + 10) && waited < Duration::from_millis(300),
+            "{waited:?}"
+        );
+        // The burst was taken in full: nothing left to wake for.
+        assert_eq!(triggers.next(Duration::from_secs(1), DEBOUNCE).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_that_never_stop_still_wake_the_agent_within_a_second() {
+        let mut triggers = fed_by_hand();
+        let start = Instant::now();
+        burst(&triggers, 10_000, Duration::from_millis(5));
+        assert_eq!(
+            triggers.next(Duration::from_secs(30), DEBOUNCE).await,
+            Some(Trigger::Files)
+        );
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_millis(1020),
+            "{waited:?}"
+        );
+    }
+}
