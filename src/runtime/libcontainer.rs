@@ -260,12 +260,12 @@ impl LibcontainerRuntime {
             // is inside Command::spawn (which holds std's environment lock) leaves a
             // child that deadlocks on that lock.
             let (stdout, stderr) = self.start_log_shim(dir)?;
-            let state = self.state.clone();
+            let state = &self.state;
             in_forked_copy(move || {
                 let container = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
                     .with_stdout(stdout)
                     .with_stderr(stderr)
-                    .with_root_path(&state)
+                    .with_root_path(state)
                     .and_then(|builder| {
                         builder
                             .as_init(dir)
@@ -654,12 +654,12 @@ impl LibcontainerRuntime {
         let since = SystemTime::now();
         let pid = {
             let _one_at_a_time = lock(&LIBCONTAINER);
-            let state = self.state.clone();
+            let state = &self.state;
             in_forked_copy(move || {
                 ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
                     .with_stdout(out_write)
                     .with_stderr(err_write)
-                    .with_root_path(&state)
+                    .with_root_path(state)
                     .and_then(|builder| {
                         builder
                             .as_tenant()
