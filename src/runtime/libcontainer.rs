@@ -488,6 +488,7 @@ impl LibcontainerRuntime {
         let Some((pid, _)) = self.init_record(id) else {
             return true;
         };
+        let since = self.created_at(id);
         while self.live_pid(id).is_some() {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
@@ -495,11 +496,7 @@ impl LibcontainerRuntime {
             // A child of ours wakes the reaper; a container created by another
             // process is polled.
             if Reaper::global()
-                .wait_for(
-                    pid,
-                    self.created_at(id),
-                    left.min(Duration::from_millis(20)),
-                )
+                .wait_for(pid, since, left.min(Duration::from_millis(20)))
                 .is_some()
             {
                 break;
