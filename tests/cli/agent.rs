@@ -488,19 +488,18 @@ fn every_way_of_changing_files_ends_right_and_restarts_nothing_else() {
         running(root).len() == 2
     });
     let start = running(root);
-    let settle = || std::thread::sleep(Duration::from_millis(300));
 
-    // Truncate, then write the same text a moment later: the agent sees the empty
-    // file mid-write and keeps a as it was.
+    // Truncate, then write the same text: the agent sees the empty file mid-write and
+    // keeps a as it was.
     std::fs::write(&a, "").expect("truncate");
-    settle();
-    std::fs::write(&a, manifest("a", "")).expect("write");
-    settle();
-    assert!(
-        agent.log().contains("the file has no services now"),
-        "{}",
-        agent.log()
+    eventually(
+        "the agent has seen the empty file",
+        Duration::from_secs(15),
+        || agent.log().contains("the file has no services now"),
     );
+    std::fs::write(&a, manifest("a", "")).expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(running(root), start);
 
     // Write in place with a change: only a is replaced.
     std::fs::write(&a, manifest("a", "env: {A: '2'}\n")).expect("write in place");

@@ -281,7 +281,6 @@ async fn a_stopped_registry_and_an_unknown_tag_give_clear_errors() {
     assert!(chain.contains("manifest unknown"), "{chain}");
 
     registry.stop();
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let err = f
         .pull(&registry.image("nothing:1"), PullPolicy::Always)
         .await
