@@ -13,7 +13,7 @@ mod rootfs;
 mod store;
 mod unpack;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,8 @@ pub use rootfs::{mount_rootfs, unmount_rootfs, RootfsPaths};
 pub use store::ContentStore;
 pub use unpack::unpack_layer;
 
-use oci::{ANNOTATION_PULLED, ANNOTATION_REF_NAME};
+use crate::manifest::ImageRef;
+use oci::{ManifestKind, ANNOTATION_PULLED, ANNOTATION_REF_NAME, MEDIA_OCI_MANIFEST};
 
 /// The local image store under a wharf root.
 pub struct ImageStore {
@@ -114,13 +115,64 @@ impl ImageStore {
             return Ok(None);
         };
         let manifest: ImageManifest = self.read_json(name, &descriptor.digest)?;
+        self.with_config(name, descriptor, manifest).map(Some)
+    }
+
+    /// For a reference pinned by digest: the image whose manifest is stored under that
+    /// digest, whatever name it was pulled as (a tag that has moved since keeps its old
+    /// content until pruned). None when the reference has no digest, the manifest is
+    /// not stored, or the digest names an index.
+    pub fn get_pinned(&self, image: &ImageRef) -> Result<Option<LocalImage>, ImageError> {
+        let name = image.to_string();
+        let Some(digest) = image.digest.as_deref() else {
+            return Ok(None);
+        };
+        let digest = Digest::parse(digest).map_err(|message| ImageError::Invalid {
+            image: name.clone(),
+            message,
+        })?;
+        if !self.content.has_blob(&digest) {
+            return Ok(None);
+        }
+        let bytes = self
+            .content
+            .read_blob(&digest)
+            .map_err(|source| ImageError::Store {
+                image: name.clone(),
+                source,
+            })?;
+        let unreadable = |err: serde_json::Error| ImageError::Invalid {
+            image: name.clone(),
+            message: format!("blob {digest} is not a readable manifest: {err}"),
+        };
+        let kind: ManifestKind = serde_json::from_slice(&bytes).map_err(unreadable)?;
+        if kind.is_index() {
+            return Ok(None);
+        }
+        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(unreadable)?;
+        let descriptor = Descriptor {
+            media_type: (manifest.media_type.clone()).unwrap_or_else(|| MEDIA_OCI_MANIFEST.into()),
+            digest,
+            size: bytes.len() as u64,
+            annotations: BTreeMap::new(),
+            platform: None,
+        };
+        self.with_config(&name, descriptor, manifest).map(Some)
+    }
+
+    fn with_config(
+        &self,
+        name: &str,
+        descriptor: Descriptor,
+        manifest: ImageManifest,
+    ) -> Result<LocalImage, ImageError> {
         let config: ImageConfig = self.read_json(name, &manifest.config.digest)?;
-        Ok(Some(LocalImage {
+        Ok(LocalImage {
             name: name.to_owned(),
             descriptor,
             manifest,
             config,
-        }))
+        })
     }
 
     fn read_json<T: serde::de::DeserializeOwned>(

@@ -49,10 +49,12 @@ impl ImageStore {
     ) -> Result<LocalImage, ImageError> {
         let name = image.to_string();
         if policy != PullPolicy::Always {
-            if let Some(local) = self.get(&name)? {
-                if self.is_complete(&local) {
-                    return Ok(local);
-                }
+            let stored = match self.get(&name)? {
+                Some(local) => Some(local),
+                None => self.get_pinned(image)?,
+            };
+            if let Some(local) = stored.filter(|local| self.is_complete(local)) {
+                return Ok(local);
             }
         }
         if policy == PullPolicy::Never {

@@ -24,9 +24,9 @@ pub struct Agent<'a, R: Runtime> {
     last_good: BTreeMap<PathBuf, Vec<Service>>,
     backoff: Backoff,
     health: HealthMonitor<R>,
-    /// Services whose rollout to a spec (hash) failed: not retried until the
-    /// manifest changes again.
-    failed_rollouts: BTreeMap<String, String>,
+    /// Services whose rollout failed, and what it was moving to: not retried until
+    /// the manifest changes again (or a `pull: always` tag moves again).
+    failed_rollouts: BTreeMap<String, RolloutTarget>,
     last_event: Option<String>,
     /// Slots whose pending restart time is in the state database.
     published: Vec<String>,
@@ -38,6 +38,14 @@ pub struct Agent<'a, R: Runtime> {
     digests: BTreeMap<String, String>,
     digests_checked: Option<Instant>,
     check_tags_every: Duration,
+}
+
+/// What a rollout moves a service to: its spec and, for `pull: always`, the digest its
+/// tag resolves to (the tag moving again is a new rollout, as an edit is).
+#[derive(Debug, Clone, PartialEq)]
+struct RolloutTarget {
+    hash: String,
+    digest: Option<String>,
 }
 
 /// Logs what the agent does, one timestamped line each, on stderr.
@@ -178,15 +186,24 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             .iter()
             .filter(|(s, _)| s.action == Action::Replace)
         {
-            let Some(hash) = &step.after else { continue };
+            let Some(service) = desired.iter().find(|d| d.name() == step.service) else {
+                continue;
+            };
+            let target = self.rollout_target(service);
             if self
                 .failed_rollouts
-                .insert(step.service.clone(), hash.clone())
-                != Some(hash.clone())
+                .insert(step.service.clone(), target.clone())
+                != Some(target)
             {
                 let message = format!(
-                    "stopped the rollout of {} at replica {}: {cause}; replicas not yet replaced keep the previous spec until the manifest changes",
-                    step.service, step.slot
+                    "stopped the rollout of {} at replica {}: {cause}; replicas not yet replaced keep the previous spec until the manifest changes{}",
+                    step.service,
+                    step.slot,
+                    if service.spec.pull == PullPolicy::Always {
+                        " or the tag moves again"
+                    } else {
+                        ""
+                    }
                 );
                 log(&message);
                 self.log_event(message);
@@ -230,17 +247,29 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         self.digests_checked = Some(Instant::now());
     }
 
-    /// Drops replacements towards a spec whose rollout already failed, so a broken
-    /// version is not tried again and again; a new edit of the manifest is.
+    fn rollout_target(&self, service: &Service) -> RolloutTarget {
+        let digest = match service.spec.pull {
+            PullPolicy::Always => self.digests.get(&service.spec.image).cloned(),
+            _ => None,
+        };
+        RolloutTarget {
+            hash: service.hash.as_str().to_owned(),
+            digest,
+        }
+    }
+
+    /// Drops replacements towards a target whose rollout already failed, so a broken
+    /// version is not tried again and again; a new edit of the manifest (or a new
+    /// digest of a `pull: always` tag) is.
     fn hold_back_failed_rollouts(&mut self, desired: &[Service], steps: &mut Vec<Step>) {
-        self.failed_rollouts.retain(|service, hash| {
-            desired
-                .iter()
-                .any(|d| d.name() == service && d.hash.as_str() == hash)
-        });
+        let targets: BTreeMap<&str, RolloutTarget> = desired
+            .iter()
+            .map(|d| (d.name(), self.rollout_target(d)))
+            .collect();
+        self.failed_rollouts
+            .retain(|service, failed| targets.get(service.as_str()) == Some(failed));
         steps.retain(|step| {
-            step.action != Action::Replace
-                || self.failed_rollouts.get(&step.service) != step.after.as_ref()
+            step.action != Action::Replace || !self.failed_rollouts.contains_key(&step.service)
         });
     }
 

@@ -139,18 +139,24 @@ impl<R: Runtime> Executor<'_, R> {
                 let Err(cause) = self.create_healthy(service, step.slot).await else {
                     return Ok(());
                 };
-                let previous = old
-                    .and_then(|id| observed.iter().find(|c| c.id == id))
-                    .and_then(|c| c.spec.as_deref())
-                    .map(|spec| Service {
-                        spec: spec.clone(),
-                        hash: SpecHash::of(spec),
-                        ..service.clone()
-                    });
-                let Some(previous) = previous else {
+                let old_container = old.and_then(|id| observed.iter().find(|c| c.id == id));
+                let Some((old_container, spec)) =
+                    old_container.and_then(|c| Some((c, c.spec.as_deref()?)))
+                else {
                     return Err(format!("{cause}; the previous spec is unknown"));
                 };
-                match self.create(&previous, step.slot).await {
+                let previous = Service {
+                    spec: spec.clone(),
+                    hash: SpecHash::of(spec),
+                    ..service.clone()
+                };
+                // The image that ran, by digest: its tag may have moved since (a
+                // `pull: always` rollout), and the new content is what failed.
+                let mut image: ImageRef = spec.image.parse()?;
+                if !old_container.image_digest.is_empty() {
+                    image.digest = Some(old_container.image_digest.clone());
+                }
+                match self.create_from(&previous, step.slot, &image).await {
                     Ok(_) => Err(format!("{cause}; rolled back to the previous spec")),
                     Err(again) => Err(format!("{cause}; rolling back failed too: {again}")),
                 }
@@ -191,7 +197,18 @@ impl<R: Runtime> Executor<'_, R> {
     /// first when absent, unless the policy is `never`); returns the container id.
     /// A container that cannot start is removed.
     pub async fn create(&self, service: &Service, slot: u32) -> Result<String, String> {
-        let reference: ImageRef = service.spec.image.parse()?;
+        self.create_from(service, slot, &service.spec.image.parse()?)
+            .await
+    }
+
+    /// Like `create`, from the image `reference` (the service's own, or it pinned to
+    /// a digest).
+    async fn create_from(
+        &self,
+        service: &Service,
+        slot: u32,
+        reference: &ImageRef,
+    ) -> Result<String, String> {
         // pull_all has already fetched what the policy asks for: use what is stored.
         let policy = match service.spec.pull {
             PullPolicy::Never => PullPolicy::Never,
@@ -199,7 +216,7 @@ impl<R: Runtime> Executor<'_, R> {
         };
         let image = self
             .images
-            .pull(self.registries, &reference, policy, &NoProgress)
+            .pull(self.registries, reference, policy, &NoProgress)
             .await
             .map_err(|err| error_chain(&err))?;
         let request = CreateRequest {

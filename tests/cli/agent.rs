@@ -631,7 +631,7 @@ fn an_agent_killed_mid_reconcile_is_replaced_without_duplicates_or_orphans() {
 }
 
 #[test]
-fn a_moved_tag_of_a_pull_always_service_is_rolled_out_at_the_next_resync() {
+fn a_moved_tag_of_a_pull_always_service_is_rolled_out_or_rolled_back_to_the_digest_that_ran() {
     let registry = crate::support::TestRegistry::start();
     let shared = TestRegistry::shared();
     registry.copy_from(shared, "busybox:1");
@@ -640,44 +640,84 @@ fn a_moved_tag_of_a_pull_always_service_is_rolled_out_at_the_next_resync() {
     let work = tempfile::tempdir().expect("work");
     let (root, dir) = (root.path(), dir.path());
     let image = registry.image("busybox:1");
+    // Healthy only where /bin/vi exists: test/layered:1 deletes it.
     std::fs::write(
         dir.join("edge.yaml"),
         format!(
             "apiVersion: wharf/v1\nkind: Service\nname: edge\nimage: {image}\npull: always\n\
-             command: [/bin/sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n"
+             command: [/bin/sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n\
+             health: {{exec: [/bin/sh, -c, test -e /bin/vi], interval: 200ms, retries: 2}}\n\
+             update: {{order: stop-first}}\n"
         ),
     )
     .expect("write");
+    let digest = || {
+        let run = wharf_at(root, &["ps", "--json"]);
+        let rows: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+        rows[0]["image_digest"].as_str().unwrap_or("").to_owned()
+    };
+    let push = |source: &str, format: &str| {
+        crate::support::skopeo(&[
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--format",
+            format,
+            &format!("docker://{}", shared.image(source)),
+            &format!("docker://{image}"),
+        ])
+    };
     let mut agent = AgentProcess::start(root, dir, work.path().join("agent.log"));
-    eventually("edge runs", Duration::from_secs(15), || {
-        running(root).len() == 1
-    });
-    let before = running(root);
-
-    // Someone pushes another image under the same tag.
-    crate::support::skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        &format!("docker://{}", shared.image("layered:1")),
-        &format!("docker://{image}"),
-    ]);
     eventually_or(
-        "edge is replaced",
-        Duration::from_secs(20),
+        "edge is healthy",
+        Duration::from_secs(30),
+        || healthy_lines(root) == 1,
+        || diagnosis(root, &agent),
+    );
+    let good = digest();
+
+    // Someone pushes a broken image under the same tag: the replica is replaced (stop
+    // first), fails its check, and gets the image that ran before back, by digest.
+    push("layered:1", "oci");
+    eventually_or(
+        "the rollout stops",
+        Duration::from_secs(30),
+        || agent.log().contains("stopped the rollout of edge"),
+        || diagnosis(root, &agent),
+    );
+    let log = agent.log();
+    assert!(log.contains("rolled back to the previous spec"), "{log}");
+    assert_eq!(digest(), good);
+    eventually_or(
+        "edge is healthy again",
+        Duration::from_secs(30),
+        || healthy_lines(root) == 1,
+        || diagnosis(root, &agent),
+    );
+    // Resyncs (every second here) do not try the broken digest again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.log().matches("failed to replace").count(), 1);
+    assert_eq!(digest(), good);
+
+    // The tag moves again, to a working image (busybox again, as a Docker v2s2
+    // manifest: another digest): that is a new rollout.
+    push("busybox:1", "v2s2");
+    eventually_or(
+        "edge runs the new digest",
+        Duration::from_secs(30),
         || {
-            let now = running(root);
-            now.len() == 1 && now != before
+            let now = digest();
+            !now.is_empty() && now != good && healthy_lines(root) == 1
         },
-        || agent.log(),
+        || diagnosis(root, &agent),
     );
-    assert!(agent.log().contains("replaced edge/0: "), "{}", agent.log());
+    let log = agent.log();
     assert!(
-        agent.log().contains("now resolves to sha256:"),
-        "{}",
-        agent.log()
+        log.contains("replaced edge/0: ") && log.contains("now resolves to sha256:"),
+        "{log}"
     );
+    assert_eq!(log.matches("failed to replace").count(), 1, "{log}");
     assert_eq!(agent.terminate(), Some(0));
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
 }

@@ -158,6 +158,44 @@ async fn images_can_be_pulled_by_digest() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn content_stored_under_a_tag_that_moved_is_still_found_by_digest_offline() {
+    let shared = TestRegistry::shared();
+    let registry = TestRegistry::start();
+    registry.copy_from(shared, "busybox:1");
+    let f = fixture();
+    let tag = registry.image("busybox:1");
+    let before = f.pull(&tag, PullPolicy::Always).await.expect("pull");
+    crate::support::skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{}", shared.image("layered:1")),
+        &format!("docker://{tag}"),
+    ]);
+    let after = f.pull(&tag, PullPolicy::Always).await.expect("pull");
+    assert_ne!(after.digest(), before.digest());
+
+    // The tag now names the new content; the old content is kept (until pruned) and
+    // a reference pinned to its digest finds it without asking the registry.
+    registry.stop();
+    let pinned = format!("{tag}@{}", before.digest());
+    let found = f
+        .pull(&pinned, PullPolicy::IfNotPresent)
+        .await
+        .expect("found offline");
+    assert_eq!(found.digest(), before.digest());
+    assert_eq!(found.config, before.config);
+    assert_eq!(
+        f.pull(&tag, PullPolicy::IfNotPresent)
+            .await
+            .expect("by tag")
+            .digest(),
+        after.digest()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn pull_policies_decide_whether_the_registry_is_asked() {
     let registry = TestRegistry::shared();
     let f = fixture();
