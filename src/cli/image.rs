@@ -1,9 +1,9 @@
-use std::collections::HashSet;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 use super::{exit, output::human_bytes, Session};
+use crate::image::{Digest, InUse};
 use crate::manifest::ImageRef;
 
 /// Manage stored images: remove, tag, prune, import.
@@ -45,15 +45,19 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         Command::Tag { source, target } => images
             .tag(&source.to_string(), &target.to_string())
             .map(|()| format!("tagged {source} as {target}")),
-        Command::Prune => images
-            .prune(
-                &session
-                    .runtime
-                    .layers_in_use()
-                    .into_iter()
-                    .collect::<HashSet<_>>(),
-            )
-            .map(|report| {
+        Command::Prune => {
+            let containers = match session.containers() {
+                Ok(containers) => containers,
+                Err(code) => return code,
+            };
+            let in_use = InUse {
+                manifests: containers
+                    .iter()
+                    .filter_map(|c| Digest::parse(&c.image_digest).ok())
+                    .collect(),
+                layers: session.runtime.layers_in_use().into_iter().collect(),
+            };
+            images.prune(&in_use).map(|report| {
                 format!(
                     "freed {}: {} blobs, {} layers, {} leftovers of interrupted pulls",
                     human_bytes(report.bytes),
@@ -61,7 +65,8 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                     report.layers,
                     report.leftovers
                 )
-            }),
+            })
+        }
         Command::Import { path, name } => session
             .block_on(images.import(path, name.as_ref()))
             .map(|names| format!("imported {}", names.join(", "))),

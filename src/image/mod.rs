@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 pub use digest::Digest;
 pub use error::{ImageError, StoreError, UnpackError};
 pub use oci::{Compression, Descriptor, ImageConfig, ImageManifest, Platform, ProcessDefaults};
-pub use prune::PruneReport;
+pub use prune::{InUse, PruneReport};
 pub use pull::{NoProgress, PullProgress};
 pub use registry::{docker_login, Login, Registries, INSECURE_REGISTRIES_ENV};
 pub use rootfs::{mount_rootfs, unmount_rootfs, RootfsPaths};

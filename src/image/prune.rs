@@ -19,32 +19,39 @@ pub struct PruneReport {
     pub bytes: u64,
 }
 
+/// What existing containers use, which `prune` keeps even when no image name does.
+#[derive(Debug, Default, Clone)]
+pub struct InUse {
+    /// Digests of the image manifests containers were created from: with their config,
+    /// they let a container be created again from the same image (a rollback).
+    pub manifests: HashSet<Digest>,
+    /// Unpacked layers (diff_ids) containers' root filesystems are made of.
+    pub layers: HashSet<Digest>,
+}
+
 impl ImageStore {
-    /// Removes blobs and layer directories that no stored image references and
-    /// whose diff_id is not in `layers_in_use` (the layers of existing containers),
-    /// and what interrupted pulls left in the temporary directory.
-    pub fn prune(&self, layers_in_use: &HashSet<Digest>) -> Result<PruneReport, ImageError> {
+    /// Removes blobs and layer directories that no stored image references and no
+    /// container uses (see `InUse`; the compressed layers of an image that only
+    /// containers use go, its unpacked layers stay), and what interrupted pulls left in
+    /// the temporary directory.
+    pub fn prune(&self, in_use: &InUse) -> Result<PruneReport, ImageError> {
         let store_error = |source| ImageError::Store {
             image: self.content.dir().display().to_string(),
             source,
         };
         let mut blobs: HashSet<Digest> = HashSet::new();
-        let mut layers: HashSet<Digest> = layers_in_use.clone();
-        for entry in self.content.index().map_err(store_error)?.manifests {
+        let mut layers: HashSet<Digest> = in_use.layers.clone();
+        let named = self.content.index().map_err(store_error)?.manifests;
+        for entry in &named {
             blobs.insert(entry.digest.clone());
-            let Ok(bytes) = self.content.read_blob(&entry.digest) else {
-                continue;
-            };
-            let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else {
-                continue;
-            };
-            blobs.insert(manifest.config.digest.clone());
-            blobs.extend(manifest.layers.iter().map(|layer| layer.digest.clone()));
-            let config = self.content.read_blob(&manifest.config.digest).ok();
-            if let Some(Ok(config)) =
-                config.map(|bytes| serde_json::from_slice::<ImageConfig>(&bytes))
-            {
-                layers.extend(config.rootfs.diff_ids);
+            if let Some(manifest) = self.keep_manifest(&entry.digest, &mut blobs, &mut layers) {
+                blobs.extend(manifest.layers.iter().map(|layer| layer.digest.clone()));
+            }
+        }
+        for digest in &in_use.manifests {
+            if self.content.has_blob(digest) {
+                blobs.insert(digest.clone());
+                self.keep_manifest(digest, &mut blobs, &mut layers);
             }
         }
 
@@ -81,6 +88,27 @@ impl ImageStore {
             }
         }
         Ok(report)
+    }
+}
+
+impl ImageStore {
+    /// Marks the config of manifest `digest` kept, and its diff_ids; returns the
+    /// manifest (None when it is not a readable image manifest).
+    fn keep_manifest(
+        &self,
+        digest: &Digest,
+        blobs: &mut HashSet<Digest>,
+        layers: &mut HashSet<Digest>,
+    ) -> Option<ImageManifest> {
+        let bytes = self.content.read_blob(digest).ok()?;
+        let manifest = serde_json::from_slice::<ImageManifest>(&bytes).ok()?;
+        blobs.insert(manifest.config.digest.clone());
+        let config = self.content.read_blob(&manifest.config.digest).ok();
+        if let Some(Ok(config)) = config.map(|bytes| serde_json::from_slice::<ImageConfig>(&bytes))
+        {
+            layers.extend(config.rootfs.diff_ids);
+        }
+        Some(manifest)
     }
 }
 
