@@ -12,14 +12,14 @@
 //! Container ids are `<service>-<slot>-<6 hex>`, so a replacement can exist beside
 //! the container it replaces; the hostname is `<service>-<slot>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -88,6 +88,9 @@ pub struct LibcontainerRuntime {
     volumes: PathBuf,
     /// The wharf executable, run as `wharf log-shim` to collect each container's output.
     log_shim: PathBuf,
+    /// What each container's config.json says of it (never changed after creation),
+    /// read once rather than at every listing: the agent lists at every reconcile.
+    described: Arc<Mutex<HashMap<String, ObservedContainer>>>,
 }
 
 /// What `exec` returns.
@@ -109,6 +112,7 @@ impl LibcontainerRuntime {
             state: root.join("state"),
             volumes: root.join("volumes"),
             log_shim: wharf_executable.to_owned(),
+            described: Arc::default(),
         };
         for dir in [&runtime.containers, &runtime.state, &runtime.volumes] {
             fs::create_dir_all(dir).map_err(RuntimeError::io(dir))?;
@@ -376,6 +380,7 @@ impl LibcontainerRuntime {
 
     /// Removes everything a container had on the host, whatever state it is in.
     fn cleanup(&self, id: &str, cgroups_path: &str) {
+        lock(&self.described).remove(id);
         if let Ok(mut container) = Container::load(self.state.join(id)) {
             let _one_at_a_time = lock(&LIBCONTAINER);
             let _ = container.delete(true);
@@ -558,26 +563,15 @@ impl LibcontainerRuntime {
     }
 
     fn observe(&self, id: &str) -> Option<ObservedContainer> {
-        let dir = self.container_dir(id);
-        let config: serde_json::Value =
-            serde_json::from_slice(&fs::read(dir.join("config.json")).ok()?).ok()?;
-        let annotations = config.get("annotations")?;
-        let get = |key: &str| {
-            annotations
-                .get(key)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        };
-        // Only containers carrying wharf's annotations are wharf's.
-        let service = get(annotation::SERVICE)?;
-        let read = |name: &str| fs::read_to_string(dir.join(name)).ok();
-        let started_at = read("started")
+        let mut container = self.described(id)?;
+        let read = |name: &str| fs::read_to_string(self.container_dir(id).join(name)).ok();
+        container.started_at = read("started")
             .and_then(|t| t.trim().parse().ok())
             .map(from_unix_seconds);
-        let pid = self.live_pid(id);
-        let status = match (self.init_record(id), pid) {
+        container.pid = self.live_pid(id);
+        container.status = match (self.init_record(id), container.pid) {
             (None, _) => ContainerStatus::Unknown,
-            (Some(_), Some(_)) if started_at.is_some() => ContainerStatus::Running,
+            (Some(_), Some(_)) if container.started_at.is_some() => ContainerStatus::Running,
             (Some(_), Some(_)) => ContainerStatus::Created,
             (Some(_), None) => {
                 self.record_exit(id);
@@ -592,15 +586,35 @@ impl LibcontainerRuntime {
                 }
             }
         };
-        Some(ObservedContainer {
+        Some(container)
+    }
+
+    /// The container as its config.json describes it (status unknown, no process):
+    /// None when it has no config.json yet or is not wharf's.
+    fn described(&self, id: &str) -> Option<ObservedContainer> {
+        if let Some(known) = lock(&self.described).get(id) {
+            return Some(known.clone());
+        }
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(self.container_dir(id).join("config.json")).ok()?)
+                .ok()?;
+        let annotations = config.get("annotations")?;
+        let get = |key: &str| {
+            annotations
+                .get(key)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        // Only containers carrying wharf's annotations are wharf's.
+        let container = ObservedContainer {
             id: id.to_owned(),
-            service,
+            service: get(annotation::SERVICE)?,
             slot: get(annotation::SLOT)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
-            pid,
-            status,
-            started_at,
+            pid: None,
+            status: ContainerStatus::Unknown,
+            started_at: None,
             spec_hash: get(annotation::SPEC_HASH).unwrap_or_default(),
             image: get(annotation::IMAGE).unwrap_or_default(),
             image_digest: get(annotation::IMAGE_DIGEST).unwrap_or_default(),
@@ -609,12 +623,15 @@ impl LibcontainerRuntime {
             spec: get(annotation::SPEC)
                 .and_then(|json| serde_json::from_str(&json).ok())
                 .map(Box::new),
-        })
+        };
+        lock(&self.described).insert(id.to_owned(), container.clone());
+        Some(container)
     }
 
     fn list_blocking(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         let entries = fs::read_dir(&self.containers).map_err(RuntimeError::io(&self.containers))?;
         let mut found: Vec<ObservedContainer> = Vec::new();
+        let mut present = HashSet::new();
         for entry in entries.flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
             match self.observe(&id) {
@@ -622,7 +639,9 @@ impl LibcontainerRuntime {
                 None if self.is_abandoned(&id) => self.cleanup(&id, &Self::cgroups_path(&id)),
                 None => {}
             }
+            present.insert(id);
         }
+        lock(&self.described).retain(|id, _| present.contains(id));
         found.sort_by(|a, b| (&a.service, a.slot, &a.id).cmp(&(&b.service, b.slot, &b.id)));
         Ok(found)
     }
