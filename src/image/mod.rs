@@ -151,7 +151,10 @@ impl ImageStore {
         }
         let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(unreadable)?;
         let descriptor = Descriptor {
-            media_type: (manifest.media_type.clone()).unwrap_or_else(|| MEDIA_OCI_MANIFEST.into()),
+            media_type: manifest
+                .media_type
+                .clone()
+                .unwrap_or_else(|| MEDIA_OCI_MANIFEST.into()),
             digest,
             size: bytes.len() as u64,
             annotations: BTreeMap::new(),

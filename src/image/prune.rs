@@ -89,9 +89,7 @@ impl ImageStore {
         }
         Ok(report)
     }
-}
 
-impl ImageStore {
     /// Marks the config of manifest `digest` kept, and its diff_ids; returns the
     /// manifest (None when it is not a readable image manifest).
     fn keep_manifest(
