@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{exit, Session};
 use crate::health::{HealthState, Verdict};
 use crate::runtime::{ContainerStatus, ObservedContainer};
-use crate::state::StateView;
+use crate::state::{StateView, StoppedRollout};
 use crate::sync::SyncRecord;
 
 /// Per service: replicas running against those wanted, and each container's state.
@@ -32,6 +32,8 @@ struct ServiceStatus<'a> {
     /// Replicas the spec that created the containers asks for.
     desired: u32,
     running: usize,
+    /// The agent's last rollout of this service failed and is held back.
+    rollout_stopped: Option<StoppedRollout>,
     containers: Vec<ContainerLine<'a>>,
 }
 
@@ -77,6 +79,15 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 .iter()
                 .filter(|c| c.status == ContainerStatus::Running)
                 .count(),
+            // Out of date once a container runs what the rollout was moving to.
+            rollout_stopped: state
+                .as_ref()
+                .and_then(|view| view.stopped_rollout(service))
+                .filter(|stopped| {
+                    !containers
+                        .iter()
+                        .any(|c| stopped.reached_by(&c.spec_hash, &c.image_digest))
+                }),
             containers: containers
                 .iter()
                 .map(|c| ContainerLine {
@@ -135,6 +146,16 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             "{}  {}/{} running",
             status.service, status.running, status.desired
         );
+        if let Some(stopped) = &status.rollout_stopped {
+            let retry = match stopped.image_digest {
+                Some(_) => "edit the manifest or push the tag again to retry",
+                None => "edit the manifest to retry",
+            };
+            println!(
+                "  rollout stopped at replica {} ({}): {}; {retry}",
+                stopped.replica, stopped.time, stopped.cause
+            );
+        }
         for line in &status.containers {
             let uptime = line.uptime_seconds.map_or(String::new(), |s| {
                 format!(

@@ -14,7 +14,7 @@ use crate::manifest::{
 };
 use crate::plan::{plan, Action, Inputs, Step};
 use crate::runtime::{ObservedContainer, Runtime};
-use crate::state::StateStore;
+use crate::state::{StateStore, StoppedRollout};
 
 pub struct Agent<'a, R: Runtime> {
     executor: Executor<'a, R>,
@@ -24,9 +24,10 @@ pub struct Agent<'a, R: Runtime> {
     last_good: BTreeMap<PathBuf, Vec<Service>>,
     backoff: Backoff,
     health: HealthMonitor<R>,
-    /// Services whose rollout failed, and what it was moving to: not retried until
-    /// the manifest changes again (or a `pull: always` tag moves again).
-    failed_rollouts: BTreeMap<String, RolloutTarget>,
+    /// Services whose rollout failed, what it was moving to and why it stopped: not
+    /// retried until the manifest changes again (or a `pull: always` tag moves again).
+    /// Published for `wharf status`.
+    failed_rollouts: BTreeMap<String, StoppedRollout>,
     last_event: Option<String>,
     /// Slots whose pending restart time is in the state database.
     published: Vec<String>,
@@ -38,14 +39,6 @@ pub struct Agent<'a, R: Runtime> {
     digests: BTreeMap<String, String>,
     digests_checked: Option<Instant>,
     check_tags_every: Duration,
-}
-
-/// What a rollout moves a service to: its spec and, for `pull: always`, the digest its
-/// tag resolves to (the tag moving again is a new rollout, as an edit is).
-#[derive(Debug, Clone, PartialEq)]
-struct RolloutTarget {
-    hash: String,
-    digest: Option<String>,
 }
 
 /// Logs what the agent does, one timestamped line each, on stderr.
@@ -189,12 +182,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             let Some(service) = desired.iter().find(|d| d.name() == step.service) else {
                 continue;
             };
-            let target = self.rollout_target(service);
-            if self
-                .failed_rollouts
-                .insert(step.service.clone(), target.clone())
-                != Some(target)
-            {
+            let (hash, digest) = self.rollout_target(service);
+            let stopped = StoppedRollout::new(step.slot, cause, hash, digest);
+            let known = self.failed_rollouts.get(&step.service);
+            if known.is_none_or(|known| !known.is_towards(hash, digest)) {
                 let message = format!(
                     "stopped the rollout of {} at replica {}: {cause}; replicas not yet replaced keep the previous spec until the manifest changes{}",
                     step.service,
@@ -205,6 +196,8 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                         ""
                     }
                 );
+                self.failed_rollouts.insert(step.service.clone(), stopped);
+                self.publish_stopped_rollouts();
                 log(&message);
                 self.log_event(message);
             }
@@ -247,30 +240,49 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         self.digests_checked = Some(Instant::now());
     }
 
-    fn rollout_target(&self, service: &Service) -> RolloutTarget {
+    /// What a rollout of `service` moves to: its spec hash and, for `pull: always`, the
+    /// digest its tag resolves to (the tag moving again is a new rollout, as an edit is).
+    fn rollout_target<'s>(&'s self, service: &'s Service) -> (&'s str, Option<&'s str>) {
         let digest = match service.spec.pull {
-            PullPolicy::Always => self.digests.get(&service.spec.image).cloned(),
+            PullPolicy::Always => self.digests.get(&service.spec.image).map(String::as_str),
             _ => None,
         };
-        RolloutTarget {
-            hash: service.hash.as_str().to_owned(),
-            digest,
-        }
+        (service.hash.as_str(), digest)
     }
 
     /// Drops replacements towards a target whose rollout already failed, so a broken
     /// version is not tried again and again; a new edit of the manifest (or a new
     /// digest of a `pull: always` tag) is.
     fn hold_back_failed_rollouts(&mut self, desired: &[Service], steps: &mut Vec<Step>) {
-        let targets: BTreeMap<&str, RolloutTarget> = desired
+        let still_failed: Vec<String> = self
+            .failed_rollouts
             .iter()
-            .map(|d| (d.name(), self.rollout_target(d)))
+            .filter(|(service, failed)| {
+                desired.iter().any(|d| {
+                    let (hash, digest) = self.rollout_target(d);
+                    d.name() == service.as_str() && failed.is_towards(hash, digest)
+                })
+            })
+            .map(|(service, _)| service.clone())
             .collect();
-        self.failed_rollouts
-            .retain(|service, failed| targets.get(service.as_str()) == Some(failed));
+        if still_failed.len() != self.failed_rollouts.len() {
+            self.failed_rollouts
+                .retain(|service, _| still_failed.contains(service));
+            self.publish_stopped_rollouts();
+        }
         steps.retain(|step| {
             step.action != Action::Replace || !self.failed_rollouts.contains_key(&step.service)
         });
+    }
+
+    fn publish_stopped_rollouts(&self) {
+        let stored = StateStore::open(&self.root)
+            .and_then(|store| store.set_stopped_rollouts(&self.failed_rollouts));
+        if let Err(err) = stored {
+            log(&format!(
+                "warning: cannot record the stopped rollouts: {err}"
+            ));
+        }
     }
 
     /// Health-checks the running containers and publishes their verdicts.

@@ -27,6 +27,8 @@ const NEXT_RESTART: TableDefinition<&str, u64> = TableDefinition::new("next-rest
 
 /// The agent's latest health verdict of each checked container (JSON), by id.
 const HEALTH: TableDefinition<&str, &str> = TableDefinition::new("health");
+/// Rollouts the agent stopped and holds back (JSON `StoppedRollout`), by service.
+const STOPPED_ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("stopped-rollouts");
 
 /// The event log keeps this many entries, dropping the oldest.
 pub const MAX_EVENTS: u64 = 10_000;
@@ -56,6 +58,48 @@ pub struct ApplyRecord {
     pub dir: PathBuf,
     /// e.g. "2 created, 1 replaced; 1 failed".
     pub summary: String,
+}
+
+/// A rollout the agent stopped (a new replica failed) and will not try again until the
+/// manifest changes or, for `pull: always`, the tag moves again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoppedRollout {
+    /// RFC 3339.
+    pub time: String,
+    /// The replica whose replacement failed.
+    pub replica: u32,
+    pub cause: String,
+    /// What the rollout was moving to: the spec hash and, for `pull: always`, the
+    /// image digest. Containers running it mean the record is out of date.
+    pub spec_hash: String,
+    pub image_digest: Option<String>,
+}
+
+impl StoppedRollout {
+    pub fn new(replica: u32, cause: &str, spec_hash: &str, image_digest: Option<&str>) -> Self {
+        StoppedRollout {
+            time: now(),
+            replica,
+            cause: cause.to_owned(),
+            spec_hash: spec_hash.to_owned(),
+            image_digest: image_digest.map(str::to_owned),
+        }
+    }
+
+    /// Whether the stopped rollout was moving to exactly this target.
+    pub fn is_towards(&self, spec_hash: &str, image_digest: Option<&str>) -> bool {
+        self.spec_hash == spec_hash && self.image_digest.as_deref() == image_digest
+    }
+
+    /// Whether a container runs what the rollout was moving to (then the record is out
+    /// of date: a later apply got there).
+    pub fn reached_by(&self, spec_hash: &str, image_digest: &str) -> bool {
+        self.spec_hash == spec_hash
+            && self
+                .image_digest
+                .as_deref()
+                .is_none_or(|target| target == image_digest)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,14 +225,31 @@ impl StateStore {
 
     /// Replaces the recorded health verdicts with `verdicts` (by container id).
     pub fn set_health(&self, verdicts: &BTreeMap<String, Verdict>) -> Result<(), StateError> {
+        self.replace_all(HEALTH, verdicts)
+    }
+
+    /// Replaces the recorded stopped rollouts with `rollouts` (by service).
+    pub fn set_stopped_rollouts(
+        &self,
+        rollouts: &BTreeMap<String, StoppedRollout>,
+    ) -> Result<(), StateError> {
+        self.replace_all(STOPPED_ROLLOUTS, rollouts)
+    }
+
+    /// Replaces the whole content of a table of JSON values.
+    fn replace_all<T: Serialize>(
+        &self,
+        definition: TableDefinition<&str, &str>,
+        entries: &BTreeMap<String, T>,
+    ) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        txn.delete_table(HEALTH).map_err(|e| self.error(e))?;
+        txn.delete_table(definition).map_err(|e| self.error(e))?;
         {
-            let mut table = txn.open_table(HEALTH).map_err(|e| self.error(e))?;
-            for (id, verdict) in verdicts {
-                let json = serde_json::to_string(verdict).unwrap_or_default();
+            let mut table = txn.open_table(definition).map_err(|e| self.error(e))?;
+            for (key, value) in entries {
+                let json = serde_json::to_string(value).unwrap_or_default();
                 table
-                    .insert(id.as_str(), json.as_str())
+                    .insert(key.as_str(), json.as_str())
                     .map_err(|e| self.error(e))?;
             }
         }
@@ -205,8 +266,8 @@ impl StateStore {
     /// Forgets services (after `wharf down`), with an event each.
     pub fn forget(&self, services: &[String]) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        {
-            let mut table = txn.open_table(APPLIED).map_err(|e| self.error(e))?;
+        for definition in [APPLIED, STOPPED_ROLLOUTS] {
+            let mut table = txn.open_table(definition).map_err(|e| self.error(e))?;
             for name in services {
                 table.remove(name.as_str()).map_err(|e| self.error(e))?;
             }
@@ -318,9 +379,22 @@ impl StateView {
 
     /// The agent's latest health verdict for container `id`, if it checks it.
     pub fn health(&self, id: &str) -> Option<Verdict> {
+        self.entry(HEALTH, id)
+    }
+
+    /// The rollout of `service` the agent stopped and holds back, if any.
+    pub fn stopped_rollout(&self, service: &str) -> Option<StoppedRollout> {
+        self.entry(STOPPED_ROLLOUTS, service)
+    }
+
+    fn entry<T: serde::de::DeserializeOwned>(
+        &self,
+        definition: TableDefinition<&str, &str>,
+        key: &str,
+    ) -> Option<T> {
         let txn = self.db.begin_read().ok()?;
-        let table = txn.open_table(HEALTH).ok()?;
-        let json = table.get(id).ok()??;
+        let table = txn.open_table(definition).ok()?;
+        let json = table.get(key).ok()??;
         serde_json::from_str(json.value()).ok()
     }
 

@@ -451,6 +451,13 @@ fn a_rollout_that_fails_its_health_check_stops_and_is_not_retried_until_the_next
     assert_eq!(running(root), v1);
     let events = wharf_at(root, &["events"]).stdout;
     assert!(events.contains("stopped the rollout of api"), "{events}");
+    // `wharf status` says so under the service, with what to do.
+    let status = wharf_at(root, &["status"]).stdout;
+    assert!(
+        status.contains("api  3/3 running\n  rollout stopped at replica 0 (")
+            && status.contains("the old replica keeps running; edit the manifest to retry"),
+        "{status}"
+    );
 
     // A fixed version rolls out.
     save(&file, &api("3", "/tmp/ready"));
@@ -470,6 +477,8 @@ fn a_rollout_that_fails_its_health_check_stops_and_is_not_retried_until_the_next
         &["exec", "api/2", "--", "/bin/sh", "-c", "echo $VERSION"],
     );
     assert_eq!(version.stdout.trim(), "3", "{}", version.stderr);
+    let status = wharf_at(root, &["status"]).stdout;
+    assert!(!status.contains("rollout stopped"), "{status}");
     assert_eq!(agent.terminate(), Some(0));
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
 }
@@ -699,6 +708,11 @@ fn a_moved_tag_of_a_pull_always_service_is_rolled_out_or_rolled_back_to_the_dige
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(agent.log().matches("failed to replace").count(), 1);
     assert_eq!(digest(), good);
+    let status = wharf_at(root, &["status"]).stdout;
+    assert!(
+        status.contains("edit the manifest or push the tag again to retry"),
+        "{status}"
+    );
 
     // The tag moves again, to a working image (busybox again, as a Docker v2s2
     // manifest: another digest): that is a new rollout.
@@ -718,6 +732,8 @@ fn a_moved_tag_of_a_pull_always_service_is_rolled_out_or_rolled_back_to_the_dige
         "{log}"
     );
     assert_eq!(log.matches("failed to replace").count(), 1, "{log}");
+    let status = wharf_at(root, &["status"]).stdout;
+    assert!(!status.contains("rollout stopped"), "{status}");
     assert_eq!(agent.terminate(), Some(0));
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
 }
