@@ -28,6 +28,9 @@ pub struct Agent<'a, R: Runtime> {
     /// retried until the manifest changes again (or a `pull: always` tag moves again).
     /// Published for `wharf status`.
     failed_rollouts: BTreeMap<String, StoppedRollout>,
+    /// Whether `failed_rollouts` has been published since this agent started (what an
+    /// earlier agent published is out of date: this one tries those rollouts again).
+    rollouts_published: bool,
     last_event: Option<String>,
     /// Slots whose pending restart time is in the state database.
     published: Vec<String>,
@@ -88,6 +91,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             last_good: BTreeMap::new(),
             backoff: Backoff::default(),
             failed_rollouts: BTreeMap::new(),
+            rollouts_published: false,
             last_event: None,
             published: Vec::new(),
             published_health: BTreeMap::new(),
@@ -265,7 +269,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             })
             .map(|(service, _)| service.clone())
             .collect();
-        if still_failed.len() != self.failed_rollouts.len() {
+        if still_failed.len() != self.failed_rollouts.len() || !self.rollouts_published {
             self.failed_rollouts
                 .retain(|service, _| still_failed.contains(service));
             self.publish_stopped_rollouts();
@@ -275,9 +279,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         });
     }
 
-    fn publish_stopped_rollouts(&self) {
+    fn publish_stopped_rollouts(&mut self) {
         let stored = StateStore::open(&self.root)
             .and_then(|store| store.set_stopped_rollouts(&self.failed_rollouts));
+        self.rollouts_published = stored.is_ok();
         if let Err(err) = stored {
             log(&format!(
                 "warning: cannot record the stopped rollouts: {err}"
