@@ -209,6 +209,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         if let Err(err) = record(&self.root, &self.dir, &desired, &report) {
             log(&format!("warning: the reconcile was not recorded: {err}"));
         }
+        // The record ended the stopped rollouts of the services it applied.
+        if !self.failed_rollouts.is_empty() {
+            self.publish_stopped_rollouts();
+        }
         match self.executor.runtime.list().await {
             Ok(now_running) => self.follow_health(&now_running),
             Err(err) => log(&format!(

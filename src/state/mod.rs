@@ -139,7 +139,9 @@ impl StateStore {
     }
 
     /// Records an apply: the new generation, what each service is now applied as, the
-    /// services it removed, and one event per step. Returns the generation.
+    /// services it removed, and one event per step. Returns the generation. A service
+    /// applied or removed has no stopped rollout any more (an agent that still holds
+    /// one back publishes it again).
     pub fn record_apply(
         &self,
         dir: &Path,
@@ -184,6 +186,15 @@ impl StateStore {
             }
             for name in removed {
                 table.remove(name.as_str()).map_err(|e| self.error(e))?;
+            }
+        }
+        {
+            let mut table = txn
+                .open_table(STOPPED_ROLLOUTS)
+                .map_err(|e| self.error(e))?;
+            let names = applied.iter().map(Service::name);
+            for name in names.chain(removed.iter().map(String::as_str)) {
+                table.remove(name).map_err(|e| self.error(e))?;
             }
         }
         {

@@ -479,7 +479,26 @@ fn a_rollout_that_fails_its_health_check_stops_and_is_not_retried_until_the_next
     assert_eq!(version.stdout.trim(), "3", "{}", version.stderr);
     let status = wharf_at(root, &["status"]).stdout;
     assert!(!status.contains("rollout stopped"), "{status}");
+
+    // Version 4 fails too; the agent stops. An apply that gets a fixed version 5 out
+    // ends the record the agent left.
+    save(&file, &api("4", "/tmp/elsewhere"));
+    eventually_or(
+        "the rollout of version 4 stops",
+        Duration::from_secs(30),
+        || {
+            wharf_at(root, &["status"])
+                .stdout
+                .contains("rollout stopped")
+        },
+        || diagnosis(root, &agent),
+    );
     assert_eq!(agent.terminate(), Some(0));
+    save(&file, &api("5", "/tmp/ready"));
+    let run = wharf_at(root, &["apply", "--yes", dir.to_str().expect("UTF-8")]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let status = wharf_at(root, &["status"]).stdout;
+    assert!(!status.contains("rollout stopped"), "{status}");
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
 }
 
