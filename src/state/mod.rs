@@ -433,6 +433,33 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_rollout_names_the_exact_target_and_is_out_of_date_once_a_container_runs_it() {
+        // pull: always: the spec hash and the digest the tag moved to.
+        let moved = StoppedRollout::new(0, "unhealthy", "h2", Some("sha256:new"));
+        assert!(moved.is_towards("h2", Some("sha256:new")));
+        assert!(
+            !moved.is_towards("h2", Some("sha256:newer")),
+            "the tag moved again"
+        );
+        assert!(
+            !moved.is_towards("h3", Some("sha256:new")),
+            "the manifest changed"
+        );
+        assert!(
+            !moved.reached_by("h2", "sha256:old"),
+            "the rolled-back replica"
+        );
+        assert!(moved.reached_by("h2", "sha256:new"));
+
+        // Any other policy: the spec hash alone.
+        let edited = StoppedRollout::new(1, "exited 1", "h2", None);
+        assert!(edited.is_towards("h2", None));
+        assert!(!edited.is_towards("h2", Some("sha256:new")));
+        assert!(edited.reached_by("h2", "sha256:whatever"));
+        assert!(!edited.reached_by("h1", "sha256:whatever"));
+    }
+
+    #[test]
     fn applies_are_numbered_and_readable_while_the_writer_is_open() {
         let root = tempfile::tempdir().expect("temp dir");
         let store = StateStore::open(root.path()).expect("open");
