@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod export;
 pub mod health;
+pub mod hostroot;
 pub mod image;
 pub mod lockfile;
 pub mod manifest;

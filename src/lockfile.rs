@@ -61,24 +61,36 @@ impl FileLock {
 
     fn lock_file(path: &Path, wait: bool) -> io::Result<Option<FileLock>> {
         let file = File::create(path)?;
-        let request = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
+        Ok(record_lock(&file, false, wait)?.then(|| FileLock {
+            path: path.to_owned(),
+            _file: file,
+        }))
+    }
+}
+
+/// Takes a POSIX record lock on the whole of `file`, shared (a read lock) or
+/// exclusive; false when `wait` is false and another process holds a conflicting one.
+pub fn record_lock(file: &File, shared: bool, wait: bool) -> io::Result<bool> {
+    let kind = if shared { libc::F_RDLCK } else { libc::F_WRLCK };
+    let request = libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    loop {
         let arg = match wait {
             true => FcntlArg::F_SETLKW(&request),
             false => FcntlArg::F_SETLK(&request),
         };
         match fcntl(file.as_raw_fd(), arg) {
-            Ok(_) => Ok(Some(FileLock {
-                path: path.to_owned(),
-                _file: file,
-            })),
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) if !wait => Ok(None),
-            Err(errno) => Err(errno.into()),
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) if !wait => {
+                return Ok(false)
+            }
+            Err(errno) => return Err(errno.into()),
         }
     }
 }

@@ -29,7 +29,9 @@ pub struct Args {
     /// How often to fetch the Git ref.
     #[arg(long, default_value = "1m", requires = "url")]
     pub interval: crate::manifest::Duration,
-    /// Longest time between two full reconciles.
+    /// Longest time between two full reconciles; also how often `pull: always` tags
+    /// are checked, and the first delay before asking a failing registry again
+    /// (doubling up to 5 minutes).
     #[arg(long, default_value = "30s")]
     pub resync: crate::manifest::Duration,
     /// On SIGTERM/SIGINT, stop and remove the containers of this directory.

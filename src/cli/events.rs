@@ -19,9 +19,10 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     let mut last: Option<u64> = None;
     loop {
         // Opened again each time: a read-only view sees the writer's commits as of opening.
-        let events = StateView::open(&session.root)
-            .map(|view| view.events_after(last))
-            .unwrap_or_default();
+        let events = match StateView::open(&session.root) {
+            Ok(view) => view.map(|view| view.events_after(last)).unwrap_or_default(),
+            Err(err) => return session.fail(&err),
+        };
         for (number, event) in &events {
             if !print_line(format_args!("{} {}", event.time, event.message)) {
                 return exit::OK;

@@ -57,7 +57,8 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                     .collect(),
                 layers: session.runtime.layers_in_use().into_iter().collect(),
             };
-            images.prune(&in_use).map(|report| {
+            let waiting = || eprintln!("waiting for pulls and imports in progress to finish");
+            images.prune(&in_use, waiting).map(|report| {
                 format!(
                     "freed {}: {} blobs, {} layers, {} leftovers of interrupted pulls",
                     human_bytes(report.bytes),

@@ -16,22 +16,37 @@ pub struct Args {
 struct Row<'a> {
     reference: &'a str,
     digest: &'a str,
-    size: u64,
+    /// None for a broken image: its blobs cannot be read.
+    size: Option<u64>,
     pulled: Option<&'a str>,
+    /// Why the image cannot be used and what to do; only for a broken one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broken: Option<&'a str>,
 }
 
 pub fn run(session: &Session, args: &Args) -> u8 {
-    let images = match session.images.list() {
-        Ok(images) => images,
+    let listed = match session.images.list() {
+        Ok(listed) => listed,
         Err(err) => return session.fail(&err),
     };
-    let rows: Vec<Row> = images
+    // A broken name is listed, marked, among the others: listing still succeeds.
+    let rows: Vec<Row> = listed
         .iter()
-        .map(|image| Row {
-            reference: &image.name,
-            digest: image.digest().as_str(),
-            size: image.size(),
-            pulled: image.pulled(),
+        .map(|entry| match entry {
+            Ok(image) => Row {
+                reference: &image.name,
+                digest: image.digest().as_str(),
+                size: Some(image.size()),
+                pulled: image.pulled(),
+                broken: None,
+            },
+            Err(broken) => Row {
+                reference: &broken.name,
+                digest: broken.digest().as_str(),
+                size: None,
+                pulled: broken.pulled(),
+                broken: Some(broken.problem.as_str()),
+            },
         })
         .collect();
     if args.json {
@@ -48,13 +63,18 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         "REFERENCE", "DIGEST", "SIZE"
     );
     for row in &rows {
-        println!(
-            "{:width$}  {:19}  {:>10}  {}",
+        let size = row.size.map_or_else(|| "-".to_owned(), human_bytes);
+        let pulled = row.pulled.unwrap_or("-");
+        let line = format!(
+            "{:width$}  {:19}  {:>10}  {pulled}",
             row.reference,
             &row.digest[..row.digest.len().min(19)],
-            human_bytes(row.size),
-            row.pulled.unwrap_or("-")
+            size,
         );
+        match row.broken {
+            Some(problem) => println!("{line}  broken: {problem}"),
+            None => println!("{line}"),
+        }
     }
     exit::OK
 }

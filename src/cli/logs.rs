@@ -6,7 +6,7 @@ use clap::Parser;
 use super::output::print_line;
 use super::target::matching;
 use super::{exit, Session};
-use crate::runtime::{copy_timestamped, LogLine};
+use crate::runtime::{copy_timestamped, LogLine, LogStream};
 
 /// Show a service's output (stdout and stderr as written).
 #[derive(Debug, Parser)]
@@ -62,33 +62,49 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             print_line(format_args!("{prefix}{}", line.text))
         }
     };
-    let mut streams = Vec::new();
-    for container in &chosen {
-        let logs = session.runtime.logs(&container.id);
-        match logs.read(args.tail) {
-            Ok(lines) => {
-                if !lines.iter().all(|line| show(&prefix(&container.id), line)) {
-                    return exit::OK;
+    // Prints what each stream has now; false once nobody reads any more.
+    let show_available = |id: &str, prefix: &str, stream: &mut LogStream| -> bool {
+        loop {
+            match stream.next_line() {
+                Ok(Some(line)) => {
+                    if !show(prefix, &line) {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(err) => {
+                    eprintln!("warning: {id}: {err}");
+                    return true;
                 }
             }
-            Err(err) => eprintln!("warning: {}: no output yet ({err})", container.id),
+        }
+    };
+    let mut streams = Vec::new();
+    for container in &chosen {
+        let label = prefix(&container.id);
+        // The tail is read from the end of the log, and following goes on from
+        // where it ends: nothing written in between is missed.
+        let logs = session.runtime.logs(&container.id);
+        let mut stream = match logs.open(args.tail, args.follow) {
+            Ok(stream) => stream,
+            Err(err) => {
+                eprintln!("warning: {}: no output yet ({err})", container.id);
+                continue;
+            }
+        };
+        if !show_available(container.id.as_str(), label.as_str(), &mut stream) {
+            return exit::OK;
         }
         if args.follow {
-            streams.extend(
-                logs.follow_from_end()
-                    .ok()
-                    .map(|stream| (prefix(&container.id), stream)),
-            );
+            streams.push((container.id.as_str(), label, stream));
         }
     }
     if args.follow {
         // Followed until interrupted (Ctrl-C ends the process).
         loop {
-            for (prefix, stream) in &mut streams {
-                if let Ok(lines) = stream.poll() {
-                    if !lines.iter().all(|line| show(prefix, line)) {
-                        return exit::OK;
-                    }
+            for (id, label, stream) in &mut streams {
+                if !show_available(id, label.as_str(), stream) {
+                    return exit::OK;
                 }
             }
             let _ = std::io::stdout().flush();
@@ -101,16 +117,28 @@ pub fn run(session: &Session, args: &Args) -> u8 {
 /// `wharf log-shim LOG`: the container's stdout arrives on fd 0 and its stderr on
 /// fd 1 (both pipe read ends); lines go to LOG, timestamped, until both close.
 pub fn shim(log: &std::path::Path) -> u8 {
+    use std::fs::File;
     use std::os::fd::AsFd;
     let stdout = std::io::stdin().as_fd().try_clone_to_owned();
     let stderr = std::io::stdout().as_fd().try_clone_to_owned();
-    let copied = stdout
-        .and_then(|out| Ok((out, stderr?)))
-        .and_then(|(out, err)| {
-            copy_timestamped(std::fs::File::from(out), std::fs::File::from(err), log)
-        });
+    let copied = match stdout.and_then(|out| Ok((out, stderr?))) {
+        Ok((out, err)) => {
+            copy_timestamped(File::from(out), File::from(err), log).map_err(|err| err.to_string())
+        }
+        Err(err) => Err(format!(
+            "cannot take the container's pipes (fds 0 and 1): {err}"
+        )),
+    };
     match copied {
         Ok(()) => exit::OK,
-        Err(_) => exit::FAILURE,
+        Err(message) => {
+            // To the shim's stderr, wherever its starter sent it; ignored if that fails.
+            let _ = writeln!(
+                std::io::stderr(),
+                "wharf log-shim: {}: {message}",
+                log.display()
+            );
+            exit::FAILURE
+        }
     }
 }

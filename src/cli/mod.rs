@@ -125,6 +125,7 @@ pub enum Command {
 
 /// Parses the command line and runs the command; returns the process exit code.
 pub fn main() -> ExitCode {
+    crate::hostroot::set_private_umask();
     let cli = Cli::parse();
     let code = match &cli.command {
         Command::Validate(args) => validate::run(&cli, args),
@@ -186,6 +187,11 @@ impl Session {
             output::print_error(err, &errors);
             exit::FAILURE
         };
+        match crate::hostroot::prepare(&cli.root) {
+            Ok(Some(tightened)) => eprintln!("wharf: {tightened}"),
+            Ok(None) => {}
+            Err(err) => return Err(fail(&err)),
+        }
         let executor = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

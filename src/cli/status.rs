@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{exit, Session};
 use crate::health::{HealthState, Verdict};
 use crate::runtime::{ContainerStatus, ObservedContainer};
-use crate::state::{StateView, StoppedRollout};
+use crate::state::{StateView, StoppedRollout, TagCheckFailing};
 use crate::sync::SyncRecord;
 
 /// Per service: replicas running against those wanted, and each container's state.
@@ -34,6 +34,9 @@ struct ServiceStatus<'a> {
     running: usize,
     /// The agent's last rollout of this service failed and is held back.
     rollout_stopped: Option<StoppedRollout>,
+    /// The agent cannot check the `pull: always` tag at its registry (the containers
+    /// keep running what they run).
+    tag_check_failing: Option<TagCheckFailing>,
     containers: Vec<ContainerLine<'a>>,
 }
 
@@ -65,7 +68,11 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             .push(container);
     }
     let now = SystemTime::now();
-    let state = StateView::open(&session.root);
+    let state = StateView::open(&session.root).unwrap_or_else(|err| {
+        // What runs is still worth showing; the history is what is missing.
+        eprintln!("warning: {err}");
+        None
+    });
     let statuses: Vec<ServiceStatus> = by_service
         .into_iter()
         .map(|(service, containers)| ServiceStatus {
@@ -88,6 +95,9 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                         .iter()
                         .any(|c| stopped.reached_by(&c.spec_hash, &c.image_digest))
                 }),
+            tag_check_failing: state
+                .as_ref()
+                .and_then(|view| view.tag_check_failing(service)),
             containers: containers
                 .iter()
                 .map(|c| ContainerLine {
@@ -154,6 +164,12 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             println!(
                 "  rollout stopped at replica {} ({}): {}; {retry}",
                 stopped.replica, stopped.time, stopped.cause
+            );
+        }
+        if let Some(failing) = &status.tag_check_failing {
+            println!(
+                "  tag check failing since {} ({} attempts at {}): {}; running containers are left as they are",
+                failing.since, failing.attempts, failing.registry, failing.error
             );
         }
         for line in &status.containers {

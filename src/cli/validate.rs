@@ -10,7 +10,7 @@ use crate::manifest::{load_paths, Diagnostic, Loaded};
 /// Check manifests without touching any container.
 #[derive(Debug, Parser)]
 #[command(
-    after_help = "Examples:\n  wharf validate examples/\n  wharf validate services/web.yaml services/worker.yaml\n  wharf validate --json /etc/wharf/services\n\nExit status: 0 all valid, 1 errors found, 2 usage error."
+    after_help = "Examples:\n  wharf validate examples/\n  wharf validate services/web.yaml services/worker.yaml\n  wharf validate --json /etc/wharf/services\n\nLimits: a manifest is a regular file (or a symlink to one) of at most 1 MiB, and its YAML aliases may add at most 16 MiB to it.\n\nExit status: 0 all valid, 1 errors found, 2 usage error."
 )]
 pub struct Args {
     /// Manifest files or directories (a directory's top-level *.yaml and *.yml files).

@@ -2,6 +2,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::digest::Digest;
+use super::unpack::MAX_LAYER_SIZE_ENV;
+use crate::manifest::ByteSize;
 
 /// Errors of the local content and layer stores.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,18 @@ pub enum StoreError {
     },
     #[error("layer media type {media_type} is not supported (layer {digest})")]
     UnsupportedLayer { digest: Digest, media_type: String },
+    #[error("the registry sent more of blob {digest} than the {size} bytes its descriptor declares; the download was stopped and nothing was stored")]
+    BlobTooLarge { digest: Digest, size: u64 },
+    #[error("not enough free space in {}: {available_mib} MiB free, layer {digest} ({size} bytes compressed) needs at least {needed_mib} MiB; free space there and try again", path.display())]
+    NoSpace {
+        path: PathBuf,
+        digest: Digest,
+        size: u64,
+        available_mib: u64,
+        needed_mib: u64,
+    },
+    #[error("{name}: {message}; unset it or give a size such as 64Gi")]
+    InvalidSetting { name: &'static str, message: String },
 }
 
 /// Why a layer archive could not be unpacked.
@@ -57,6 +71,18 @@ pub enum UnpackError {
         path: PathBuf,
         #[source]
         source: pathrs::error::Error,
+    },
+    #[error("it unpacks to more than {limit}, the limit for one layer; if the image is trusted, raise it with {var}", var = MAX_LAYER_SIZE_ENV)]
+    TooLarge { limit: ByteSize },
+    #[error("it holds more than {limit} entries, the limit for one layer")]
+    TooManyEntries { limit: u64 },
+    #[error("{} carries the extended attribute {name}, which would act on the host; images may not set trusted.* or security.* attributes", path.display())]
+    ForbiddenXattr { path: PathBuf, name: String },
+    #[error("the disk holding {} is full; free space there and try again", dir.display())]
+    DiskFull {
+        dir: PathBuf,
+        #[source]
+        source: Box<UnpackError>,
     },
 }
 

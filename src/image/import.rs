@@ -14,8 +14,8 @@ use super::error::ImageError;
 use super::oci::{
     Descriptor, ImageConfig, ImageManifest, Index, ManifestKind, Platform, ANNOTATION_PULLED,
 };
-use super::store::temp_dir;
-use super::ImageStore;
+use super::store::{create_private_dir, create_private_file, temp_dir};
+use super::{check_diff_ids, ImageStore};
 use crate::manifest::ImageRef;
 
 impl ImageStore {
@@ -65,6 +65,14 @@ impl ImageStore {
                 index.manifests.len()
             )));
         }
+        // Until each name is recorded, so that prune leaves what this copies alone.
+        let _writing = self
+            .lock_for_writing()
+            .await
+            .map_err(|source| ImageError::Store {
+                image: layout.display().to_string(),
+                source,
+            })?;
         let mut imported = Vec::new();
         for entry in &index.manifests {
             let image_name = match (name, entry.ref_name()) {
@@ -89,6 +97,7 @@ impl ImageStore {
                 })?;
             let config: ImageConfig = serde_json::from_slice(&read_json(&manifest.config.digest)?)
                 .map_err(|err| invalid(format!("config {}: {err}", manifest.config.digest)))?;
+            check_diff_ids(&image_name, &manifest, &config)?;
             let store_error = |source| ImageError::Store {
                 image: image_name.clone(),
                 source,
@@ -180,9 +189,9 @@ fn extract_archive(archive: &Path, dest: &Path) -> io::Result<()> {
             .collect();
         let target = dest.join(relative);
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent)?;
+            create_private_dir(parent)?;
         }
-        io::copy(&mut entry, &mut File::create(&target)?)?;
+        io::copy(&mut entry, &mut create_private_file(&target)?)?;
     }
     if dest.join("index.json").is_file() {
         Ok(())

@@ -14,7 +14,7 @@ mod store;
 mod unpack;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -25,8 +25,8 @@ pub use prune::{InUse, PruneReport};
 pub use pull::{NoProgress, PullProgress};
 pub use registry::{docker_login, Login, Registries, INSECURE_REGISTRIES_ENV};
 pub use rootfs::{mount_rootfs, unmount_rootfs, RootfsPaths};
-pub use store::ContentStore;
-pub use unpack::unpack_layer;
+pub use store::{ContentStore, StoreLock};
+pub use unpack::{unpack_layer, unpack_layer_limited, LayerLimits, MAX_LAYER_SIZE_ENV};
 
 use crate::manifest::ImageRef;
 use oci::{ManifestKind, ANNOTATION_PULLED, ANNOTATION_REF_NAME, MEDIA_OCI_MANIFEST};
@@ -38,6 +38,8 @@ pub struct ImageStore {
     layers: PathBuf,
     tmp: PathBuf,
     in_flight: KeyedLocks,
+    /// Bounds on each layer unpacked and the free space it needs.
+    limits: LayerLimits,
 }
 
 /// A stored image: its index entry, manifest and config.
@@ -63,18 +65,81 @@ impl LocalImage {
 
     /// When it was pulled or imported, as recorded (RFC 3339).
     pub fn pulled(&self) -> Option<&str> {
-        self.descriptor
-            .annotations
-            .get(ANNOTATION_PULLED)
-            .map(String::as_str)
+        pulled(&self.descriptor)
     }
+}
+
+/// A name whose image cannot be read, as `list` reports it instead of failing for
+/// every image.
+#[derive(Debug, Clone)]
+pub struct BrokenImage {
+    pub name: String,
+    /// Its index entry.
+    pub descriptor: Descriptor,
+    /// What is wrong and what to do: which blob is missing and that pulling the
+    /// image again or removing the name fixes it.
+    pub problem: String,
+}
+
+impl BrokenImage {
+    pub fn digest(&self) -> &Digest {
+        &self.descriptor.digest
+    }
+
+    pub fn pulled(&self) -> Option<&str> {
+        pulled(&self.descriptor)
+    }
+}
+
+fn pulled(descriptor: &Descriptor) -> Option<&str> {
+    descriptor
+        .annotations
+        .get(ANNOTATION_PULLED)
+        .map(String::as_str)
+}
+
+/// An image as the store holds it.
+enum Stored {
+    Readable(Box<LocalImage>),
+    /// A blob it needs is not stored (as after a prune that raced an import before
+    /// prune took the store lock): it must be pulled again.
+    MissingBlob(Digest),
+}
+
+impl Stored {
+    fn readable(self) -> Option<LocalImage> {
+        match self {
+            Stored::Readable(image) => Some(*image),
+            Stored::MissingBlob(_) => None,
+        }
+    }
+}
+
+/// Refuses an image whose config lists another number of diff_ids than its manifest
+/// has layers: pairing them up would silently leave layers out.
+fn check_diff_ids(
+    image: &str,
+    manifest: &ImageManifest,
+    config: &ImageConfig,
+) -> Result<(), ImageError> {
+    if config.rootfs.diff_ids.len() == manifest.layers.len() {
+        return Ok(());
+    }
+    Err(ImageError::Invalid {
+        image: image.to_owned(),
+        message: format!(
+            "the manifest has {} layers but the config lists {} diff_ids",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        ),
+    })
 }
 
 impl ImageStore {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         let tmp = root.join("tmp");
         let layers = root.join("layers/sha256");
-        fs::create_dir_all(&layers).map_err(|source| StoreError::Io {
+        store::create_private_dir(&layers).map_err(|source| StoreError::Io {
             path: layers.clone(),
             source,
         })?;
@@ -83,11 +148,20 @@ impl ImageStore {
             layers,
             tmp,
             in_flight: KeyedLocks::default(),
+            limits: LayerLimits::from_env()?,
         })
     }
 
     pub fn content(&self) -> &ContentStore {
         &self.content
+    }
+
+    /// Holds the store lock shared until dropped. Pulls and imports take it before
+    /// they look for or write blobs and keep it until the name is recorded, so that
+    /// `prune` never removes what they wrote or found but have not named yet. Waits
+    /// while a prune runs.
+    pub async fn lock_for_writing(&self) -> Result<StoreLock, StoreError> {
+        self.content.lock_shared().await
     }
 
     pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
@@ -105,7 +179,9 @@ impl ImageStore {
             .collect()
     }
 
-    /// The image stored under `name` (a full reference), if any.
+    /// The image stored under `name` (a full reference), if any. None also when a
+    /// blob it needs is missing: such a name is as good as absent, a pull fetches
+    /// it again and `list` reports it.
     pub fn get(&self, name: &str) -> Result<Option<LocalImage>, ImageError> {
         let store_error = |source| ImageError::Store {
             image: name.to_owned(),
@@ -114,14 +190,22 @@ impl ImageStore {
         let Some(descriptor) = self.content.lookup(name).map_err(store_error)? else {
             return Ok(None);
         };
-        let manifest: ImageManifest = self.read_json(name, &descriptor.digest)?;
-        self.with_config(name, descriptor, manifest).map(Some)
+        self.load(name, descriptor).map(Stored::readable)
+    }
+
+    /// The image an index entry names.
+    fn load(&self, name: &str, descriptor: Descriptor) -> Result<Stored, ImageError> {
+        let Some(bytes) = self.read_if_stored(name, &descriptor.digest)? else {
+            return Ok(Stored::MissingBlob(descriptor.digest));
+        };
+        let manifest: ImageManifest = parse_json(name, &descriptor.digest, &bytes)?;
+        self.with_config(name, descriptor, manifest)
     }
 
     /// For a reference pinned by digest: the image whose manifest is stored under that
     /// digest, whatever name it was pulled as (a tag that has moved since keeps its old
-    /// content until pruned). None when the reference has no digest, the manifest is
-    /// not stored, or the digest names an index.
+    /// content until pruned). None when the reference has no digest, the manifest or
+    /// its config is not stored, or the digest names an index.
     pub fn get_pinned(&self, image: &ImageRef) -> Result<Option<LocalImage>, ImageError> {
         let name = image.to_string();
         let Some(digest) = image.digest.as_deref() else {
@@ -131,16 +215,9 @@ impl ImageStore {
             image: name.clone(),
             message,
         })?;
-        if !self.content.has_blob(&digest) {
+        let Some(bytes) = self.read_if_stored(&name, &digest)? else {
             return Ok(None);
-        }
-        let bytes = self
-            .content
-            .read_blob(&digest)
-            .map_err(|source| ImageError::Store {
-                image: name.clone(),
-                source,
-            })?;
+        };
         let unreadable = |err: serde_json::Error| ImageError::Invalid {
             image: name.clone(),
             message: format!("blob {digest} is not a readable manifest: {err}"),
@@ -160,7 +237,8 @@ impl ImageStore {
             annotations: BTreeMap::new(),
             platform: None,
         };
-        self.with_config(&name, descriptor, manifest).map(Some)
+        self.with_config(&name, descriptor, manifest)
+            .map(Stored::readable)
     }
 
     fn with_config(
@@ -168,32 +246,32 @@ impl ImageStore {
         name: &str,
         descriptor: Descriptor,
         manifest: ImageManifest,
-    ) -> Result<LocalImage, ImageError> {
-        let config: ImageConfig = self.read_json(name, &manifest.config.digest)?;
-        Ok(LocalImage {
+    ) -> Result<Stored, ImageError> {
+        let digest = &manifest.config.digest;
+        let Some(bytes) = self.read_if_stored(name, digest)? else {
+            return Ok(Stored::MissingBlob(digest.clone()));
+        };
+        let config: ImageConfig = parse_json(name, digest, &bytes)?;
+        Ok(Stored::Readable(Box::new(LocalImage {
             name: name.to_owned(),
             descriptor,
             manifest,
             config,
-        })
+        })))
     }
 
-    fn read_json<T: serde::de::DeserializeOwned>(
-        &self,
-        name: &str,
-        digest: &Digest,
-    ) -> Result<T, ImageError> {
-        let bytes = self
-            .content
-            .read_blob(digest)
-            .map_err(|source| ImageError::Store {
+    /// A blob's bytes; None when it is not stored.
+    fn read_if_stored(&self, name: &str, digest: &Digest) -> Result<Option<Vec<u8>>, ImageError> {
+        match self.content.read_blob(digest) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(source) => Err(ImageError::Store {
                 image: name.to_owned(),
                 source,
-            })?;
-        serde_json::from_slice(&bytes).map_err(|err| ImageError::Invalid {
-            image: name.to_owned(),
-            message: format!("blob {digest} is not a readable manifest or config: {err}"),
-        })
+            }),
+        }
     }
 
     /// Whether every layer of the image is unpacked (it can run).
@@ -201,24 +279,38 @@ impl ImageStore {
         self.layer_dirs(image).iter().all(|dir| dir.is_dir())
     }
 
-    /// Every stored image, sorted by name.
-    pub fn list(&self) -> Result<Vec<LocalImage>, ImageError> {
+    /// Every stored name, sorted: its image, or what is wrong with it. One damaged
+    /// name does not hide the others.
+    pub fn list(&self) -> Result<Vec<Result<LocalImage, Box<BrokenImage>>>, ImageError> {
         let index = self.content.index().map_err(|source| ImageError::Store {
             image: self.content.dir().display().to_string(),
             source,
         })?;
-        let mut names: Vec<String> = index
+        let mut named: Vec<(String, Descriptor)> = index
             .manifests
-            .iter()
-            .filter_map(|d| d.ref_name().map(str::to_owned))
+            .into_iter()
+            .filter_map(|d| Some((d.ref_name()?.to_owned(), d)))
             .collect();
-        names.sort();
-        names.dedup();
-        let mut images = Vec::new();
-        for name in names {
-            images.extend(self.get(&name)?);
-        }
-        Ok(images)
+        // Stable: of entries with one name, the first stays, the one `get` finds.
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named.dedup_by(|a, b| a.0 == b.0);
+        Ok(named
+            .into_iter()
+            .map(|(name, descriptor)| {
+                let problem = match self.load(&name, descriptor.clone()) {
+                    Ok(Stored::Readable(image)) => return Ok(*image),
+                    Ok(Stored::MissingBlob(blob)) => format!(
+                        "blob {blob} is missing; pull it again or run `wharf image rm {name}`"
+                    ),
+                    Err(err) => crate::error_chain(&err),
+                };
+                Err(Box::new(BrokenImage {
+                    name,
+                    descriptor,
+                    problem,
+                }))
+            })
+            .collect())
     }
 
     /// Records `descriptor` under `name`, replacing what that name pointed to.
@@ -270,6 +362,17 @@ impl ImageStore {
             })
         }
     }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    name: &str,
+    digest: &Digest,
+    bytes: &[u8],
+) -> Result<T, ImageError> {
+    serde_json::from_slice(bytes).map_err(|err| ImageError::Invalid {
+        image: name.to_owned(),
+        message: format!("blob {digest} is not a readable manifest or config: {err}"),
+    })
 }
 
 /// One async mutex per key, so that concurrent pulls sharing a layer download and

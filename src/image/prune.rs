@@ -34,11 +34,16 @@ impl ImageStore {
     /// container uses (see `InUse`; the compressed layers of an image that only
     /// containers use go, its unpacked layers stay), and what interrupted pulls left in
     /// the temporary directory.
-    pub fn prune(&self, in_use: &InUse) -> Result<PruneReport, ImageError> {
+    ///
+    /// Pulls and imports in progress hold the store lock until their name is
+    /// recorded; prune waits for them (calling `waiting` first), since what they
+    /// wrote is not named yet.
+    pub fn prune(&self, in_use: &InUse, waiting: impl FnOnce()) -> Result<PruneReport, ImageError> {
         let store_error = |source| ImageError::Store {
             image: self.content.dir().display().to_string(),
             source,
         };
+        let _pruning = self.content.lock_exclusive(waiting).map_err(store_error)?;
         let mut blobs: HashSet<Digest> = HashSet::new();
         let mut layers: HashSet<Digest> = in_use.layers.clone();
         let named = self.content.index().map_err(store_error)?.manifests;

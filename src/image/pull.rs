@@ -2,18 +2,23 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 
 use super::digest::Digest;
-use super::error::{ImageError, StoreError};
+use super::error::{ImageError, StoreError, UnpackError};
 use super::oci::{
     Compression, Descriptor, ImageConfig, Platform, ANNOTATION_PULLED, ANNOTATION_RESOLVED,
 };
 use super::registry::Registries;
 use super::store::temp_dir;
-use super::unpack::{unpack_layer, unpack_layer_from};
-use super::{ImageStore, LocalImage};
+use super::unpack::{
+    record_blob, unpack_layer_from, unpack_layer_limited, unpacked_from, verify_layer, LayerLimits,
+};
+use super::{check_diff_ids, ImageStore, LocalImage};
 use crate::manifest::{ImageRef, PullPolicy};
 
 /// Layers downloaded at once.
@@ -64,6 +69,9 @@ impl ImageStore {
             image: name.clone(),
             source,
         };
+        // Until the name is recorded: prune must not remove what this pull writes, or
+        // finds stored and counts on, in the meantime.
+        let _writing = self.lock_for_writing().await.map_err(store_error)?;
 
         let resolved = registries.resolve(image).await?;
         let manifest = &resolved.manifest;
@@ -79,16 +87,7 @@ impl ImageStore {
             image: name.clone(),
             message: format!("unreadable image config: {err}"),
         })?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(ImageError::Invalid {
-                image: name.clone(),
-                message: format!(
-                    "the manifest has {} layers but the config lists {} diff_ids",
-                    manifest.layers.len(),
-                    config.rootfs.diff_ids.len()
-                ),
-            });
-        }
+        check_diff_ids(&name, manifest, &config)?;
         futures_util::stream::iter(manifest.layers.iter().zip(&config.rootfs.diff_ids))
             .map(|(layer, diff_id)| self.fetch_layer(registries, image, layer, diff_id, progress))
             .buffer_unordered(CONCURRENT_LAYERS)
@@ -133,17 +132,52 @@ impl ImageStore {
         if self.content.has_blob(&blob.digest) {
             return Ok(());
         }
-        let stream = registries.blob(image, blob).await?;
+        self.download(registries, image, blob, progress, None).await
+    }
+
+    /// Streams `blob` from the registry into the content store, handing each chunk
+    /// to `tee` too when given (an unpacker reading while it downloads; when it has
+    /// stopped, its own error is reported by the caller). The download stops as soon
+    /// as more bytes arrive than the descriptor declares.
+    async fn download(
+        &self,
+        registries: &Registries,
+        image: &ImageRef,
+        blob: &Descriptor,
+        progress: &dyn PullProgress,
+        tee: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    ) -> Result<(), ImageError> {
+        let store_error = |source| ImageError::Store {
+            image: image.to_string(),
+            source,
+        };
+        let overflowed = AtomicBool::new(false);
+        let stream = bounded(registries.blob(image, blob).await?, blob.size, &overflowed).then(
+            move |chunk| {
+                let tee = tee.clone();
+                async move {
+                    if let (Some(tee), Ok(bytes)) = (&tee, &chunk) {
+                        // A closed channel means the unpacker failed; see above.
+                        let _ = tee.send(bytes.clone()).await;
+                    }
+                    chunk
+                }
+            },
+        );
         progress.started(&blob.digest, blob.size);
-        self.content
-            .write_blob_stream(&blob.digest, blob.size, stream, &|bytes| {
+        let written = self
+            .content
+            .write_blob_stream(&blob.digest, blob.size, Box::pin(stream), &|bytes| {
                 progress.advanced(&blob.digest, bytes)
             })
-            .await
-            .map_err(|source| ImageError::Store {
-                image: image.to_string(),
-                source,
-            })?;
+            .await;
+        if overflowed.load(Ordering::Relaxed) {
+            return Err(store_error(StoreError::BlobTooLarge {
+                digest: blob.digest.clone(),
+                size: blob.size,
+            }));
+        }
+        written.map_err(store_error)?;
         progress.finished(&blob.digest);
         Ok(())
     }
@@ -171,17 +205,19 @@ impl ImageStore {
             self.fetch_blob(registries, image, blob, progress).await?;
             return self.ensure_layer(blob, diff_id).await.map_err(store_error);
         }
-        let compression = Compression::of_layer(&blob.media_type)
-            .ok_or_else(|| StoreError::UnsupportedLayer {
-                digest: blob.digest.clone(),
-                media_type: blob.media_type.clone(),
-            })
+        let compression = compression_of(blob).map_err(store_error)?;
+        // The blob is written beside the layer, on the same filesystem.
+        self.check_free_space(blob, compression, blob.size)
             .map_err(store_error)?;
 
         let (sender, receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
         let unpacking = {
-            let (tmp_root, digest, diff_id) =
-                (self.tmp.clone(), blob.digest.clone(), diff_id.clone());
+            let (tmp_root, digest, diff_id, limits) = (
+                self.tmp.clone(),
+                blob.digest.clone(),
+                diff_id.clone(),
+                self.limits,
+            );
             tokio::task::spawn_blocking(move || {
                 let tmp = temp_dir(&tmp_root, "layer").map_err(|source| StoreError::Io {
                     path: tmp_root,
@@ -192,35 +228,38 @@ impl ImageStore {
                     compression,
                     &diff_id,
                     tmp.path(),
+                    &limits,
                 )
+                .and_then(|()| record_blob(tmp.path(), &digest))
                 .map_err(|source| StoreError::Unpack { digest, source })?;
                 Ok::<_, StoreError>(tmp)
             })
         };
-        let stream = registries.blob(image, blob).await?.then(move |chunk| {
-            let sender = sender.clone();
-            async move {
-                if let Ok(bytes) = &chunk {
-                    // A closed channel means the unpacker failed; its error is reported below.
-                    let _ = sender.send(bytes.clone()).await;
-                }
-                chunk
-            }
-        });
-        progress.started(&blob.digest, blob.size);
         let downloaded = self
-            .content
-            .write_blob_stream(&blob.digest, blob.size, Box::pin(stream), &|bytes| {
-                progress.advanced(&blob.digest, bytes)
-            })
+            .download(registries, image, blob, progress, Some(sender))
             .await;
-        let unpacked = unpacking.await.map_err(|err| StoreError::Io {
-            path: self.layer_dir(diff_id),
-            source: std::io::Error::other(err),
-        });
-        downloaded.map_err(store_error)?;
-        progress.finished(&blob.digest);
-        let tmp = unpacked.and_then(|result| result).map_err(store_error)?;
+        let unpacked = unpacking
+            .await
+            .map_err(|err| StoreError::Io {
+                path: self.layer_dir(diff_id),
+                source: io::Error::other(err),
+            })
+            .and_then(|result| result);
+        let tmp = match (downloaded, unpacked) {
+            (Ok(()), Ok(tmp)) => tmp,
+            // A full disk is the cause, whichever side noticed it first.
+            (
+                _,
+                Err(
+                    err @ StoreError::Unpack {
+                        source: UnpackError::DiskFull { .. },
+                        ..
+                    },
+                ),
+            ) => return Err(store_error(err)),
+            (Err(err), _) => return Err(err),
+            (Ok(()), Err(err)) => return Err(store_error(err)),
+        };
         let target = self.layer_dir(diff_id);
         fs::rename(tmp.path(), &target).map_err(|source| {
             store_error(StoreError::Io {
@@ -230,8 +269,11 @@ impl ImageStore {
         })
     }
 
-    /// Unpacks a stored layer blob into its directory unless that exists. It is
-    /// unpacked in a temporary directory and renamed when complete and verified.
+    /// Makes the layer directory for `blob` present, unpacking the stored blob in a
+    /// temporary directory that is renamed into place when complete and verified.
+    /// A directory unpacked from another blob (same diff_id, e.g. other compression)
+    /// stands for this one only once this blob is verified to unpack to it: a
+    /// manifest cannot borrow a cached layer with a blob that holds something else.
     pub(super) async fn ensure_layer(
         &self,
         blob: &Descriptor,
@@ -239,25 +281,30 @@ impl ImageStore {
     ) -> Result<(), StoreError> {
         let _guard = self.in_flight.lock(format!("layer {diff_id}")).await;
         let target = self.layer_dir(diff_id);
-        if target.is_dir() {
-            return Ok(());
-        }
-        let compression = Compression::of_layer(&blob.media_type).ok_or_else(|| {
-            StoreError::UnsupportedLayer {
-                digest: blob.digest.clone(),
-                media_type: blob.media_type.clone(),
-            }
-        })?;
+        let compression = compression_of(blob)?;
         let blob_path = self.content.blob_path(&blob.digest);
-        let (digest, diff_id, tmp_root) = (blob.digest.clone(), diff_id.clone(), self.tmp.clone());
-        let panicked_at = target.clone();
-        tokio::task::spawn_blocking(move || {
+        let (digest, diff_id) = (blob.digest.clone(), diff_id.clone());
+        if target.is_dir() {
+            if unpacked_from(&target, &digest) {
+                return Ok(());
+            }
+            return blocking(target.clone(), move || {
+                verify_layer(&blob_path, compression, &diff_id)
+                    .and_then(|()| record_blob(&target, &digest))
+                    .map_err(|source| StoreError::Unpack { digest, source })
+            })
+            .await;
+        }
+        self.check_free_space(blob, compression, 0)?;
+        let (tmp_root, limits) = (self.tmp.clone(), self.limits);
+        blocking(target.clone(), move || {
             // Removed on drop unless renamed into place.
             let tmp = temp_dir(&tmp_root, "layer").map_err(|source| StoreError::Io {
                 path: tmp_root,
                 source,
             })?;
-            unpack_layer(&blob_path, compression, &diff_id, tmp.path())
+            unpack_layer_limited(&blob_path, compression, &diff_id, tmp.path(), &limits)
+                .and_then(|()| record_blob(tmp.path(), &digest))
                 .map_err(|source| StoreError::Unpack { digest, source })?;
             fs::rename(tmp.path(), &target).map_err(|source| StoreError::Io {
                 path: target,
@@ -265,11 +312,100 @@ impl ImageStore {
             })
         })
         .await
-        .map_err(|err| StoreError::Io {
-            path: panicked_at,
-            source: std::io::Error::other(err),
-        })?
     }
+
+    /// Refuses to start unpacking `blob` when the store's filesystem clearly lacks
+    /// room for it: `extra` bytes (the blob itself, when it is still to be written),
+    /// an estimate of the unpacked layer, and the reserve [`LayerLimits::min_free`].
+    /// A disk that fills anyway fails the unpack cleanly; this spares starting what
+    /// cannot finish, and leaves the host its reserve.
+    fn check_free_space(
+        &self,
+        blob: &Descriptor,
+        compression: Compression,
+        extra: u64,
+    ) -> Result<(), StoreError> {
+        let stat = rustix::fs::statvfs(self.tmp.as_path()).map_err(|errno| StoreError::Io {
+            path: self.tmp.clone(),
+            source: errno.into(),
+        })?;
+        let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+        // Compressed layers commonly unpack to two to four times their size: twice
+        // is what a layer surely needs, not a forecast.
+        let factor = match compression {
+            Compression::None => 1,
+            Compression::Gzip | Compression::Zstd => 2,
+        };
+        let needed = blob
+            .size
+            .saturating_mul(factor)
+            .saturating_add(extra)
+            .saturating_add(self.limits.min_free);
+        if available >= needed {
+            return Ok(());
+        }
+        Err(StoreError::NoSpace {
+            path: self.tmp.clone(),
+            digest: blob.digest.clone(),
+            size: blob.size,
+            available_mib: available >> 20,
+            needed_mib: needed.div_ceil(1 << 20),
+        })
+    }
+
+    /// Sets the bounds on the layers this store unpacks (by default
+    /// [`LayerLimits::from_env`]).
+    pub fn with_layer_limits(mut self, limits: LayerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+fn compression_of(blob: &Descriptor) -> Result<Compression, StoreError> {
+    Compression::of_layer(&blob.media_type).ok_or_else(|| StoreError::UnsupportedLayer {
+        digest: blob.digest.clone(),
+        media_type: blob.media_type.clone(),
+    })
+}
+
+/// Runs filesystem work off the async threads; a panic in it becomes an error
+/// about `path`.
+async fn blocking<T, F>(path: PathBuf, work: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| StoreError::Io {
+            path,
+            source: io::Error::other(err),
+        })?
+}
+
+/// Passes a blob download through, failing it (and setting `overflowed`) once more
+/// bytes have arrived than `size`, the descriptor's: a registry cannot fill the
+/// disk with a blob its manifest declares small.
+fn bounded<'a, S>(
+    stream: S,
+    size: u64,
+    overflowed: &'a AtomicBool,
+) -> impl Stream<Item = io::Result<bytes::Bytes>> + 'a
+where
+    S: Stream<Item = io::Result<bytes::Bytes>> + 'a,
+{
+    let mut received = 0u64;
+    stream.map(move |chunk| {
+        let chunk = chunk?;
+        received = received.saturating_add(chunk.len() as u64);
+        if received > size {
+            overflowed.store(true, Ordering::Relaxed);
+            return Err(io::Error::other(format!(
+                "more than the {size} bytes the descriptor declares"
+            )));
+        }
+        Ok(chunk)
+    })
 }
 
 pub(super) fn now_rfc3339() -> String {

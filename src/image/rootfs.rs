@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
@@ -33,6 +34,9 @@ pub fn mount_rootfs(layers: &[PathBuf], container_dir: &Path) -> io::Result<Root
     for dir in [&paths.rootfs, &paths.upper, &paths.work] {
         fs::create_dir_all(dir)?;
     }
+    // overlayfs gives the merged root the upper dir's owner and mode: the container's
+    // `/` must be enterable by every user in it, whatever wharf's umask made it.
+    fs::set_permissions(&paths.upper, fs::Permissions::from_mode(0o755))?;
     if layers.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -57,11 +61,13 @@ pub fn mount_rootfs(layers: &[PathBuf], container_dir: &Path) -> io::Result<Root
             "a layer path contains a NUL byte",
         )
     })?;
+    // nosuid,nodev on the host path; inside the container nothing changes: it runs
+    // with no_new_privs (setuid bits grant nothing) and gets /dev from a tmpfs.
     mount(
         "overlay",
         &paths.rootfs,
         "overlay",
-        MountFlags::empty(),
+        MountFlags::NOSUID | MountFlags::NODEV,
         options.as_c_str(),
     )?;
     Ok(paths)

@@ -6,11 +6,18 @@
 //! leftovers (`web.yaml~`, `.web.yaml.swp`, `web.yaml.bak`, `web.yaml.tmp`,
 //! `web.yaml.orig`, `#web.yaml#`) and subdirectories are ignored. A file named
 //! explicitly on the command line is always read.
+//!
+//! Reading is bounded: a manifest must be a regular file of at most
+//! [`MAX_MANIFEST_BYTES`]. A FIFO, socket or device with a manifest's name is
+//! reported as what it is, and nothing waits on a FIFO.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
 
 use super::de::from_node;
 use super::diagnostic::Diagnostic;
@@ -18,6 +25,10 @@ use super::hash::SpecHash;
 use super::spec::ServiceSpec;
 use super::validate::validate;
 use super::yaml::{display_path, parse_documents, Mark, Node, PathSegment};
+
+/// Manifest files larger than this are refused without being read: one service
+/// takes a few kilobytes, and the agent reads every file again at each resync.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// A validated, normalised service and where it was defined.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,9 +76,12 @@ pub fn manifest_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
             continue;
         }
         let path = entry.path();
-        // fs::metadata follows symlinks; a dangling link is kept so reading it reports why.
+        // fs::metadata follows symlinks. Subdirectories are not manifests; anything
+        // else that is not a regular file (a FIFO, a socket, a device) is kept, as is
+        // a dangling link, so that reading it reports what is wrong instead of the
+        // file being silently ignored.
         match fs::metadata(&path) {
-            Ok(meta) if !meta.is_file() => continue,
+            Ok(meta) if meta.is_dir() => continue,
             _ => files.push(path),
         }
     }
@@ -111,8 +125,79 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
 /// Reads and parses one manifest file. All or nothing: one invalid document makes
 /// the whole file invalid, so a file's services are always defined together.
 pub fn load_file(path: &Path) -> Result<Vec<Service>, Vec<Diagnostic>> {
-    let bytes = fs::read(path).map_err(|err| vec![file_error(path, "cannot read", &err)])?;
+    let bytes = read_manifest(path).map_err(|error| vec![error])?;
     parse_manifest(path, &bytes)
+}
+
+/// The bytes of a manifest file: a regular file (symlinks followed, as ConfigMap
+/// mounts need) of at most [`MAX_MANIFEST_BYTES`], never read past that.
+fn read_manifest(path: &Path) -> Result<Vec<u8>, Diagnostic> {
+    let whole_file = |message: String| Diagnostic {
+        file: path.to_owned(),
+        mark: None,
+        field: String::new(),
+        message,
+    };
+    // Checked before opening as well as after: opening a device or a socket can
+    // have effects of its own. The check on the open file is the one that counts.
+    let before = fs::metadata(path).map_err(|err| file_error(path, "cannot read", &err))?;
+    require_regular(&before).map_err(whole_file)?;
+    // O_NONBLOCK: a FIFO swapped in after the check opens at once instead of
+    // waiting for a writer (it is then refused). Regular files ignore the flag.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|err| file_error(path, "cannot read", &err))?;
+    let meta = file
+        .metadata()
+        .map_err(|err| file_error(path, "cannot read", &err))?;
+    require_regular(&meta).map_err(whole_file)?;
+    if meta.len() > MAX_MANIFEST_BYTES {
+        return Err(whole_file(too_large(meta.len())));
+    }
+    // One byte more than the limit tells a file that grew since fstat.
+    let mut bytes = Vec::new();
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| file_error(path, "cannot read", &err))?;
+    let read = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if read > MAX_MANIFEST_BYTES {
+        return Err(whole_file(too_large(read.max(meta.len()))));
+    }
+    Ok(bytes)
+}
+
+/// Err names what the path is when it is not a regular file (after symlinks).
+fn require_regular(meta: &fs::Metadata) -> Result<(), String> {
+    let file_type = meta.file_type();
+    if file_type.is_file() {
+        return Ok(());
+    }
+    let what = if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else {
+        "of an unknown type"
+    };
+    Err(format!(
+        "not a regular file ({what}); a manifest must be a regular file or a symlink to one"
+    ))
+}
+
+fn too_large(size: u64) -> String {
+    format!(
+        "the file is {size} bytes, more than the {} MiB limit for a manifest file; \
+         split its services into several files",
+        MAX_MANIFEST_BYTES >> 20
+    )
 }
 
 /// Parses the bytes of a manifest file named `path` (used only in messages).

@@ -21,7 +21,7 @@ pub use hash::SpecHash;
 pub use image_ref::ImageRef;
 pub use load::{
     duplicate_names, is_manifest_name, load_file, load_paths, manifest_files, parse_manifest,
-    Loaded, Service,
+    Loaded, Service, MAX_MANIFEST_BYTES,
 };
 pub use spec::*;
 pub use trust::only_root_can_write;

@@ -12,8 +12,17 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 /// Documents nested deeper than this are refused: no manifest needs it, and it keeps
 /// every walk over the tree (including drop) far from the stack limit.
 const MAX_DEPTH: usize = 64;
-/// Upper bound on nodes per document after aliases are expanded ("billion laughs").
-const MAX_NODES: usize = 100_000;
+/// What anchors and aliases may copy in one file (all its documents together): an
+/// alias repeats its anchor's whole value, so a few bytes of aliases can stand for
+/// gigabytes ("billion laughs"). Copies count by nodes and by scalar bytes; the
+/// file's own text is bounded by the loader's size limit.
+///
+/// The byte budget is fixed rather than a multiple of the file's size, so the same
+/// aliases are accepted or refused whatever else the file holds. 16 MiB is 16 times
+/// the largest manifest file and far more than sharing blocks of settings between
+/// services needs, while bounding what one file can make wharf hold in memory.
+const MAX_COPIED_NODES: usize = 100_000;
+const MAX_COPIED_BYTES: usize = 16 << 20;
 
 /// A 1-based line and column in a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
@@ -180,17 +189,36 @@ impl Node {
         )
     }
 
-    /// Number of nodes in this subtree, for the alias expansion bound.
-    fn size(&self) -> usize {
+    /// What a copy of this subtree costs, for the alias expansion bounds.
+    fn footprint(&self) -> Footprint {
+        let node = Footprint { nodes: 1, bytes: 0 };
         match &self.value {
-            Value::Scalar(_) => 1,
-            Value::Sequence(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
-            Value::Mapping(entries) => {
-                1 + entries
-                    .iter()
-                    .map(|(k, v)| k.size() + v.size())
-                    .sum::<usize>()
-            }
+            Value::Scalar(scalar) => Footprint {
+                nodes: 1,
+                bytes: scalar.text.len(),
+            },
+            Value::Sequence(items) => items
+                .iter()
+                .fold(node, |sum, item| sum.plus(item.footprint())),
+            Value::Mapping(entries) => entries.iter().fold(node, |sum, (key, value)| {
+                sum.plus(key.footprint()).plus(value.footprint())
+            }),
+        }
+    }
+}
+
+/// Nodes and scalar bytes: the size of a subtree, or of all copies made so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Footprint {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Footprint {
+    fn plus(self, other: Footprint) -> Footprint {
+        Footprint {
+            nodes: self.nodes.saturating_add(other.nodes),
+            bytes: self.bytes.saturating_add(other.bytes),
         }
     }
 }
@@ -256,18 +284,18 @@ enum Open {
 struct TreeBuilder {
     documents: Vec<Node>,
     open: Vec<(Open, usize)>,
-    anchors: HashMap<usize, Node>,
-    nodes_in_document: usize,
+    /// Anchored values of the current document, with what a copy of each costs.
+    anchors: HashMap<usize, (Node, Footprint)>,
+    /// Copies made for anchors and aliases in the whole stream: not reset per
+    /// document, or many small documents would add up to the same bomb.
+    copied: Footprint,
 }
 
 impl TreeBuilder {
     fn push(&mut self, event: Event<'_>, span: &Span) -> Result<(), SyntaxError> {
         let mark = Mark::from(span);
         match event {
-            Event::DocumentStart(_) => {
-                self.anchors.clear();
-                self.nodes_in_document = 0;
-            }
+            Event::DocumentStart(_) => self.anchors.clear(),
             Event::Scalar(text, style, anchor, tag) => {
                 let resolved = resolve_scalar(&text, style, tag.as_deref(), mark)?;
                 let node = Node {
@@ -305,13 +333,23 @@ impl TreeBuilder {
                 }
             }
             Event::Alias(anchor) => {
-                let node = self.anchors.get(&anchor).cloned().ok_or(SyntaxError {
+                let footprint = self
+                    .anchors
+                    .get(&anchor)
+                    .map(|(_, footprint)| *footprint)
+                    .ok_or(SyntaxError {
+                        mark,
+                        message: "alias refers to an unknown anchor".into(),
+                    })?;
+                // Counted before copying, so a refused copy is never made.
+                self.count_copy(footprint, mark)?;
+                let copy = self.anchors.get(&anchor).map(|(node, _)| Node {
                     mark,
-                    message: "alias refers to an unknown anchor".into(),
-                })?;
-                let node = Node { mark, ..node };
-                self.count(node.size(), mark)?;
-                self.attach(node);
+                    ..node.clone()
+                });
+                if let Some(node) = copy {
+                    self.attach(node);
+                }
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
         }
@@ -333,25 +371,36 @@ impl TreeBuilder {
     }
 
     fn finish(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
-        self.count(1, node.mark)?;
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            // The anchor keeps a copy until the document ends: it counts too, or
+            // anchors nested around expanded aliases would multiply them unbounded.
+            let footprint = node.footprint();
+            self.count_copy(footprint, node.mark)?;
+            self.anchors.insert(anchor, (node.clone(), footprint));
         }
         self.attach(node);
         Ok(())
     }
 
-    fn count(&mut self, nodes: usize, mark: Mark) -> Result<(), SyntaxError> {
-        self.nodes_in_document += nodes;
-        if self.nodes_in_document > MAX_NODES {
-            return Err(SyntaxError {
-                mark,
-                message: format!(
-                    "document has more than {MAX_NODES} nodes once aliases are expanded"
-                ),
-            });
-        }
-        Ok(())
+    /// Adds a copy of `footprint` to the stream's total, refusing it (at `mark`) when
+    /// that goes over either bound.
+    fn count_copy(&mut self, footprint: Footprint, mark: Mark) -> Result<(), SyntaxError> {
+        self.copied = self.copied.plus(footprint);
+        let over = if self.copied.bytes > MAX_COPIED_BYTES {
+            format!("{} MiB of text", MAX_COPIED_BYTES >> 20)
+        } else if self.copied.nodes > MAX_COPIED_NODES {
+            format!("{MAX_COPIED_NODES} nodes")
+        } else {
+            return Ok(());
+        };
+        Err(SyntaxError {
+            mark,
+            message: format!(
+                "aliases in this file expand to more than {over} (each alias repeats its \
+                 anchor's whole value; the limit guards against alias bombs): use fewer \
+                 aliases or anchor smaller values"
+            ),
+        })
     }
 
     fn attach(&mut self, node: Node) {
@@ -522,6 +571,37 @@ mod tests {
         let deep = "[".repeat(200) + &"]".repeat(200);
         let err = parse_documents(&deep).expect_err("deep nesting must be refused");
         assert!(err.message.contains("nested deeper"), "{}", err.message);
+    }
+
+    #[test]
+    fn aliases_are_refused_by_the_bytes_they_expand_to() {
+        // Few nodes, many bytes: 20 aliases of a 1 MiB string.
+        let big = "x".repeat(1 << 20);
+        let text = format!("big: &big '{big}'\nlist:\n{}", "- *big\n".repeat(20));
+        let err = parse_documents(&text).expect_err("expansion beyond 16 MiB");
+        // The anchor's own copy and 15 aliases make 16 MiB; the 16th alias is refused.
+        assert_eq!(
+            err.mark,
+            Mark {
+                line: 18,
+                column: 3
+            }
+        );
+        assert!(
+            err.message.contains("expand to more than 16 MiB of text"),
+            "{}",
+            err.message
+        );
+
+        // The budget is the file's, not each document's.
+        let document = format!("a: &a '{big}'\nb: [*a, *a, *a, *a, *a]\n");
+        let err = parse_documents(&[document.as_str(); 3].join("---\n"))
+            .expect_err("three documents of 6 MiB");
+        assert_eq!(err.mark.line, 8, "{err:?}");
+
+        // Sharing settings the usual way is far below the limits.
+        let shared = "x: &env {A: '1', B: '2'}\ny: *env\nz: *env\n";
+        assert_eq!(parse_documents(shared).expect("valid").len(), 1);
     }
 
     #[test]

@@ -1,20 +1,23 @@
 //! The agent's reconcile: load the directory keeping each file's last good
 //! definition, observe, plan (pruning what left the directory), hold back restarts
-//! that are still in backoff, execute and record.
+//! that are still in backoff and pulls from registries that are failing, execute
+//! and record.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::backoff::{LogLine, RegistryHealth};
 use super::{current_digests, record, Backoff, Executor, ReconcileLock, StepObserver};
 use crate::health::{HealthMonitor, Verdict};
 use crate::manifest::{
-    duplicate_names, load_file, manifest_files, only_root_can_write, Diagnostic, PullPolicy,
-    Service,
+    duplicate_names, load_file, manifest_files, only_root_can_write, Diagnostic, ImageRef,
+    PullPolicy, Service,
 };
 use crate::plan::{plan, Action, Inputs, Step};
 use crate::runtime::{ObservedContainer, Runtime};
-use crate::state::{StateStore, StoppedRollout};
+use crate::state::{StateStore, StoppedRollout, TagCheckFailing};
 
 pub struct Agent<'a, R: Runtime> {
     executor: Executor<'a, R>,
@@ -42,6 +45,11 @@ pub struct Agent<'a, R: Runtime> {
     digests: BTreeMap<String, String>,
     digests_checked: Option<Instant>,
     check_tags_every: Duration,
+    /// Registries whose tag checks fail: asked again with backoff.
+    registry_health: RegistryHealth,
+    /// The failing tag checks as last published for `wharf status` (None: not yet
+    /// by this agent; what an earlier agent published is out of date).
+    published_tag_checks: Option<BTreeMap<String, TagCheckFailing>>,
 }
 
 /// Logs what the agent does, one timestamped line each, on stderr.
@@ -99,13 +107,17 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             digests: BTreeMap::new(),
             digests_checked: None,
             check_tags_every: Duration::from_secs(30),
+            registry_health: RegistryHealth::new(Duration::from_secs(30)),
+            published_tag_checks: None,
         }
     }
 
     /// How often the tags of `pull: always` services are resolved at their registry
-    /// (default 30 s; the agent sets its resync period).
+    /// (default 30 s; the agent sets its resync period). A failing registry is asked
+    /// again after this period, then twice that, up to 5 minutes.
     pub fn check_tags_every(&mut self, period: Duration) {
         self.check_tags_every = period;
+        self.registry_health = RegistryHealth::new(period);
     }
 
     /// Follows manifests whoever can write them (--allow-insecure-manifests).
@@ -144,6 +156,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             prune: true,
         });
         self.hold_back_failed_rollouts(&desired, &mut planned.steps);
+        self.hold_back_pulls_from_failing_registries(&desired, &mut planned.steps);
         let now = Instant::now();
         let mut next_restart: Option<Instant> = None;
         let mut waiting: Vec<(String, Instant)> = Vec::new();
@@ -225,27 +238,116 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
     }
 
     /// Asks the registries what `pull: always` tags resolve to, once per period (or
-    /// sooner for an image not asked about yet), not at every file event.
+    /// sooner for an image not asked about yet), not at every file event. A registry
+    /// that fails is asked again only as its backoff allows, whatever wakes the agent:
+    /// a failed image stays unknown, and each attempt runs a credential lookup (a
+    /// child process) whose exit wakes the agent again: without the backoff, a
+    /// registry outage was a tight loop. Meanwhile its images keep the digests last
+    /// resolved (no replacement on that ground).
     async fn refresh_digests(&mut self, desired: &[Service]) {
-        let always: Vec<&Service> = desired
-            .iter()
-            .filter(|s| s.spec.pull == PullPolicy::Always)
-            .collect();
-        let unknown = always
-            .iter()
-            .any(|s| !self.digests.contains_key(&s.spec.image));
+        let by_registry = always_by_registry(desired);
+        let followed = |image: &str| {
+            by_registry
+                .values()
+                .flatten()
+                .any(|service| service.spec.image == image)
+        };
+        self.digests.retain(|image, _| followed(image.as_str()));
+        self.registry_health
+            .retain(|registry| by_registry.contains_key(registry));
+        let now = Instant::now();
         let due = self
             .digests_checked
-            .is_none_or(|at| at.elapsed() >= self.check_tags_every);
-        if always.is_empty() || !(due || unknown) {
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.check_tags_every);
+        let mut asked = false;
+        for (registry, services) in &by_registry {
+            let unknown = services
+                .iter()
+                .any(|s| !self.digests.contains_key(&s.spec.image));
+            let failing = self.registry_health.outage(registry).is_some();
+            if !(due || unknown || failing) || !self.registry_health.may_ask(registry, now) {
+                continue;
+            }
+            asked = true;
+            let errors = RefCell::new(Vec::new());
+            let resolved = current_digests(self.executor.registries, services, |error| {
+                errors.borrow_mut().push(error)
+            })
+            .await;
+            self.digests.extend(resolved);
+            let errors = errors.into_inner();
+            let line = if errors.is_empty() {
+                self.registry_health.recovered(registry)
+            } else {
+                // The backoff runs from the attempt's end (a connect can take 10 s).
+                let (at, wall) = (Instant::now(), SystemTime::now());
+                self.registry_health
+                    .failed(registry, &errors.join("; "), at, wall)
+            };
+            match line {
+                Some(LogLine {
+                    message,
+                    event: true,
+                }) => self.note(message),
+                Some(LogLine { message, .. }) => log(&message),
+                None => {}
+            }
+        }
+        if asked {
+            self.digests_checked = Some(now);
+        }
+        self.publish_tag_checks(&by_registry);
+    }
+
+    /// Drops the steps that would pull a `pull: always` image from a registry whose
+    /// tag checks are failing: they would fail at the pull (and a failed restart is
+    /// tried again at every wake). They run once the registry answers again; running
+    /// containers are left as they are.
+    fn hold_back_pulls_from_failing_registries(&self, desired: &[Service], steps: &mut Vec<Step>) {
+        let waits = |step: &Step| {
+            step.action != Action::Remove
+                && desired.iter().any(|service| {
+                    service.name() == step.service
+                        && service.spec.pull == PullPolicy::Always
+                        && registry_of(service).is_some_and(|registry| {
+                            self.registry_health.outage(&registry).is_some()
+                        })
+                })
+        };
+        steps.retain(|step| !waits(step));
+    }
+
+    /// Publishes the services whose tag checks are failing, for `wharf status`, when
+    /// that changed (and at this agent's first reconcile).
+    fn publish_tag_checks(&mut self, by_registry: &BTreeMap<String, Vec<Service>>) {
+        let failing: BTreeMap<String, TagCheckFailing> = by_registry
+            .iter()
+            .filter_map(|(registry, services)| {
+                Some((registry, services, self.registry_health.outage(registry)?))
+            })
+            .flat_map(|(registry, services, outage)| {
+                services.iter().map(move |service| {
+                    let failing = TagCheckFailing {
+                        registry: registry.clone(),
+                        since: humantime::format_rfc3339_seconds(outage.since).to_string(),
+                        attempts: outage.attempts,
+                        error: outage.error.clone(),
+                    };
+                    (service.name().to_owned(), failing)
+                })
+            })
+            .collect();
+        if self.published_tag_checks.as_ref() == Some(&failing) {
             return;
         }
-        let services: Vec<Service> = always.into_iter().cloned().collect();
-        self.digests = current_digests(self.executor.registries, &services, |warning| {
-            log(&format!("warning: {warning}"))
-        })
-        .await;
-        self.digests_checked = Some(Instant::now());
+        let stored =
+            StateStore::open(&self.root).and_then(|store| store.set_tag_checks_failing(&failing));
+        match stored {
+            Ok(()) => self.published_tag_checks = Some(failing),
+            Err(err) => log(&format!(
+                "warning: cannot record the failing tag checks: {err}"
+            )),
+        }
     }
 
     /// What a rollout of `service` moves to: its spec hash and, for `pull: always`, the
@@ -441,4 +543,29 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         }
         Some(services)
     }
+}
+
+/// The registry `service`'s image is on (None for a reference that does not parse,
+/// which validation refuses).
+fn registry_of(service: &Service) -> Option<String> {
+    service
+        .spec
+        .image
+        .parse::<ImageRef>()
+        .ok()
+        .map(|image| image.registry)
+}
+
+/// The `pull: always` services, by the registry their image is on.
+fn always_by_registry(desired: &[Service]) -> BTreeMap<String, Vec<Service>> {
+    let mut by_registry: BTreeMap<String, Vec<Service>> = BTreeMap::new();
+    for service in desired.iter().filter(|s| s.spec.pull == PullPolicy::Always) {
+        if let Some(registry) = registry_of(service) {
+            by_registry
+                .entry(registry)
+                .or_default()
+                .push(service.clone());
+        }
+    }
+    by_registry
 }

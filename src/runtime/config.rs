@@ -93,6 +93,49 @@ const DENIED_SYSCALLS: [&str; 44] = [
     "unshare",
 ];
 
+/// The namespace flags of `clone(2)`: a container may create threads and processes,
+/// not namespaces (a user namespace would give it a full capability set over new
+/// namespaces: netfilter, mounts, the surface of many escapes). Docker's default
+/// profile refuses the same flags.
+const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
+    0x0002_0000, // CLONE_NEWNS
+    0x0200_0000, // CLONE_NEWCGROUP
+    0x0400_0000, // CLONE_NEWUTS
+    0x0800_0000, // CLONE_NEWIPC
+    0x1000_0000, // CLONE_NEWUSER
+    0x2000_0000, // CLONE_NEWPID
+    0x4000_0000, // CLONE_NEWNET
+];
+
+/// ENOSYS, for `clone3`: its flags are in memory, out of seccomp's reach, so it is
+/// refused as "not implemented" and glibc falls back to `clone`, as with Docker.
+const ENOSYS: u32 = 38;
+
+/// The seccomp profile: everything allowed but the denied syscalls and namespace
+/// creation through `clone`/`clone3`.
+fn seccomp_profile() -> Value {
+    let mut rules = vec![
+        json!({ "names": DENIED_SYSCALLS.as_slice(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }),
+        json!({ "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS }),
+    ];
+    // One rule per flag: a rule's conditions are ANDed, separate rules ORed. With the
+    // flag as both mask and value, the rule reads "arg0 & flag == flag" whichever of
+    // the two a runtime takes for the mask.
+    rules.extend(CLONE_NAMESPACE_FLAGS.iter().map(|flag| {
+        json!({
+            "names": ["clone"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 1,
+            "args": [{ "index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ" }]
+        })
+    }));
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        "syscalls": rules,
+    })
+}
+
 /// The CFS period wharf uses; `cpus` becomes a quota of that many periods.
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -254,13 +297,7 @@ pub fn runtime_config(
             "readonlyPaths": [
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ],
-            "seccomp": {
-                "defaultAction": "SCMP_ACT_ALLOW",
-                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-                "syscalls": [
-                    { "names": DENIED_SYSCALLS.as_slice(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }
-                ]
-            }
+            "seccomp": seccomp_profile()
         }
     }))
 }
@@ -316,7 +353,13 @@ fn mounts(service: &ServiceSpec, host: &HostFacts) -> Result<Vec<Value>, Runtime
 
 fn bind(source: &Path, target: &str, readonly: bool) -> Value {
     let mut options = vec!["rbind", "rprivate", "nosuid", "nodev"];
-    options.push(if readonly { "ro" } else { "rw" });
+    // `ro` alone covers only the top mount; `rro` makes every mount below the source
+    // (a tmpfs or a USB disk mounted there later) read-only too.
+    options.extend(if readonly {
+        &["ro", "rro"][..]
+    } else {
+        &["rw"][..]
+    });
     json!({"destination": target, "type": "bind", "source": source, "options": options})
 }
 

@@ -33,6 +33,7 @@ pub(super) fn in_forked_copy(build: impl FnOnce() -> Result<i32, String>) -> Res
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(read);
+            reset_signals();
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
                 .unwrap_or_else(|_| Err("the container build panicked".into()));
             let mut line = serde_json::to_vec(&answer).unwrap_or_default();
@@ -48,6 +49,33 @@ pub(super) fn in_forked_copy(build: impl FnOnce() -> Result<i32, String>) -> Res
         }
         Err(err) => Err(format!("cannot fork: {err}")),
     }
+}
+
+/// Gives the container's processes the default signal dispositions and an empty mask,
+/// as runc does: an ignored signal stays ignored across `exec`, and Rust ignores
+/// SIGPIPE, so `yes | head` in a container would spin on EPIPE forever.
+fn reset_signals() {
+    // Every signal number, real-time ones included: glibc's sigaction refuses the two
+    // it reserves (32 and 33), so the system call is made directly. A zeroed kernel
+    // sigaction is SIG_DFL with no flags and an empty mask.
+    for signal in 1..=64 {
+        if signal == nix::libc::SIGKILL || signal == nix::libc::SIGSTOP {
+            continue;
+        }
+        let default = [0u64; 4];
+        // SAFETY: installs no handler, only the default disposition, in a copy of the
+        // process that has a single thread; `default` outlives the call.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
+    }
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
 }
 
 /// Reads the copy's one-line answer. The end of the pipe cannot tell that the copy died

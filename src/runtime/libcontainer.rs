@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -265,7 +266,8 @@ impl LibcontainerRuntime {
             // child that deadlocks on that lock.
             let (stdout, stderr) = self.start_log_shim(dir)?;
             let state = &self.state;
-            in_forked_copy(move || {
+            let since = SystemTime::now();
+            let pid = in_forked_copy(move || {
                 let container = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
                     .with_stdout(stdout)
                     .with_stderr(stderr)
@@ -285,7 +287,9 @@ impl LibcontainerRuntime {
                     .pid()
                     .map(|pid| pid.as_raw())
                     .ok_or_else(|| "libcontainer reported no process for the new container".into())
-            })?
+            })?;
+            Reaper::global().watch_container(pid, since);
+            pid
         };
         if service.network == Network::None {
             bring_up_loopback(pid).map_err(|err| format!("cannot bring up loopback: {err}"))?;
@@ -370,7 +374,7 @@ impl LibcontainerRuntime {
                 }
             };
             if let (MountSource::Dir(path), VolumeKind::Volume) = (&source, volume.kind) {
-                fs::create_dir_all(path)
+                create_volume_dir(path)
                     .map_err(|err| format!("cannot create volume {}: {err}", path.display()))?;
             }
             sources.push(source);
@@ -793,6 +797,14 @@ fn check_executable(
     service: &ServiceSpec,
     image: &crate::image::ImageConfig,
 ) -> Result<(), String> {
+    // A program on a volume is not in the image: the container finds it once mounted.
+    let on_a_volume = service
+        .volumes
+        .iter()
+        .any(|volume| Path::new(program).starts_with(&volume.target));
+    if on_a_volume {
+        return Ok(());
+    }
     let root =
         Root::open(rootfs).map_err(|err| format!("cannot open the root filesystem: {err}"))?;
     let found = if program.contains('/') {
@@ -816,9 +828,26 @@ fn check_executable(
     }
 }
 
+/// A new volume's root is 0755, as Docker's are: the container decides who may write
+/// in it (the host side stays private: the volumes directory is 0700). An existing
+/// volume keeps the mode its containers gave it.
+fn create_volume_dir(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+}
+
+/// /etc/hosts, /etc/hostname and /etc/resolv.conf are bind-mounted into the
+/// container, where every user must read them: 0644, though their directory is not.
 fn write_etc_files(dir: &Path, hostname: &str, network: Network) -> std::io::Result<()> {
+    fn write_readable(path: PathBuf, content: String) -> std::io::Result<()> {
+        fs::write(&path, content)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+    }
     fs::create_dir_all(dir)?;
-    fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+    write_readable(dir.join("hostname"), format!("{hostname}\n"))?;
     let mut hosts =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     if network == Network::Host {
@@ -828,9 +857,9 @@ fn write_etc_files(dir: &Path, hostname: &str, network: Network) -> std::io::Res
         }
     }
     hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
-    fs::write(dir.join("hosts"), hosts)?;
+    write_readable(dir.join("hosts"), hosts)?;
     let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    fs::write(dir.join("resolv.conf"), resolv)
+    write_readable(dir.join("resolv.conf"), resolv)
 }
 
 /// Removes `<cgroup root>/<controller>/<path>` (v1) and `<cgroup root>/<path>` (v2)

@@ -8,7 +8,7 @@
 //! `ask_helper` and answer through a pipe, not an exit status (Docker
 //! credential helpers run inside `wharf credential-lookup`, a process of its own).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,7 +31,11 @@ const PRUNE_ABOVE: usize = 4096;
 
 pub struct Reaper {
     exits: Mutex<HashMap<i32, Exit>>,
-    /// Counts recorded exits, so that a watcher can wait for the next one.
+    /// Container init processes: only their exits are counted for watchers. Build
+    /// copies, execs and helpers end all the time; waking the agent for each would
+    /// make it reconcile again, and a reconcile that runs a helper would loop.
+    containers: Mutex<HashSet<i32>>,
+    /// Counts container exits, so that a watcher can wait for the next one.
     recorded: Mutex<u64>,
     changed: Condvar,
     /// Set when a child may exist; the thread sleeps on it while there is none.
@@ -43,6 +47,7 @@ impl Reaper {
     fn new() -> Reaper {
         Reaper {
             exits: Mutex::new(HashMap::new()),
+            containers: Mutex::new(HashSet::new()),
             recorded: Mutex::new(0),
             changed: Condvar::new(),
             children: Mutex::new(false),
@@ -104,8 +109,26 @@ impl Reaper {
         }
         exits.insert(pid.as_raw(), Exit { code, at: now });
         drop(exits);
-        *lock(&self.recorded) += 1;
+        let container = lock(&self.containers).remove(&pid.as_raw());
+        if container {
+            *lock(&self.recorded) += 1;
+        }
         self.changed.notify_all();
+    }
+
+    /// Counts the exit of child `pid` (a container's init, begun after `since`) for
+    /// [`Reaper::wait_for_exit_after`], also when it has already ended.
+    pub fn watch_container(&self, pid: i32, since: SystemTime) {
+        // Checked and registered under the exits lock: `record` inserts under it, so
+        // the exit is either seen here or finds the pid registered.
+        let exits = lock(&self.exits);
+        if exits.get(&pid).is_some_and(|exit| exit.at >= since) {
+            drop(exits);
+            *lock(&self.recorded) += 1;
+            self.changed.notify_all();
+        } else {
+            lock(&self.containers).insert(pid);
+        }
     }
 
     /// The exit of child `pid`, if it has ended. `since` is a time before the process
@@ -117,12 +140,12 @@ impl Reaper {
             .copied()
     }
 
-    /// How many exits have been recorded so far.
+    /// How many container exits have been recorded so far.
     pub fn exits_recorded(&self) -> u64 {
         *lock(&self.recorded)
     }
 
-    /// Waits until more than `seen` exits are recorded (any child), up to `timeout`;
+    /// Waits until more than `seen` container exits are recorded, up to `timeout`;
     /// returns the new count.
     pub fn wait_for_exit_after(&self, seen: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
@@ -200,6 +223,31 @@ mod tests {
                 .wait_for(4242, reused, Duration::from_millis(20))
                 .map(|exit| exit.code),
             Some(128 + 9)
+        );
+    }
+
+    #[test]
+    fn only_container_exits_wake_watchers() {
+        let reaper = Reaper::new();
+        let before = SystemTime::now();
+        // A credential helper or a health check's exec ends: nothing to reconcile.
+        reaper.record(WaitStatus::Exited(Pid::from_raw(100), 0));
+        assert_eq!(reaper.exits_recorded(), 0);
+
+        // A container's init ends after it was registered...
+        reaper.watch_container(200, before);
+        reaper.record(WaitStatus::Exited(Pid::from_raw(200), 1));
+        assert_eq!(reaper.exits_recorded(), 1);
+
+        // ...or before: an init that crashed at once still counts, once.
+        reaper.record(WaitStatus::Exited(Pid::from_raw(300), 1));
+        reaper.watch_container(300, before);
+        assert_eq!(reaper.exits_recorded(), 2);
+        reaper.record(WaitStatus::Exited(Pid::from_raw(300), 1));
+        assert_eq!(
+            reaper.exits_recorded(),
+            2,
+            "a reused pid is not a container"
         );
     }
 }

@@ -1,6 +1,9 @@
 //! `user:` resolved to ids inside the image: names are looked up in the container's
 //! own /etc/passwd and /etc/group, read through pathrs so that a symlink planted in
-//! the image (`/etc/passwd -> /host/etc/passwd`) cannot make wharf read host files.
+//! the image (`/etc/passwd -> /host/etc/passwd`) resolves inside the image, never to
+//! host files. The image decides what those files are, so they must be regular files
+//! (a FIFO would block wharf forever, a device could be read without end) and are
+//! read up to a bound.
 
 use std::io::Read;
 use std::path::Path;
@@ -19,7 +22,14 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ResolvedUser, S
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let passwd = read_in_root(rootfs, "etc/passwd");
+    // A numeric uid:gid needs no lookup, so it works whatever the image's files are.
+    let numeric = user_part.parse::<u32>().is_ok()
+        && group_part.is_some_and(|group| group.parse::<u32>().is_ok());
+    let passwd = if numeric {
+        None
+    } else {
+        read_in_root(rootfs, "etc/passwd")?
+    };
     let entry = passwd.as_deref().and_then(|text| {
         text.lines()
             .map(|line| line.split(':').collect::<Vec<_>>())
@@ -44,7 +54,7 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ResolvedUser, S
         None => passwd_gid,
         Some(group) => match group.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => read_in_root(rootfs, "etc/group")
+            Err(_) => read_in_root(rootfs, "etc/group")?
                 .as_deref()
                 .and_then(|text| {
                     text.lines()
@@ -60,12 +70,40 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ResolvedUser, S
     Ok(ResolvedUser { uid, gid })
 }
 
-fn read_in_root(rootfs: &Path, path: &str) -> Option<String> {
-    let root = Root::open(rootfs).ok()?;
-    let mut file = root.resolve(path).ok()?.reopen(OpenFlags::O_RDONLY).ok()?;
-    let mut text = String::new();
-    file.read_to_string(&mut text).ok()?;
-    Some(text)
+/// Larger than any real /etc/passwd or /etc/group.
+const MAX_ACCOUNT_FILE: u64 = 4 << 20;
+
+/// The image's file at `path`, or None when the image has none.
+fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>, String> {
+    let Ok(root) = Root::open(rootfs) else {
+        return Ok(None);
+    };
+    let Ok(handle) = root.resolve(path) else {
+        return Ok(None);
+    };
+    // The O_PATH handle is checked before anything opens the file for reading.
+    let kind = rustix::fs::fstat(&handle)
+        .map(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode))
+        .map_err(|err| format!("cannot inspect /{path} in the image: {err}"))?;
+    if kind != rustix::fs::FileType::RegularFile {
+        return Err(format!(
+            "/{path} in the image is not a regular file ({kind:?}); fix the image or set `user` to a numeric uid:gid"
+        ));
+    }
+    let file = handle
+        .reopen(OpenFlags::O_RDONLY | OpenFlags::O_NONBLOCK | OpenFlags::O_NOFOLLOW)
+        .map_err(|err| format!("cannot open /{path} in the image: {err}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_ACCOUNT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("cannot read /{path} in the image: {err}"))?;
+    if bytes.len() as u64 > MAX_ACCOUNT_FILE {
+        return Err(format!(
+            "/{path} in the image is larger than {} MiB; fix the image or set `user` to a numeric uid:gid",
+            MAX_ACCOUNT_FILE >> 20
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 #[cfg(test)]
@@ -113,5 +151,49 @@ mod tests {
         assert!(resolve(Some("web:wheel"))
             .unwrap_err()
             .contains("not in the image's /etc/group"));
+    }
+
+    #[test]
+    fn an_image_whose_passwd_is_not_a_regular_file_is_refused_at_once() {
+        let rootfs = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(rootfs.path().join("etc")).expect("mkdir");
+        // A FIFO nobody writes to: reading it would block forever.
+        nix::unistd::mkfifo(
+            &rootfs.path().join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .expect("mkfifo");
+        let err = resolve_user(rootfs.path(), Some("web")).expect_err("refused");
+        assert!(
+            err.contains("/etc/passwd in the image is not a regular file"),
+            "{err}"
+        );
+        // What the error suggests works: a numeric uid:gid reads nothing.
+        assert_eq!(
+            resolve_user(rootfs.path(), Some("5:6")),
+            Ok(ResolvedUser { uid: 5, gid: 6 })
+        );
+    }
+
+    #[test]
+    fn a_passwd_that_never_ends_is_refused() {
+        let rootfs = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(rootfs.path().join("etc")).expect("mkdir");
+        // The character device 1:5 is /dev/zero: endless. (Tests run as root.)
+        nix::sys::stat::mknod(
+            &rootfs.path().join("etc/passwd"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            nix::sys::stat::makedev(1, 5),
+        )
+        .expect("mknod");
+        let err = resolve_user(rootfs.path(), Some("web")).expect_err("refused");
+        assert!(err.contains("not a regular file"), "{err}");
+        // A huge regular file is read up to the bound only.
+        std::fs::remove_file(rootfs.path().join("etc/passwd")).expect("rm");
+        let file = std::fs::File::create(rootfs.path().join("etc/passwd")).expect("create");
+        file.set_len(1 << 30).expect("sparse 1 GiB");
+        let err = resolve_user(rootfs.path(), Some("web")).expect_err("refused");
+        assert!(err.contains("larger than 4 MiB"), "{err}");
     }
 }

@@ -118,17 +118,41 @@ fn now() -> String {
 }
 
 impl StateStore {
-    /// Opens (creating) the database for writing.
+    /// Opens (creating) the database for writing. A damaged file (truncated, or not a
+    /// database) is moved aside with a timestamp and a new one started, with an event
+    /// saying so: wharf's history is lost, but the host's containers are the truth and
+    /// nothing else depends on it.
     pub fn open(root: &Path) -> Result<Self, StateError> {
         let path = root.join("state.redb");
-        let db = Builder::new()
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .create(&path)
-            .map_err(|err| StateError {
-                path: path.clone(),
-                message: err.to_string(),
-            })?;
-        Ok(StateStore { db, path })
+        let create = |path: &Path| -> Result<Database, redb::Error> {
+            let db = Builder::new()
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .create(path)?;
+            check_readable(&db.begin_read()?)?;
+            Ok(db)
+        };
+        let failed = |err: &dyn std::fmt::Display| StateError {
+            path: path.clone(),
+            message: err.to_string(),
+        };
+        let damage = match create(&path) {
+            Ok(db) => return Ok(StateStore { db, path }),
+            Err(err) if is_damage(&err) => err,
+            Err(err) => return Err(failed(&err)),
+        };
+        let stamp: String = now().chars().filter(char::is_ascii_alphanumeric).collect();
+        let aside = path.with_file_name(format!("state.redb.damaged-{stamp}"));
+        std::fs::rename(&path, &aside).map_err(|err| failed(&err))?;
+        let store = StateStore {
+            db: create(&path).map_err(|err| failed(&err))?,
+            path,
+        };
+        store.log_events(&[format!(
+            "state database {} was damaged ({damage}); moved it to {} and started a new one (earlier history and events are in that file)",
+            store.path.display(),
+            aside.display()
+        )])?;
+        Ok(store)
     }
 
     fn error(&self, err: impl std::fmt::Display) -> StateError {
@@ -307,23 +331,80 @@ fn append_events(txn: &redb::WriteTransaction, events: &[String]) -> Result<(), 
     Ok(())
 }
 
+/// Whether opening failed because the file is no database redb can read (truncated,
+/// overwritten), as opposed to busy or unreadable.
+fn is_damage(err: &redb::Error) -> bool {
+    match err {
+        // A read-only open of a file that needs repair.
+        redb::Error::RepairAborted | redb::Error::Corrupted(_) => true,
+        redb::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+        ),
+        _ => false,
+    }
+}
+
+/// Reads the root, first and last entries of every table: a truncated or overwritten
+/// file fails here rather than showing as an empty history. (Cheap: one path down
+/// each tree, not a scan.)
+fn check_readable(txn: &redb::ReadTransaction) -> Result<(), redb::Error> {
+    fn ends<K: redb::Key + 'static, V: redb::Value + 'static>(
+        txn: &redb::ReadTransaction,
+        table: TableDefinition<'_, K, V>,
+    ) -> Result<(), redb::Error> {
+        match txn.open_table(table) {
+            Ok(table) => {
+                table.len()?;
+                table.first()?;
+                table.last()?;
+                Ok(())
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+    ends(txn, APPLIED)?;
+    ends(txn, HISTORY)?;
+    ends(txn, RESTARTS)?;
+    ends(txn, EVENTS)?;
+    ends(txn, NEXT_RESTART)?;
+    ends(txn, HEALTH)?;
+    ends(txn, STOPPED_ROLLOUTS)?;
+    ends(txn, TAG_CHECKS_FAILING)?;
+    Ok(())
+}
+
 /// A read-only view, usable while another process writes.
 pub struct StateView {
     db: redb::ReadOnlyDatabase,
 }
 
 impl StateView {
-    /// None when no apply has created the database yet.
-    pub fn open(root: &Path) -> Option<Self> {
+    /// None when no apply has created the database yet (or it is busy being
+    /// created); an error when the file is damaged, which readers must say.
+    pub fn open(root: &Path) -> Result<Option<Self>, StateError> {
         let path = root.join("state.redb");
         if !path.exists() {
-            return None;
+            return Ok(None);
         }
-        Builder::new()
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .open_read_only(&path)
-            .ok()
-            .map(|db| StateView { db })
+        let open = || -> Result<redb::ReadOnlyDatabase, redb::Error> {
+            let db = Builder::new()
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .open_read_only(&path)?;
+            check_readable(&db.begin_read()?)?;
+            Ok(db)
+        };
+        match open() {
+            Ok(db) => Ok(Some(StateView { db })),
+            Err(err) if is_damage(&err) => Err(StateError {
+                message: format!(
+                    "damaged ({err}): history and events cannot be read; the next `wharf apply` or agent moves it aside and starts a new one"
+                ),
+                path,
+            }),
+            Err(_) => Ok(None),
+        }
     }
 
     fn read<T>(&self, table: TableDefinition<'_, impl redb::Key + 'static, &'static str>) -> Vec<T>
@@ -420,6 +501,40 @@ impl StateView {
     }
 }
 
+/// Services whose `pull: always` tag the agent cannot check (JSON `TagCheckFailing`),
+/// by service.
+const TAG_CHECKS_FAILING: TableDefinition<&str, &str> = TableDefinition::new("tag-checks-failing");
+
+/// The agent cannot ask a service's registry what its `pull: always` tag resolves to
+/// (the containers keep running what they run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagCheckFailing {
+    pub registry: String,
+    /// RFC 3339: the first failed attempt.
+    pub since: String,
+    /// Failed attempts so far.
+    pub attempts: u64,
+    /// What the last attempt failed with.
+    pub error: String,
+}
+
+impl StateStore {
+    /// Replaces the recorded failing tag checks with `failing` (by service).
+    pub fn set_tag_checks_failing(
+        &self,
+        failing: &BTreeMap<String, TagCheckFailing>,
+    ) -> Result<(), StateError> {
+        self.replace_all(TAG_CHECKS_FAILING, failing)
+    }
+}
+
+impl StateView {
+    /// Why the agent cannot check the tag of `service` now, if it cannot.
+    pub fn tag_check_failing(&self, service: &str) -> Option<TagCheckFailing> {
+        self.entry(TAG_CHECKS_FAILING, service)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +545,52 @@ mod tests {
         parse_manifest(Path::new("/srv/m/s.yaml"), text.as_bytes())
             .expect("valid")
             .remove(0)
+    }
+
+    #[test]
+    fn a_damaged_database_is_reported_then_moved_aside_and_started_anew() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(root.path()).expect("open");
+        store.log_events(&["applied web".into()]).expect("log");
+        drop(store);
+        let path = root.path().join("state.redb");
+        let size = std::fs::metadata(&path).expect("stat").len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open file");
+        file.set_len(size / 3).expect("truncate");
+
+        // Readers say what is wrong and where instead of showing an empty history.
+        let err = StateView::open(root.path()).err().expect("reported");
+        assert!(err.to_string().contains("state.redb"), "{err}");
+        assert!(err.to_string().contains("damaged"), "{err}");
+
+        // The next writer keeps the damaged file for inspection and starts again.
+        let store = StateStore::open(root.path()).expect("recovered");
+        drop(store);
+        let view = StateView::open(root.path())
+            .expect("readable")
+            .expect("exists");
+        let events = view.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            events[0].message.contains("was damaged"),
+            "{}",
+            events[0].message
+        );
+        let aside: Vec<String> = std::fs::read_dir(root.path())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("state.redb.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(
+            events[0].message.contains(&aside[0]),
+            "{}",
+            events[0].message
+        );
     }
 
     #[test]
@@ -487,7 +648,9 @@ mod tests {
         assert_eq!((first, second), (1, 2));
 
         // Another reader, while the writer is still open.
-        let view = StateView::open(root.path()).expect("read-only view");
+        let view = StateView::open(root.path())
+            .expect("readable")
+            .expect("read-only view");
         let applied = view.applied();
         assert_eq!(applied.len(), 1);
         assert_eq!(
@@ -514,21 +677,61 @@ mod tests {
         store
             .record_apply(Path::new("/m"), &[], &[], &[], "", &many)
             .expect("record");
-        let events = StateView::open(root.path()).expect("view").events();
+        let events = StateView::open(root.path())
+            .expect("readable")
+            .expect("view")
+            .events();
         assert_eq!(events.len() as u64, MAX_EVENTS);
         assert_eq!(events[0].message, "event 5");
 
         // A follower of the full log still sees exactly what comes next.
-        let view = StateView::open(root.path()).expect("view");
+        let view = StateView::open(root.path())
+            .expect("readable")
+            .expect("view");
         let last = view.events_after(None).last().map(|(n, _)| *n);
         drop(view);
         store.log_events(&["next".into()]).expect("log");
-        let view = StateView::open(root.path()).expect("view");
+        let view = StateView::open(root.path())
+            .expect("readable")
+            .expect("view");
         let new: Vec<String> = view
             .events_after(last)
             .into_iter()
             .map(|(_, e)| e.message)
             .collect();
         assert_eq!(new, ["next"]);
+    }
+
+    #[test]
+    fn failing_tag_checks_are_replaced_as_a_whole_and_readable_by_service() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(root.path()).expect("open");
+        let failing = TagCheckFailing {
+            registry: "127.0.0.1:5000".into(),
+            since: "2024-01-01T00:00:00Z".into(),
+            attempts: 3,
+            error: "connection refused".into(),
+        };
+        let both = BTreeMap::from([
+            ("web".to_owned(), failing.clone()),
+            ("api".to_owned(), failing.clone()),
+        ]);
+        store.set_tag_checks_failing(&both).expect("record");
+        let view = StateView::open(root.path())
+            .expect("readable")
+            .expect("view");
+        assert_eq!(view.tag_check_failing("web"), Some(failing));
+        assert_eq!(view.tag_check_failing("db"), None);
+        drop(view);
+
+        // The registry is back: nothing is failing any more.
+        store
+            .set_tag_checks_failing(&BTreeMap::new())
+            .expect("record");
+        let view = StateView::open(root.path())
+            .expect("readable")
+            .expect("view");
+        assert_eq!(view.tag_check_failing("web"), None);
+        assert_eq!(view.tag_check_failing("api"), None);
     }
 }

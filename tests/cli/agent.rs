@@ -261,6 +261,7 @@ fn many_files_at_once_are_one_reconcile_and_configmap_swaps_are_followed() {
     // Ten files land at once (a `git checkout`): one reconcile creates them all.
     let history = || {
         wharf::state::StateView::open(root)
+            .expect("state readable")
             .map(|v| v.history())
             .unwrap_or_default()
     };
@@ -823,4 +824,127 @@ fn credential_helpers_work_while_the_agent_runs_containers() {
     assert_eq!(agent.terminate(), Some(0));
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
     private.stop();
+}
+
+#[test]
+fn a_registry_outage_is_logged_once_shown_in_status_and_leaves_containers_alone() {
+    /// A registry process of this test's own, stopped when dropped.
+    struct Serving(Child);
+    impl Drop for Serving {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let registry = crate::support::TestRegistry::start();
+    registry.copy_from(TestRegistry::shared(), "busybox:1");
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let work = tempfile::tempdir().expect("work");
+    let (root, dir) = (root.path(), dir.path());
+    let image = registry.image("busybox:1");
+    std::fs::write(
+        dir.join("edge.yaml"),
+        format!(
+            "apiVersion: wharf/v1\nkind: Service\nname: edge\nimage: {image}\npull: always\n\
+             command: [/bin/sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n"
+        ),
+    )
+    .expect("write");
+    // Resyncs every second: without a backoff, every one of them (and every wake
+    // they cause) asked the registry again.
+    let mut agent = AgentProcess::start(root, dir, work.path().join("agent.log"));
+    eventually_or(
+        "edge runs",
+        Duration::from_secs(30),
+        || running(root).contains_key("edge/0"),
+        || diagnosis(root, &agent),
+    );
+    let id = running(root).get("edge/0").cloned();
+
+    registry.stop();
+    let failing = format!("registry {} failing", registry.addr);
+    eventually_or(
+        "the outage is logged",
+        Duration::from_secs(30),
+        || agent.log().contains(&failing),
+        || diagnosis(root, &agent),
+    );
+    eventually_or(
+        "status shows the outage",
+        Duration::from_secs(10),
+        || {
+            wharf_at(root, &["status"])
+                .stdout
+                .contains("tag check failing since")
+        },
+        || diagnosis(root, &agent),
+    );
+    // Several resyncs later: still one line, not one per attempt or wake.
+    std::thread::sleep(Duration::from_secs(4));
+    let log = agent.log();
+    assert_eq!(log.matches(&failing).count(), 1, "{log}");
+    assert_eq!(log.matches("cannot pull").count(), 1, "{log}");
+    let status: serde_json::Value =
+        serde_json::from_str(&wharf_at(root, &["status", "--json"]).stdout).expect("JSON");
+    let edge = &status["services"][0];
+    assert_eq!(edge["service"], "edge", "{status}");
+    assert_eq!(
+        edge["tag_check_failing"]["registry"],
+        registry.addr.as_str(),
+        "{status}"
+    );
+    assert!(
+        edge["tag_check_failing"]["attempts"].as_u64() >= Some(1),
+        "{status}"
+    );
+    let events = wharf_at(root, &["events"]).stdout;
+    assert_eq!(events.matches(&failing).count(), 1, "{events}");
+    assert_eq!(
+        running(root).get("edge/0").cloned(),
+        id,
+        "edge was left alone"
+    );
+
+    // The registry comes back on the same address, with the same content.
+    let _serving = Serving(
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(registry.dir.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts"),
+    );
+    let back = format!("registry {} is back", registry.addr);
+    eventually_or(
+        "the agent sees the registry back",
+        Duration::from_secs(60),
+        || agent.log().contains(&back),
+        || diagnosis(root, &agent),
+    );
+    let log = agent.log();
+    assert_eq!(log.matches(&back).count(), 1, "{log}");
+    assert_eq!(log.matches(&failing).count(), 1, "{log}");
+    let events = wharf_at(root, &["events"]).stdout;
+    assert_eq!(events.matches(&back).count(), 1, "{events}");
+    eventually_or(
+        "status no longer shows the outage",
+        Duration::from_secs(10),
+        || {
+            !wharf_at(root, &["status"])
+                .stdout
+                .contains("tag check failing")
+        },
+        || diagnosis(root, &agent),
+    );
+    assert_eq!(
+        running(root).get("edge/0").cloned(),
+        id,
+        "edge was left alone"
+    );
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
 }

@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests: run the real `wharf` binary.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 pub struct Run {
     pub code: i32,
@@ -16,18 +18,52 @@ pub fn wharf_in(dir: &Path, args: &[&str]) -> Run {
 
 /// Like [`wharf_in`], with extra environment variables.
 pub fn wharf_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let output: Output = Command::new(env!("CARGO_BIN_EXE_wharf"))
+    let output = command(dir, args, env)
+        .output()
+        .expect("the wharf binary runs");
+    Run::from(output)
+}
+
+/// Like [`wharf_in`] for inputs that once made wharf hang: if the command is still
+/// running after `limit` (far longer than it needs), it is killed and the test fails.
+pub fn wharf_in_within(dir: &Path, args: &[&str], limit: Duration) -> Run {
+    let child = command(dir, args, &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the wharf binary runs");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match finished.recv_timeout(limit) {
+        Ok(output) => Run::from(output.expect("wharf's output can be read")),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("`wharf {}` still runs after {limit:?}", args.join(" "));
+        }
+    }
+}
+
+/// `wharf ARGS...` in `dir`, without colour and without the caller's WHARF_ROOT.
+fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    command
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env_remove("WHARF_ROOT")
-        .envs(env.iter().copied())
-        .output()
-        .expect("the wharf binary runs");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        .envs(env.iter().copied());
+    command
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
 }
 
@@ -54,6 +90,13 @@ pub fn assert_succeeds_with(run: &Run, stdout: &str) {
 
 /// Runs `wharf --root ROOT ARGS...` from the repository root.
 pub fn wharf_at(root: &Path, args: &[&str]) -> Run {
+    // tempfile makes directories 0755; wharf would tighten the root and say so in a
+    // line that tests of other things need not see (tests/cli/host_safety.rs does).
+    use std::os::unix::fs::PermissionsExt;
+    if root.is_dir() {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod the test root");
+    }
     let mut all = vec!["--root", root.to_str().expect("UTF-8 temp path")];
     all.extend_from_slice(args);
     wharf(&all)

@@ -1,6 +1,14 @@
 //! `wharf pull`, `wharf images` and `wharf image ...` against a real registry.
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wharf::image::{Digest, ImageStore};
 
 use crate::common::{wharf_at, wharf_with_env, Run};
 use crate::support::{skopeo, TestRegistry};
@@ -282,4 +290,247 @@ printf '{"ServerURL":"%s","Username":"wharf","Secret":"s3cret"}' "$server"
     let path = format!("{}:{system_path}", bin.display());
     ok(&pull(root.path(), &path));
     registry.stop();
+}
+
+/// The file of blob `digest` in the OCI layout `layout`.
+fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
+#[test]
+fn index_json_is_on_disk_before_and_after_it_replaces_the_old_one() {
+    let root = tempfile::tempdir().expect("root");
+    let trace = tempfile::NamedTempFile::new().expect("trace file");
+    // A new store writes its (empty) index.json.
+    let status = Command::new("strace")
+        .args(["-f", "-y", "-qq", "-o"])
+        .arg(trace.path())
+        .args(["-e", "trace=fsync,fdatasync,rename,renameat,renameat2"])
+        .arg(env!("CARGO_BIN_EXE_wharf"))
+        .arg("--root")
+        .arg(root.path())
+        .arg("images")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .status()
+        .expect("strace runs (.ci/setup installs it)");
+    assert!(status.success(), "{status}");
+    let trace = std::fs::read_to_string(trace.path()).expect("trace");
+    let lines: Vec<&str> = trace.lines().collect();
+    let renamed = lines
+        .iter()
+        .position(|l| l.contains("rename") && l.contains("/images/index.json\""))
+        .unwrap_or_else(|| panic!("index.json is not renamed into place:\n{trace}"));
+    assert!(
+        lines[..renamed]
+            .iter()
+            .any(|l| l.contains("fsync(") && l.contains("/tmp/index-")),
+        "the new index is not synced before it replaces the old one:\n{trace}"
+    );
+    assert!(
+        lines[renamed..]
+            .iter()
+            .any(|l| l.contains("fsync(") && l.contains("/images>)")),
+        "the directory is not synced after the rename:\n{trace}"
+    );
+}
+
+#[test]
+fn prune_waits_for_an_import_in_progress_and_spares_what_it_wrote() {
+    let root = tempfile::tempdir().expect("root");
+    let store = ImageStore::open(root.path()).expect("store opens");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    // An import in progress: it holds the store lock and has written a config blob
+    // that no name records yet.
+    let importing = runtime
+        .block_on(store.lock_for_writing())
+        .expect("store lock");
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let digest = Digest::of(config);
+    store
+        .content()
+        .write_blob(&digest, config)
+        .expect("blob written");
+
+    let mut prune = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["image", "prune"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the wharf binary runs");
+    let stderr = prune.stderr.take().expect("stderr");
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let waited = loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("waiting for pulls and imports in progress") => break true,
+            Ok(_) => continue,
+            // prune ended without waiting, or the deadline passed.
+            Err(_) => break false,
+        }
+    };
+    if !waited {
+        let _ = prune.kill();
+    }
+    assert!(waited, "prune did not wait for the import in progress");
+    assert!(
+        store.content().has_blob(&digest),
+        "prune removed a blob of the import in progress"
+    );
+
+    // The import ends without recording a name (it failed): now its blob is garbage.
+    drop(importing);
+    let output = prune.wait_with_output().expect("prune ends");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains(": 1 blobs, 0 layers"), "{stdout}");
+    assert!(!store.content().has_blob(&digest));
+}
+
+#[test]
+fn a_name_whose_blobs_are_missing_is_listed_as_broken_and_pull_repairs_it() {
+    let registry = TestRegistry::shared();
+    let root = tempfile::tempdir().expect("root");
+    let (busybox, layered) = (registry.image("busybox:1"), registry.image("layered:1"));
+    ok(&wharf_at(root.path(), &["pull", &busybox]));
+    ok(&wharf_at(root.path(), &["pull", &layered]));
+
+    // Lose busybox's config blob, as a prune racing an import once did.
+    let layout = root.path().join("images");
+    let manifest = stored_manifest(&layout, &busybox);
+    let config = manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_owned();
+    std::fs::remove_file(blob_path(&layout, &config)).expect("remove the config blob");
+
+    // The other image is listed as before; the broken one is marked, with what to do.
+    let run = wharf_at(root.path(), &["images"]);
+    let listed = ok(&run);
+    let line = |name: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} is not listed:\n{listed}"))
+    };
+    assert!(!line(&layered).contains("broken"), "{listed}");
+    assert!(
+        line(&busybox).ends_with(&format!(
+            "broken: blob {config} is missing; pull it again or run `wharf image rm {busybox}`"
+        )),
+        "{listed}"
+    );
+    let run = wharf_at(root.path(), &["images", "--json"]);
+    let rows: Value = serde_json::from_str(ok(&run)).expect("JSON");
+    let row = |name: &str| {
+        rows.as_array()
+            .and_then(|rows| rows.iter().find(|r| r["reference"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} is not listed: {rows}"))
+    };
+    assert!(row(&busybox)["broken"].is_string(), "{rows}");
+    assert!(row(&busybox)["size"].is_null(), "{rows}");
+    assert!(row(&layered).get("broken").is_none(), "{rows}");
+
+    // Using the image fetches what is missing again.
+    let run = wharf_at(root.path(), &["pull", "--if-not-present", &busybox]);
+    ok(&run);
+    assert!(run.stderr.contains("pulling"), "{}", run.stderr);
+    let run = wharf_at(root.path(), &["images"]);
+    assert!(!ok(&run).contains("broken"), "{}", run.stdout);
+}
+
+/// The manifest stored under `name` in the OCI layout `layout`.
+fn stored_manifest(layout: &Path, name: &str) -> Value {
+    let index = read_json(&layout.join("index.json"));
+    let digest = index["manifests"]
+        .as_array()
+        .and_then(|entries| {
+            entries
+                .iter()
+                .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == name)
+        })
+        .and_then(|entry| entry["digest"].as_str())
+        .unwrap_or_else(|| panic!("{name} is not in the index: {index}"));
+    read_json(&blob_path(layout, digest))
+}
+
+#[test]
+fn import_refuses_an_image_whose_config_lists_more_diff_ids_than_layers() {
+    let registry = TestRegistry::shared();
+    let root = tempfile::tempdir().expect("root");
+    let work = tempfile::tempdir().expect("work");
+    let layout = work.path().join("layout");
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &format!("docker://{}", registry.image("busybox:1")),
+        &format!("oci:{}:busybox:1", layout.display()),
+    ]);
+    // One diff_id more than the manifest has layers; digests redone, so that only
+    // this is wrong.
+    let put = |value: &Value| -> (String, usize) {
+        let bytes = serde_json::to_vec(value).expect("JSON");
+        let digest = Digest::of(&bytes);
+        std::fs::write(blob_path(&layout, digest.as_str()), &bytes).expect("write blob");
+        (digest.to_string(), bytes.len())
+    };
+    let mut index = read_json(&layout.join("index.json"));
+    let mut manifest = read_json(&blob_path(
+        &layout,
+        index["manifests"][0]["digest"].as_str().expect("digest"),
+    ));
+    let mut config = read_json(&blob_path(
+        &layout,
+        manifest["config"]["digest"].as_str().expect("digest"),
+    ));
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .expect("diff_ids")
+        .push(Digest::of(b"a layer no manifest lists").to_string().into());
+    let (digest, size) = put(&config);
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = put(&manifest);
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = size.into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).expect("JSON"),
+    )
+    .expect("write index.json");
+
+    let run = wharf_at(
+        root.path(),
+        &["image", "import", layout.to_str().expect("UTF-8")],
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            "docker.io/library/busybox:1: the manifest has 1 layers but the config lists 2 diff_ids"
+        ),
+        "{}",
+        run.stderr
+    );
+    let run = wharf_at(root.path(), &["images", "--json"]);
+    assert_eq!(ok(&run).trim(), "[]", "nothing was recorded");
 }

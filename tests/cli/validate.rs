@@ -2,8 +2,11 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
+use std::time::Duration;
 
-use crate::common::{assert_succeeds_with, manifest, wharf, wharf_in, write};
+use nix::sys::stat::Mode;
+
+use crate::common::{assert_succeeds_with, manifest, wharf, wharf_in, wharf_in_within, write};
 
 #[test]
 fn every_example_is_valid() {
@@ -219,5 +222,88 @@ fn verbose_lists_each_service_with_its_spec_hash() {
     assert!(
         first.starts_with("worker  examples/worker.yaml:7:7  replicas 3  spec "),
         "{first}"
+    );
+}
+
+#[test]
+fn aliases_may_add_at_most_16_mib_and_the_alias_going_over_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A half-MiB argument and 40 aliases of it: 20 MiB once expanded, from a file
+    // of half a MiB.
+    let half_mib = "x".repeat(512 << 10);
+    let text = manifest("web") + &format!("args:\n- &big '{half_mib}'\n") + &"- *big\n".repeat(40);
+    write(dir.path(), "web.yaml", text);
+
+    let run = wharf_in(dir.path(), &["validate", "web.yaml"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    // The anchored value and 31 aliases make 16 MiB; the 32nd alias (line 38) is refused.
+    assert!(
+        run.stderr.starts_with(
+            "web.yaml:38:3: aliases in this file expand to more than 16 MiB of text (each alias \
+             repeats its anchor's whole value; the limit guards against alias bombs): use \
+             fewer aliases or anchor smaller values\n"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn files_over_1_mib_are_refused_with_their_size_and_the_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A valid manifest and a long comment, to exactly `len` bytes.
+    let padded = |len: usize| {
+        let mut text = manifest("web") + "#";
+        text.push_str(&" ".repeat(len - text.len() - 1));
+        text + "\n"
+    };
+    write(dir.path(), "web.yaml", padded(1 << 20));
+    let run = wharf_in(dir.path(), &["validate", "web.yaml"]);
+    assert_succeeds_with(&run, "1 service in 1 file OK\n");
+
+    write(dir.path(), "web.yaml", padded((1 << 20) + 1));
+    let run = wharf_in(dir.path(), &["validate", "web.yaml"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(
+            "web.yaml: the file is 1048577 bytes, more than the 1 MiB limit for a manifest \
+             file; split its services into several files\n"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_fifo_is_reported_not_waited_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    nix::unistd::mkfifo(&dir.path().join("web.yaml"), Mode::S_IRUSR | Mode::S_IWUSR)
+        .expect("mkfifo");
+    write(dir.path(), "api.yaml", manifest("api"));
+    let limit = Duration::from_secs(60);
+    let not_regular =
+        "not a regular file (a FIFO); a manifest must be a regular file or a symlink to one";
+
+    // Named on the command line: nothing ever writes to it, so opening it to read
+    // would wait forever.
+    let run = wharf_in_within(dir.path(), &["validate", "web.yaml"], limit);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with(&format!("web.yaml: {not_regular}\n")),
+        "{}",
+        run.stderr
+    );
+
+    // In a directory: reported too rather than silently left out.
+    let run = wharf_in_within(dir.path(), &["validate", "."], limit);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let errors: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        errors,
+        [
+            format!("./web.yaml: {not_regular}").as_str(),
+            "1 error in 1 file (2 files read)",
+        ]
     );
 }

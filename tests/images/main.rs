@@ -6,5 +6,7 @@ mod support;
 mod compression;
 mod layers;
 mod pulls;
+mod store;
+mod store_safety;
 mod unpack_safety;
 mod whiteouts;

@@ -76,3 +76,92 @@ async fn containers_are_hardened_by_default() {
     assert_eq!(lines[3], "mount refused");
     assert_eq!(lines[4], "0", "/proc/kcore is masked");
 }
+
+/// A static probe program, compiled for the test, that tries to create namespaces the
+/// ways a container escape would start: `clone` with namespace flags and `clone3`.
+const NAMESPACE_PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void report(const char *what, long pid) {
+    if (pid == 0) _exit(0);
+    if (pid > 0) waitpid(pid, 0, 0);
+    printf("%s: %s\n", what, pid < 0 ? strerror(errno) : "created");
+}
+
+int main(void) {
+    report("clone user namespace", syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0));
+    report("clone mount namespace", syscall(SYS_clone, CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0));
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_NEWUSER;
+    args.exit_signal = SIGCHLD;
+    report("clone3 user namespace", syscall(SYS_clone3, &args, sizeof args));
+    report("fork", fork());
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_cannot_create_namespaces() {
+    let host = Host::new().await;
+    let probe = tempfile::tempdir().expect("probe dir");
+    std::fs::write(probe.path().join("probe.c"), NAMESPACE_PROBE).expect("write probe");
+    let built = std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o", "probe", "probe.c"])
+        .current_dir(probe.path())
+        .output()
+        .expect("gcc (Debian's gcc and libc6-dev)");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let service = host.service(
+        "probe",
+        &format!(
+            "command: [/probe/probe]\nvolumes:\n  - {{type: bind, source: {}, target: /probe, readonly: true}}\n",
+            probe.path().display()
+        ),
+    );
+    let (code, output) = host.run_to_exit(&service).await;
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(
+        output,
+        "clone user namespace: Operation not permitted\n\
+         clone mount namespace: Operation not permitted\n\
+         clone3 user namespace: Function not implemented\n\
+         fork: created\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_start_with_default_signal_dispositions() {
+    let host = Host::new().await;
+    // Rust ignores SIGPIPE; a container must not inherit that: `yes` would spin on
+    // EPIPE forever once `head` has exited.
+    let service = host.service(
+        "pipes",
+        &sh("grep -E 'SigIgn|SigBlk' /proc/self/status; \
+             yes wharf-log-line-padding | head -c 6291456 >/dev/null; echo done"),
+    );
+    let (code, output) = host.run_to_exit(&service).await;
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(
+        output.split_whitespace().collect::<Vec<_>>(),
+        [
+            "SigBlk:",
+            "0000000000000000",
+            "SigIgn:",
+            "0000000000000000",
+            "done"
+        ]
+    );
+}

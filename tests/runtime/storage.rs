@@ -59,3 +59,33 @@ async fn bind_mounts_can_be_read_only_and_tmpfs_is_sized() {
     assert_eq!(output, "static\n1\nsize=2048k\n");
     assert!(!shared.path().join("new").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_bind_mount_is_read_only_all_the_way_down() {
+    let host = Host::new().await;
+    let shared = tempfile::tempdir().expect("bind source");
+    let below = shared.path().join("cache");
+    std::fs::create_dir(&below).expect("mkdir");
+    // Something mounted under the source on the host: a tmpfs here, a disk in real life.
+    rustix::mount::mount(
+        "tmpfs",
+        &below,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=1m",
+    )
+    .expect("mount a tmpfs under the bind source");
+    let service = host.service(
+        "rro",
+        &(sh("touch /static/cache/planted 2>&1 | grep -c Read-only")
+            + &format!(
+                "volumes:\n  - {{type: bind, source: {}, target: /static, readonly: true}}\n",
+                shared.path().display()
+            )),
+    );
+    let (code, output) = host.run_to_exit(&service).await;
+    let planted = below.join("planted").exists();
+    rustix::mount::unmount(&below, rustix::mount::UnmountFlags::DETACH).expect("unmount");
+    assert_eq!((code, output.as_str()), (Some(0), "1\n"));
+    assert!(!planted, "the container wrote below a read-only bind mount");
+}
