@@ -108,6 +108,15 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             return exit::FAILURE;
         }
     };
+    // Opened first, so that a damaged database is set aside (and said) even when there
+    // is nothing to apply.
+    match crate::state::StateStore::open(&session.root) {
+        Ok(store) => store
+            .recovered()
+            .into_iter()
+            .for_each(|note| eprintln!("warning: {note}")),
+        Err(err) => eprintln!("warning: {}", crate::error_chain(&err)),
+    }
     let saved = if args.source.dir.is_file() {
         match read_saved_plan(&args.source.dir) {
             Ok(saved) => Some(saved),

@@ -11,6 +11,7 @@ mod pull;
 mod registry;
 mod rootfs;
 mod store;
+mod tar_guard;
 mod unpack;
 
 use std::collections::{BTreeMap, HashMap};

@@ -27,6 +27,7 @@ use rustix::io::Errno;
 use super::digest::{Digest, HashingReader};
 use super::error::{StoreError, UnpackError};
 use super::oci::Compression;
+use super::tar_guard::ExtensionGuard;
 use crate::manifest::ByteSize;
 
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -138,7 +139,7 @@ fn extract_all(
 ) -> Result<(), UnpackError> {
     let mut hashing = HashingReader::new(decompress(blob, compression)?);
     let mut extractor = Extractor::new(dest)?;
-    let mut archive = tar::Archive::new(&mut hashing);
+    let mut archive = tar::Archive::new(ExtensionGuard::new(&mut hashing));
     let (mut entries, mut size) = (0u64, 0u64);
     for entry in archive.entries().map_err(UnpackError::corrupt)? {
         let mut entry = entry.map_err(UnpackError::corrupt)?;

@@ -44,7 +44,7 @@ pub fn only_root_can_write(path: &Path) -> Result<(), String> {
         let entry = dir.join(&name);
         let entry_meta = fs::symlink_metadata(&entry).map_err(|err| cannot_check(&entry, &err))?;
         let dir_meta = fs::metadata(&dir).map_err(|err| cannot_check(&dir, &err))?;
-        if let Some(writer) = Writer::of(&dir_meta) {
+        if let Some(writer) = Writer::of(&dir, &dir_meta) {
             // In a root-owned sticky directory only the entry's owner (or root) can
             // rename or remove it.
             let sticky = dir_meta.uid() == 0 && dir_meta.mode() & STICKY != 0;
@@ -75,7 +75,7 @@ pub fn only_root_can_write(path: &Path) -> Result<(), String> {
     }
     // Every name is looked up: `dir` is what the path names.
     let meta = fs::metadata(&dir).map_err(|err| cannot_check(&dir, &err))?;
-    match Writer::of(&meta) {
+    match Writer::of(&dir, &meta) {
         Some(writer) => Err(refusal(&absolute, &dir, false, &writer)),
         None => Ok(()),
     }
@@ -96,14 +96,50 @@ fn names_reversed(path: &Path) -> Vec<OsString> {
 /// Who besides root can change a file or directory.
 enum Writer {
     Owner(u32),
-    Everyone { mode: u32 },
-    Group { gid: u32, mode: u32 },
+    Everyone {
+        mode: u32,
+    },
+    Group {
+        gid: u32,
+        mode: u32,
+    },
+    /// A POSIX ACL entry that lets a user (or group) other than root write.
+    Acl {
+        id: u32,
+        group: bool,
+    },
+}
+
+/// `system.posix_acl_access` in the kernel's format: a 4-byte version, then 8-byte
+/// entries (tag: u16, permissions: u16, id: u32), little-endian.
+const ACL_XATTR: &str = "system.posix_acl_access";
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP: u16 = 0x08;
+const ACL_WRITE: u16 = 0x02;
+
+/// The first named user or group other than root that an ACL lets write. (The
+/// group bits of the mode then show the ACL's mask, which the mode check sees too.)
+fn acl_writer(path: &Path) -> Option<Writer> {
+    let mut buffer = [0u8; 4096];
+    let len = rustix::fs::getxattr(path, ACL_XATTR, &mut buffer[..]).ok()?;
+    buffer.get(4..len)?.chunks_exact(8).find_map(|entry| {
+        let tag = u16::from_le_bytes([entry[0], entry[1]]);
+        let perm = u16::from_le_bytes([entry[2], entry[3]]);
+        let id = u32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]]);
+        let named = tag == ACL_USER || tag == ACL_GROUP;
+        (named && perm & ACL_WRITE != 0 && id != 0).then_some(Writer::Acl {
+            id,
+            group: tag == ACL_GROUP,
+        })
+    })
 }
 
 impl Writer {
-    fn of(meta: &Metadata) -> Option<Writer> {
+    fn of(path: &Path, meta: &Metadata) -> Option<Writer> {
         let mode = meta.mode() & 0o7777;
-        if meta.uid() != 0 {
+        if let Some(acl) = acl_writer(path) {
+            Some(acl)
+        } else if meta.uid() != 0 {
             Some(Writer::Owner(meta.uid()))
         } else if mode & OTHER_WRITE != 0 {
             Some(Writer::Everyone { mode })
@@ -122,6 +158,10 @@ impl Writer {
             Writer::Owner(uid) => format!("is owned by uid {uid}, not root"),
             Writer::Everyone { mode } => format!("is writable by every user (mode {mode:o})"),
             Writer::Group { gid, mode } => format!("is writable by group {gid} (mode {mode:o})"),
+            Writer::Acl { id, group } => format!(
+                "is writable by {} {id} through an access control list",
+                if *group { "group" } else { "uid" }
+            ),
         }
     }
 
@@ -131,6 +171,7 @@ impl Writer {
             Writer::Everyone { .. } | Writer::Group { .. } => {
                 format!("chmod go-w {}", at.display())
             }
+            Writer::Acl { .. } => format!("setfacl -b {}", at.display()),
         }
     }
 }
@@ -187,6 +228,41 @@ mod tests {
         let refused = only_root_can_write(&file).expect_err("owned by a user");
         assert!(refused.contains("owned by uid 1000, not root"), "{refused}");
         assert!(refused.contains("--allow-insecure-manifests"), "{refused}");
+    }
+
+    #[test]
+    fn an_access_control_list_that_lets_a_user_write_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("web.yaml");
+        fs::write(&file, "").expect("write");
+        chmod(&file, 0o644);
+        // What `setfacl -m u:nobody:rw web.yaml` writes: owner rw, user 65534 rw,
+        // group r, mask rw, other r. The mode then shows 664 with group root.
+        let entry = |tag: u16, perm: u16, id: u32| {
+            [
+                &tag.to_le_bytes()[..],
+                &perm.to_le_bytes(),
+                &id.to_le_bytes(),
+            ]
+            .concat()
+        };
+        let acl = [
+            &2u32.to_le_bytes()[..],
+            &entry(0x01, 6, u32::MAX),
+            &entry(0x02, 6, 65534),
+            &entry(0x04, 4, u32::MAX),
+            &entry(0x10, 6, u32::MAX),
+            &entry(0x20, 4, u32::MAX),
+        ]
+        .concat();
+        rustix::fs::setxattr(&file, ACL_XATTR, &acl, rustix::fs::XattrFlags::empty())
+            .expect("set an ACL (the file system supports them)");
+        let refused = only_root_can_write(&file).expect_err("nobody may write");
+        assert!(
+            refused.contains("writable by uid 65534 through an access control list"),
+            "{refused}"
+        );
+        assert!(refused.contains("setfacl -b"), "{refused}");
     }
 
     #[test]

@@ -267,7 +267,7 @@ pub fn runtime_config(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": { "uid": host.user.uid, "gid": host.user.gid },
+            "user": { "uid": host.user.uid, "gid": host.user.gid, "umask": 0o022 },
             "args": command_line(service, image)?,
             "env": environment(service, image, host.slot),
             "cwd": working_dir(service, image),

@@ -34,6 +34,10 @@ pub(super) fn in_forked_copy(build: impl FnOnce() -> Result<i32, String>) -> Res
         Ok(ForkResult::Child) => {
             drop(read);
             reset_signals();
+            // wharf's own umask (077) is for wharf's files, not the container's: youki
+            // creates mount points with it and the container's processes inherit it.
+            // 022, as runc and Docker give.
+            rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
                 .unwrap_or_else(|_| Err("the container build panicked".into()));
             let mut line = serde_json::to_vec(&answer).unwrap_or_default();

@@ -111,6 +111,8 @@ pub struct Event {
 pub struct StateStore {
     db: Database,
     path: PathBuf,
+    /// Set when opening found the file damaged and started a new one: what happened.
+    recovered: Option<String>,
 }
 
 fn now() -> String {
@@ -136,23 +138,39 @@ impl StateStore {
             message: err.to_string(),
         };
         let damage = match create(&path) {
-            Ok(db) => return Ok(StateStore { db, path }),
+            Ok(db) => {
+                return Ok(StateStore {
+                    db,
+                    path,
+                    recovered: None,
+                })
+            }
             Err(err) if is_damage(&err) => err,
             Err(err) => return Err(failed(&err)),
         };
         let stamp: String = now().chars().filter(char::is_ascii_alphanumeric).collect();
         let aside = path.with_file_name(format!("state.redb.damaged-{stamp}"));
         std::fs::rename(&path, &aside).map_err(|err| failed(&err))?;
+        let note = format!(
+            "state database {} was damaged ({damage}); moved it to {} and started a new one (earlier history and events are in that file)",
+            path.display(),
+            aside.display()
+        );
         let store = StateStore {
             db: create(&path).map_err(|err| failed(&err))?,
             path,
+            recovered: None,
         };
-        store.log_events(&[format!(
-            "state database {} was damaged ({damage}); moved it to {} and started a new one (earlier history and events are in that file)",
-            store.path.display(),
-            aside.display()
-        )])?;
-        Ok(store)
+        store.log_events(std::slice::from_ref(&note))?;
+        Ok(StateStore {
+            recovered: Some(note),
+            ..store
+        })
+    }
+
+    /// What opening did when it found the file damaged, for the caller to say.
+    pub fn recovered(&self) -> Option<&str> {
+        self.recovered.as_deref()
     }
 
     fn error(&self, err: impl std::fmt::Display) -> StateError {
@@ -568,6 +586,9 @@ mod tests {
 
         // The next writer keeps the damaged file for inspection and starts again.
         let store = StateStore::open(root.path()).expect("recovered");
+        assert!(store
+            .recovered()
+            .is_some_and(|note| note.contains("moved it to")));
         drop(store);
         let view = StateView::open(root.path())
             .expect("readable")

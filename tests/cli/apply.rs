@@ -332,3 +332,43 @@ fn a_new_replica_that_fails_its_health_check_is_rolled_back_and_the_rollout_stop
     assert_eq!(version.stdout.trim(), "1", "{}", version.stderr);
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
 }
+
+#[test]
+fn a_damaged_state_database_is_reported_and_set_aside_by_the_next_apply() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let (root, dir) = (root.path(), dir.path());
+    write_service(dir, "web", "");
+    assert_eq!(apply(root, dir, &[]).code, 0);
+
+    // Overwritten with zeros (a crash of the disk, a careless `dd`).
+    let state = root.join("state.redb");
+    let size = std::fs::metadata(&state).expect("stat").len() as usize;
+    std::fs::write(&state, vec![0u8; size]).expect("damage");
+
+    // Readers say what and where instead of showing an empty history.
+    let status = wharf_at(root, &["status"]);
+    assert_eq!(
+        status.code, 0,
+        "what runs is still shown: {}",
+        status.stderr
+    );
+    assert!(
+        status.stderr.contains("state.redb") && status.stderr.contains("damaged"),
+        "{}",
+        status.stderr
+    );
+    let events = wharf_at(root, &["events"]);
+    assert_eq!(events.code, 1);
+    assert!(events.stderr.contains("damaged"), "{}", events.stderr);
+
+    // The next apply sets it aside, even with nothing to do, and says so.
+    let run = apply(root, dir, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("No changes"), "{}", run.stdout);
+    assert!(run.stderr.contains("moved it to"), "{}", run.stderr);
+    let events = wharf_at(root, &["events"]);
+    assert_eq!(events.code, 0, "{}", events.stderr);
+    assert!(events.stdout.contains("was damaged"), "{}", events.stdout);
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}

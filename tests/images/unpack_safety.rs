@@ -510,3 +510,25 @@ fn directories_a_layer_does_not_list_are_made_enterable_whatever_the_umask() {
         assert_eq!(mode, 0o755, "{dir}");
     }
 }
+
+#[test]
+fn a_long_name_of_megabytes_is_refused_before_it_is_read_into_memory() {
+    // The tar crate reads long names whole into memory: 512 MiB of 'a' compresses to
+    // about 500 KB. Refused from its header, whatever the layer limits.
+    let sandbox = Sandbox::new();
+    let name = vec![b'a'; 2 << 20];
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_size(name.len() as u64);
+    header.set_path("././@LongLink").expect("path");
+    header.set_cksum();
+    let layer = raw_tar(vec![(header, name), file("short", b"x")]);
+    let err = unpack_limited(&layer, &sandbox.layer, &LayerLimits::default()).expect_err("refused");
+    let message = wharf::error_chain(&err);
+    assert!(
+        message.contains("GNU long name entry of 2097152 bytes"),
+        "{message}"
+    );
+    assert!(message.len() < 1000, "the message does not repeat the name");
+    sandbox.assert_outside_untouched();
+}

@@ -20,6 +20,8 @@ pub struct Host {
 
 impl Host {
     pub async fn new() -> Host {
+        // As the CLI runs: everything wharf creates is private unless made otherwise.
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
         // The registry is prepared before any container exists: the runtime's reaper
         // would otherwise collect the exit status of the helper processes.
         let registry = TestRegistry::shared();

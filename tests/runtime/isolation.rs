@@ -124,6 +124,10 @@ async fn containers_cannot_create_namespaces() {
         "{}",
         String::from_utf8_lossy(&built.stderr)
     );
+    // Executable by anyone, as in an image (the test process runs with wharf's umask).
+    use std::os::unix::fs::PermissionsExt;
+    let probe_file = probe.path().join("probe");
+    std::fs::set_permissions(&probe_file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let service = host.service(
         "probe",
         &format!(

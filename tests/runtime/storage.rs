@@ -89,3 +89,20 @@ async fn a_read_only_bind_mount_is_read_only_all_the_way_down() {
     assert_eq!((code, output.as_str()), (Some(0), "1\n"));
     assert!(!planted, "the container wrote below a read-only bind mount");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_root_process_reaches_its_volumes_and_the_image_whatever_wharfs_umask() {
+    let host = Host::new().await;
+    // The volume's mount point and its parents are made by the runtime (wharf runs
+    // with umask 077); the process gets the usual 022.
+    let service = host.service(
+        "nobody",
+        &(sh("umask; ls /srv/deep/data && echo volume reachable; \
+              test -r /etc/passwd && echo image readable")
+            + "user: \"65534:65534\"\n\
+               volumes:\n  - {type: volume, name: deep, target: /srv/deep/data}\n"),
+    );
+    let (code, output) = host.run_to_exit(&service).await;
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(output, "0022\nvolume reachable\nimage readable\n");
+}
