@@ -1,5 +1,6 @@
 //! wharf: a declarative container reconciler for one Linux host.
 
+pub mod bounded_read;
 pub mod cli;
 pub mod export;
 pub mod health;

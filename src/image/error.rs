@@ -74,10 +74,12 @@ pub enum UnpackError {
     },
     #[error("it unpacks to more than {limit}, the limit for one layer; if the image is trusted, raise it with {var}", var = MAX_LAYER_SIZE_ENV)]
     TooLarge { limit: ByteSize },
-    #[error("it holds more than {limit} entries, the limit for one layer")]
+    #[error("it holds more than {limit} entries, the limit for one layer: such an image is broken or hostile; rebuild it with fewer files per layer")]
     TooManyEntries { limit: u64 },
     #[error("{} carries the extended attribute {name}, which would act on the host; images may not set trusted.* or security.* attributes", path.display())]
     ForbiddenXattr { path: PathBuf, name: String },
+    #[error("unpacking into {} would leave less than {reserve} free on its disk; free space there and try again", dir.display())]
+    ReserveReached { dir: PathBuf, reserve: ByteSize },
     #[error("the disk holding {} is full; free space there and try again", dir.display())]
     DiskFull {
         dir: PathBuf,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,11 @@ use super::oci::{
 };
 use super::store::{create_private_dir, create_private_file, temp_dir};
 use super::{check_diff_ids, ImageStore};
+use crate::bounded_read::{open_regular, read_regular};
 use crate::manifest::ImageRef;
+
+/// index.json, manifests and configs: registries refuse manifests over 4 MiB too.
+const MAX_JSON_BYTES: u64 = 4 << 20;
 
 impl ImageStore {
     /// Imports every named image of the layout or archive at `path`; `name` names
@@ -52,9 +56,10 @@ impl ImageStore {
         };
         let blob = |digest: &Digest| layout.join("blobs/sha256").join(digest.hex());
         let read_json = |digest: &Digest| -> Result<Vec<u8>, ImageError> {
-            fs::read(blob(digest)).map_err(|err| invalid(format!("blob {digest}: {err}")))
+            read_regular(&blob(digest), MAX_JSON_BYTES)
+                .map_err(|err| invalid(format!("blob {digest}: {err}")))
         };
-        let index: Index = fs::read(layout.join("index.json"))
+        let index: Index = read_regular(&layout.join("index.json"), MAX_JSON_BYTES)
             .map_err(|err| invalid(format!("index.json: {err}")))
             .and_then(|bytes| {
                 serde_json::from_slice(&bytes).map_err(|err| invalid(format!("index.json: {err}")))
@@ -104,7 +109,7 @@ impl ImageStore {
             };
             for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
                 if !self.content.has_blob(&descriptor.digest) {
-                    let source = File::open(blob(&descriptor.digest))
+                    let (source, _) = open_regular(&blob(&descriptor.digest))
                         .map_err(|err| invalid(format!("blob {}: {err}", descriptor.digest)))?;
                     self.content
                         .write_blob_from(&descriptor.digest, source)

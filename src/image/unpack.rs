@@ -40,6 +40,10 @@ const BLOBS_XATTR: &str = "trusted.wharf.blobs";
 /// Room for about fifty digests; when full, the list starts again.
 const BLOBS_XATTR_MAX: usize = 4096;
 
+/// How often, in bytes written, unpacking checks that the free space reserve is left:
+/// an estimate made before cannot know what a layer of zeros unpacks to.
+pub const SPACE_CHECK_EVERY: u64 = 32 << 20;
+
 /// The environment variable that sets [`LayerLimits::max_size`] (e.g. `200Gi`).
 pub const MAX_LAYER_SIZE_ENV: &str = "WHARF_MAX_LAYER_SIZE";
 
@@ -53,7 +57,8 @@ pub struct LayerLimits {
     /// Entries of any kind: a million empty files cost inodes and time, not bytes.
     pub max_entries: u64,
     /// Free space the store's filesystem keeps after a layer: a layer is not
-    /// started unless this much plus an estimate of its unpacked size is free.
+    /// started unless this much plus an estimate of its unpacked size is free, and
+    /// stops when less is left (checked every [`SPACE_CHECK_EVERY`] bytes written).
     pub min_free: u64,
 }
 
@@ -138,7 +143,7 @@ fn extract_all(
     limits: &LayerLimits,
 ) -> Result<(), UnpackError> {
     let mut hashing = HashingReader::new(decompress(blob, compression)?);
-    let mut extractor = Extractor::new(dest)?;
+    let mut extractor = Extractor::new(dest, limits.min_free)?;
     let mut archive = tar::Archive::new(ExtensionGuard::new(&mut hashing));
     let (mut entries, mut size) = (0u64, 0u64);
     for entry in archive.entries().map_err(UnpackError::corrupt)? {
@@ -292,10 +297,38 @@ struct Extractor {
     last_parent: Option<(Vec<OsString>, pathrs::Handle)>,
     /// File data passes through here, allocated once per layer.
     buffer: Vec<u8>,
+    space: SpaceWatch,
+}
+
+/// Checks the free space left on the layer's disk as data is written.
+struct SpaceWatch {
+    dir: PathBuf,
+    reserve: u64,
+    unchecked: u64,
+}
+
+impl SpaceWatch {
+    fn wrote(&mut self, bytes: u64) -> Result<(), UnpackError> {
+        self.unchecked += bytes;
+        if self.unchecked < SPACE_CHECK_EVERY {
+            return Ok(());
+        }
+        self.unchecked = 0;
+        let stat =
+            fs::statvfs(&self.dir).map_err(UnpackError::sys("check the free space", &self.dir))?;
+        // f_bavail: what is left to anyone but root; root's reserved blocks stay the host's.
+        if stat.f_bavail.saturating_mul(stat.f_frsize) < self.reserve {
+            return Err(UnpackError::ReserveReached {
+                dir: self.dir.clone(),
+                reserve: ByteSize::from_bytes(self.reserve),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Extractor {
-    fn new(dest: &Path) -> Result<Self, UnpackError> {
+    fn new(dest: &Path, reserve: u64) -> Result<Self, UnpackError> {
         let root = Root::open(dest).map_err(UnpackError::resolve(dest))?;
         Ok(Extractor {
             dest: dest.to_owned(),
@@ -303,6 +336,11 @@ impl Extractor {
             dir_times: Vec::new(),
             last_parent: None,
             buffer: vec![0; COPY_BUFFER],
+            space: SpaceWatch {
+                dir: dest.to_owned(),
+                reserve,
+                unchecked: 0,
+            },
         })
     }
 
@@ -392,6 +430,7 @@ impl Extractor {
                     kind.is_gnu_sparse(),
                     &path,
                     &mut self.buffer,
+                    &mut self.space,
                 )?;
                 fs::fchown(&file, Some(uid(meta.uid)), Some(gid(meta.gid)))
                     .map_err(created("set owner"))?;
@@ -630,6 +669,7 @@ fn write_content(
     sparse: bool,
     path: &Path,
     buffer: &mut [u8],
+    space: &mut SpaceWatch,
 ) -> Result<(), UnpackError> {
     let write_error = |source| UnpackError::Sys {
         what: "write",
@@ -653,6 +693,7 @@ fn write_content(
                 let data_len = if sparse { run(rest, false) } else { rest.len() };
                 let (block, after) = rest.split_at(data_len);
                 rest = after;
+                space.wrote(block.len() as u64)?;
                 file.write_all(block)
             };
             written.map_err(write_error)?;

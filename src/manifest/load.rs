@@ -13,11 +13,10 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
+use crate::bounded_read::{read_regular, ReadError};
 
 use super::de::from_node;
 use super::diagnostic::Diagnostic;
@@ -138,66 +137,17 @@ fn read_manifest(path: &Path) -> Result<Vec<u8>, Diagnostic> {
         field: String::new(),
         message,
     };
-    // Checked before opening as well as after: opening a device or a socket can
-    // have effects of its own. The check on the open file is the one that counts.
-    let before = fs::metadata(path).map_err(|err| file_error(path, "cannot read", &err))?;
-    require_regular(&before).map_err(whole_file)?;
-    // O_NONBLOCK: a FIFO swapped in after the check opens at once instead of
-    // waiting for a writer (it is then refused). Regular files ignore the flag.
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(OFlag::O_NONBLOCK.bits())
-        .open(path)
-        .map_err(|err| file_error(path, "cannot read", &err))?;
-    let meta = file
-        .metadata()
-        .map_err(|err| file_error(path, "cannot read", &err))?;
-    require_regular(&meta).map_err(whole_file)?;
-    if meta.len() > MAX_MANIFEST_BYTES {
-        return Err(whole_file(too_large(meta.len())));
-    }
-    // One byte more than the limit tells a file that grew since fstat.
-    let mut bytes = Vec::new();
-    file.take(MAX_MANIFEST_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| file_error(path, "cannot read", &err))?;
-    let read = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    if read > MAX_MANIFEST_BYTES {
-        return Err(whole_file(too_large(read.max(meta.len()))));
-    }
-    Ok(bytes)
-}
-
-/// Err names what the path is when it is not a regular file (after symlinks).
-fn require_regular(meta: &fs::Metadata) -> Result<(), String> {
-    let file_type = meta.file_type();
-    if file_type.is_file() {
-        return Ok(());
-    }
-    let what = if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a FIFO"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else {
-        "of an unknown type"
-    };
-    Err(format!(
-        "not a regular file ({what}); a manifest must be a regular file or a symlink to one"
-    ))
-}
-
-fn too_large(size: u64) -> String {
-    format!(
-        "the file is {size} bytes, more than the {} MiB limit for a manifest file; \
-         split its services into several files",
-        MAX_MANIFEST_BYTES >> 20
-    )
+    read_regular(path, MAX_MANIFEST_BYTES).map_err(|err| match err {
+        ReadError::NotRegular(what) => whole_file(format!(
+            "not a regular file ({what}); a manifest must be a regular file or a symlink to one"
+        )),
+        ReadError::TooLarge { size, .. } => whole_file(format!(
+            "the file is {size} bytes, more than the {} MiB limit for a manifest file; \
+             split its services into several files",
+            MAX_MANIFEST_BYTES >> 20
+        )),
+        ReadError::Io(err) => file_error(path, "cannot read", &err),
+    })
 }
 
 /// Parses the bytes of a manifest file named `path` (used only in messages).

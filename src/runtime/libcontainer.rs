@@ -49,7 +49,7 @@ static LIBCONTAINER: Mutex<()> = Mutex::new(());
 /// Spawns a helper process in a process that runs containers: never during one of
 /// libcontainer's forks, and known to the reaper, which collects its exit status
 /// (callers must not wait for it).
-fn spawn_beside_containers(command: &mut Command) -> std::io::Result<std::process::Child> {
+pub fn spawn_beside_containers(command: &mut Command) -> std::io::Result<std::process::Child> {
     let _one_at_a_time = lock(&LIBCONTAINER);
     let child = command.spawn();
     Reaper::global().children_spawned();

@@ -21,7 +21,7 @@ pub use config::{
     ResolvedUser,
 };
 pub use error::RuntimeError;
-pub use libcontainer::{ask_helper, ExecOutput, LibcontainerRuntime};
+pub use libcontainer::{ask_helper, spawn_beside_containers, ExecOutput, LibcontainerRuntime};
 pub use logs::{copy_timestamped, LogLine, LogStream, Logs};
 pub use netns::tcp_socket_in;
 pub use reaper::{Exit, Reaper};

@@ -12,6 +12,7 @@ use pathrs::flags::OpenFlags;
 use pathrs::Root;
 
 use super::config::ResolvedUser;
+use crate::bounded_read::require_regular;
 
 /// Resolves `user` (`uid[:gid]` or `name[:group]`, or None for root) in `rootfs`.
 pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ResolvedUser, String> {
@@ -82,14 +83,16 @@ fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>, String> {
         return Ok(None);
     };
     // The O_PATH handle is checked before anything opens the file for reading.
-    let kind = rustix::fs::fstat(&handle)
-        .map(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode))
+    let checked = handle
+        .try_clone()
+        .map(|copy| std::fs::File::from(std::os::fd::OwnedFd::from(copy)))
         .map_err(|err| format!("cannot inspect /{path} in the image: {err}"))?;
-    if kind != rustix::fs::FileType::RegularFile {
-        return Err(format!(
-            "/{path} in the image is not a regular file ({kind:?}); fix the image or set `user` to a numeric uid:gid"
-        ));
-    }
+    let meta = checked
+        .metadata()
+        .map_err(|err| format!("cannot inspect /{path} in the image: {err}"))?;
+    require_regular(&meta).map_err(|err| {
+        format!("/{path} in the image is {err}; fix the image or set `user` to a numeric uid:gid")
+    })?;
     let file = handle
         .reopen(OpenFlags::O_RDONLY | OpenFlags::O_NONBLOCK | OpenFlags::O_NOFOLLOW)
         .map_err(|err| format!("cannot open /{path} in the image: {err}"))?;

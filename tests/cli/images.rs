@@ -534,3 +534,40 @@ fn import_refuses_an_image_whose_config_lists_more_diff_ids_than_layers() {
     let run = wharf_at(root.path(), &["images", "--json"]);
     assert_eq!(ok(&run).trim(), "[]", "nothing was recorded");
 }
+
+#[test]
+fn import_refuses_a_layout_whose_files_are_not_regular_files_without_waiting() {
+    let root = tempfile::tempdir().expect("root");
+    let layout = tempfile::tempdir().expect("layout");
+    std::fs::write(
+        layout.path().join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("write");
+    // A FIFO nobody writes to: reading it would wait forever.
+    nix::unistd::mkfifo(
+        &layout.path().join("index.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    let run = crate::common::wharf_in_within(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &[
+            "--root",
+            root.path().to_str().expect("UTF-8"),
+            "image",
+            "import",
+            layout.path().to_str().expect("UTF-8"),
+            "--name",
+            "registry.test/fifo:1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("index.json: not a regular file (a FIFO)"),
+        "{}",
+        run.stderr
+    );
+}

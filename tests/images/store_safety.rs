@@ -132,13 +132,17 @@ struct SmallDisk {
 
 impl SmallDisk {
     fn new() -> Self {
+        Self::of(c"size=4m")
+    }
+
+    fn of(size: &std::ffi::CStr) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         rustix::mount::mount(
             "tmpfs",
             dir.path(),
             "tmpfs",
             rustix::mount::MountFlags::empty(),
-            c"size=4m",
+            size,
         )
         .expect("mount a tmpfs (run the tests as root)");
         SmallDisk { dir }
@@ -221,6 +225,32 @@ async fn a_disk_that_fills_while_unpacking_fails_cleanly() {
         "{chain}"
     );
     // Nothing half-done stays: no partial layer, no name.
+    assert_empty(&disk.path().join("tmp"));
+    assert_empty(&disk.path().join("layers/sha256"));
+    assert!(store.get(name).expect("readable").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_layer_that_unpacks_to_more_than_its_estimate_stops_at_the_reserve() {
+    // 80 MiB that gzip makes small: the estimate before unpacking passes, the disk
+    // (96 MiB) would hold it, but it would eat into the reserve the host keeps.
+    let disk = SmallDisk::of(c"size=96m");
+    let name = "registry.test/hostile/bomb:1";
+    let store = ImageStore::open(disk.path())
+        .expect("store opens")
+        .with_layer_limits(LayerLimits {
+            min_free: 40 << 20,
+            ..LayerLimits::default()
+        });
+    let bomb = Layer::gzip(&tar(&[Entry::File("data", &pattern(80 << 20))]));
+    let err = import(&store, layout(&[bomb]).path(), name)
+        .await
+        .expect_err("stopped at the reserve");
+    let chain = wharf::error_chain(&err);
+    assert!(
+        chain.contains("would leave less than 40Mi free on its disk"),
+        "{chain}"
+    );
     assert_empty(&disk.path().join("tmp"));
     assert_empty(&disk.path().join("layers/sha256"));
     assert!(store.get(name).expect("readable").is_none());

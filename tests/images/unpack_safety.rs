@@ -490,9 +490,10 @@ fn a_layer_of_too_many_entries_is_refused() {
 
     let sandbox = Sandbox::new();
     let err = unpack_limited(&tar(&entries), &sandbox.layer, &limits).expect_err("101 entries");
-    assert_eq!(
-        err.to_string(),
-        "it holds more than 100 entries, the limit for one layer"
+    assert!(
+        err.to_string()
+            .starts_with("it holds more than 100 entries, the limit for one layer"),
+        "{err}"
     );
 }
 

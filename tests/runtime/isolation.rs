@@ -114,15 +114,27 @@ async fn containers_cannot_create_namespaces() {
     let host = Host::new().await;
     let probe = tempfile::tempdir().expect("probe dir");
     std::fs::write(probe.path().join("probe.c"), NAMESPACE_PROBE).expect("write probe");
-    let built = std::process::Command::new("gcc")
-        .args(["-static", "-O1", "-o", "probe", "probe.c"])
-        .current_dir(probe.path())
-        .output()
-        .expect("gcc (Debian's gcc and libc6-dev)");
-    assert!(
-        built.status.success(),
+    // Other tests run containers in this process meanwhile: wharf's reaper collects
+    // every child's exit, so gcc's is taken from it rather than waited for here.
+    let log = std::fs::File::create(probe.path().join("gcc.log")).expect("log file");
+    let since = std::time::SystemTime::now();
+    #[allow(clippy::zombie_processes, reason = "wharf's reaper collects it")]
+    let gcc = wharf::runtime::spawn_beside_containers(
+        std::process::Command::new("gcc")
+            .args(["-static", "-O1", "-o", "probe", "probe.c"])
+            .current_dir(probe.path())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log),
+    )
+    .expect("gcc (Debian's gcc and libc6-dev)");
+    let exit = wharf::runtime::Reaper::global()
+        .wait_for(gcc.id() as i32, since, std::time::Duration::from_secs(120))
+        .expect("gcc finishes");
+    assert_eq!(
+        exit.code,
+        0,
         "{}",
-        String::from_utf8_lossy(&built.stderr)
+        std::fs::read_to_string(probe.path().join("gcc.log")).unwrap_or_default()
     );
     // Executable by anyone, as in an image (the test process runs with wharf's umask).
     use std::os::unix::fs::PermissionsExt;
