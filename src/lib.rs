@@ -12,7 +12,10 @@ pub mod plan;
 pub mod reconcile;
 pub mod runtime;
 pub mod state;
+pub mod style;
 pub mod sync;
+#[doc(hidden)]
+pub mod testing;
 pub mod watch;
 
 /// An error and its causes on one line: `cannot pull x: connection refused`.

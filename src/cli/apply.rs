@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::reconcile::{make_plan, SavedPlan, Source};
-use super::{exit, Palette, Session};
+use super::{exit, output, Session};
 use crate::manifest::Service;
 use crate::plan::{render_human, Step, PLAN_FORMAT_VERSION};
 use crate::reconcile::{record, summary, Executor, ReconcileLock, Report, StepObserver};
@@ -155,10 +155,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     }
     let plan = &planned.plan;
     if !args.source.json {
-        print!(
-            "{}",
-            render_human(plan, &Palette::for_stdout(session.color))
-        );
+        print!("{}", render_human(plan, &output::for_stdout(session.color)));
     }
     if plan.is_empty() {
         if args.source.json {

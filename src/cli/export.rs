@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use super::output::print_line;
-use super::{exit, Cli, Palette};
+use super::{exit, output, Cli};
 use crate::export::to_kubernetes;
 use crate::manifest::load_paths;
 
@@ -32,7 +32,7 @@ pub enum Format {
 pub fn run(cli: &Cli, args: &Args) -> u8 {
     let Format::Kubernetes { paths } = &args.format;
     let loaded = load_paths(paths);
-    let errors = Palette::for_stderr(cli.color);
+    let errors = output::for_stderr(cli.color);
     if !loaded.errors.is_empty() {
         for error in &loaded.errors {
             eprintln!("{} {error}", errors.red("error:"));

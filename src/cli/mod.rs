@@ -182,7 +182,7 @@ pub struct Session {
 impl Session {
     /// Opens the stores, or prints why not and returns the exit code.
     pub fn open(cli: &Cli) -> Result<Self, u8> {
-        let errors = Palette::for_stderr(cli.color);
+        let errors = output::for_stderr(cli.color);
         let fail = |err: &dyn std::error::Error| {
             output::print_error(err, &errors);
             exit::FAILURE

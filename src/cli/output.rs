@@ -1,72 +1,25 @@
 use std::io::IsTerminal;
 
 use super::ColorChoice;
+pub use crate::style::{human_bytes, Palette};
 
-/// ANSI styling that is on only where it helps: on a terminal, without NO_COLOR,
-/// unless `--color` says otherwise.
-#[derive(Debug, Clone, Copy)]
-pub struct Palette {
-    enabled: bool,
+/// The palette for a stream: colours on a terminal, without NO_COLOR, unless
+/// `--color` says otherwise.
+pub fn palette(choice: ColorChoice, stream_is_terminal: bool) -> Palette {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    Palette::new(match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => stream_is_terminal && !no_color,
+    })
 }
 
-impl Palette {
-    pub fn new(choice: ColorChoice, stream_is_terminal: bool) -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let enabled = match choice {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => stream_is_terminal && !no_color,
-        };
-        Palette { enabled }
-    }
-
-    pub fn for_stderr(choice: ColorChoice) -> Self {
-        Self::new(choice, std::io::stderr().is_terminal())
-    }
-
-    pub fn for_stdout(choice: ColorChoice) -> Self {
-        Self::new(choice, std::io::stdout().is_terminal())
-    }
-
-    fn paint(&self, code: &str, text: &str) -> String {
-        if self.enabled {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
-        }
-    }
-
-    pub fn red(&self, text: &str) -> String {
-        self.paint("31", text)
-    }
-
-    pub fn green(&self, text: &str) -> String {
-        self.paint("32", text)
-    }
-
-    pub fn yellow(&self, text: &str) -> String {
-        self.paint("33", text)
-    }
-
-    pub fn bold(&self, text: &str) -> String {
-        self.paint("1", text)
-    }
+pub fn for_stderr(choice: ColorChoice) -> Palette {
+    palette(choice, std::io::stderr().is_terminal())
 }
 
-/// `1.5 MiB`-style sizes.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+pub fn for_stdout(choice: ColorChoice) -> Palette {
+    palette(choice, std::io::stdout().is_terminal())
 }
 
 /// Prints an error and the chain of its causes to stderr.

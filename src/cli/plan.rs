@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use super::reconcile::{make_plan, SavedPlan, Source};
-use super::{exit, Palette, Session};
+use super::{exit, output, Session};
 use crate::plan::{render_human, render_json, PLAN_FORMAT_VERSION};
 
 /// Show what `wharf apply DIR` would do, without changing anything.
@@ -37,7 +37,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     } else {
         print!(
             "{}",
-            render_human(&planned.plan, &Palette::for_stdout(session.color))
+            render_human(&planned.plan, &output::for_stdout(session.color))
         );
     }
     if let Some(out) = &args.out {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Serialize;
 
-use super::{exit, Cli, Palette};
+use super::{exit, output, Cli, Palette};
 use crate::manifest::{load_paths, Diagnostic, Loaded};
 
 /// Check manifests without touching any container.
@@ -40,7 +40,7 @@ fn print_human(cli: &Cli, loaded: &Loaded) {
     let services = plural(loaded.services.len(), "service");
     let files = plural(loaded.files, "file");
     if loaded.errors.is_empty() {
-        let out = Palette::for_stdout(cli.color);
+        let out = output::for_stdout(cli.color);
         if cli.verbose > 0 {
             for service in &loaded.services {
                 println!(
@@ -55,7 +55,7 @@ fn print_human(cli: &Cli, loaded: &Loaded) {
         println!("{services} in {files} {}", out.green("OK"));
         return;
     }
-    let err = Palette::for_stderr(cli.color);
+    let err = output::for_stderr(cli.color);
     for diagnostic in &loaded.errors {
         eprintln!("{}", render(diagnostic, &err));
     }

@@ -5,8 +5,8 @@ use serde::Serialize;
 use similar::{ChangeTag, TextDiff};
 
 use super::{Action, ChangeKind, Plan, Step};
-use crate::cli::Palette;
 use crate::manifest::ServiceSpec;
+use crate::style::Palette;
 
 /// Bumped when the JSON format changes incompatibly.
 pub const PLAN_FORMAT_VERSION: u32 = 1;

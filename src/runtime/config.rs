@@ -1,10 +1,20 @@
 //! The OCI runtime config (config.json) for one container: a pure function of the
 //! service spec, the image config and what the runtime resolved on the host.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use libcontainer::oci_spec::runtime::{
+    Arch, Capabilities, Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder,
+    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction,
+    LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscallBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
+};
+use libcontainer::oci_spec::OciSpecError;
+use serde_json::Value;
 
 use super::error::RuntimeError;
 use crate::image::ImageConfig;
@@ -26,21 +36,21 @@ pub mod annotation {
 }
 
 /// Docker's default capability set.
-const CAPABILITIES: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
+const CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
 ];
 
 /// Syscalls refused with EPERM: what Docker's default profile keeps from a container
@@ -107,37 +117,94 @@ const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
     0x4000_0000, // CLONE_NEWNET
 ];
 
+/// EPERM, for the denied syscalls and namespace flags.
+const EPERM: u32 = 1;
+
 /// ENOSYS, for `clone3`: its flags are in memory, out of seccomp's reach, so it is
 /// refused as "not implemented" and glibc falls back to `clone`, as with Docker.
 const ENOSYS: u32 = 38;
 
-/// The seccomp profile: everything allowed but the denied syscalls and namespace
-/// creation through `clone`/`clone3`.
-fn seccomp_profile() -> Value {
-    let mut rules = vec![
-        json!({ "names": DENIED_SYSCALLS.as_slice(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }),
-        json!({ "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS }),
-    ];
-    // One rule per flag: a rule's conditions are ANDed, separate rules ORed. With the
-    // flag as both mask and value, the rule reads "arg0 & flag == flag" whichever of
-    // the two a runtime takes for the mask.
-    rules.extend(CLONE_NAMESPACE_FLAGS.iter().map(|flag| {
-        json!({
-            "names": ["clone"],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": 1,
-            "args": [{ "index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ" }]
-        })
-    }));
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "syscalls": rules,
-    })
-}
+/// The OCI runtime spec version config.json declares.
+const OCI_VERSION: &str = "1.0.2";
+
+/// The container process's umask: files it creates are readable by others, as in
+/// Docker (wharf's own 077 would make youki's mount points private).
+const UMASK: u32 = 0o022;
 
 /// The CFS period wharf uses; `cpus` becomes a quota of that many periods.
 const CPU_PERIOD_US: u64 = 100_000;
+
+/// Host files a container must not read (as runc and Docker mask them).
+const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Kernel interfaces a container may read but not write.
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The filesystems every container gets: destination, type, source, options.
+const SYSTEM_MOUNTS: [(&str, &str, &str, &[&str]); 7] = [
+    ("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+    (
+        "/dev",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    ),
+    (
+        "/dev/pts",
+        "devpts",
+        "devpts",
+        &[
+            "nosuid",
+            "noexec",
+            "newinstance",
+            "ptmxmode=0666",
+            "mode=0620",
+            "gid=5",
+        ],
+    ),
+    (
+        "/dev/shm",
+        "tmpfs",
+        "shm",
+        &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+    ),
+    (
+        "/dev/mqueue",
+        "mqueue",
+        "mqueue",
+        &["nosuid", "noexec", "nodev"],
+    ),
+    (
+        "/sys",
+        "sysfs",
+        "sysfs",
+        &["nosuid", "noexec", "nodev", "ro"],
+    ),
+    (
+        "/sys/fs/cgroup",
+        "cgroup",
+        "cgroup",
+        &["nosuid", "noexec", "nodev", "relatime", "ro"],
+    ),
+];
 
 /// What the runtime resolved on the host for one container.
 #[derive(Debug, Clone)]
@@ -227,113 +294,241 @@ pub fn working_dir(service: &ServiceSpec, image: &ImageConfig) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
-/// Builds config.json.
+/// Builds config.json: the typed OCI runtime spec, as JSON.
 pub fn runtime_config(
     service: &ServiceSpec,
     image: &ImageConfig,
     host: &HostFacts,
 ) -> Result<Value, RuntimeError> {
-    let capabilities: Vec<&str> = CAPABILITIES.to_vec();
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
-    ];
-    if service.network == Network::None {
-        namespaces.push(json!({"type": "network"}));
-    }
-    let mut resources = json!({ "devices": device_rules() });
-    if let Some(cpus) = service.resources.cpus {
-        resources["cpu"] = json!({
-            "quota": (cpus * CPU_PERIOD_US as f64).round() as i64,
-            "period": CPU_PERIOD_US,
-        });
-    }
-    if let Some(memory) = service.resources.memory {
-        resources["memory"] = json!({ "limit": memory.bytes() });
-    }
-    if let Some(pids) = service.resources.pids {
-        resources["pids"] = json!({ "limit": pids });
-    }
-    let annotations: BTreeMap<&str, &str> = host
+    let spec = runtime_spec(service, image, host)?;
+    serde_json::to_value(&spec).map_err(|err| {
+        RuntimeError::Config(format!("cannot serialize the OCI runtime spec: {err}"))
+    })
+}
+
+/// The OCI runtime spec of one container. Every field wharf relies on is set
+/// explicitly: oci-spec's builders fill unset fields from the types' `Default`,
+/// which describes another container (a shell, hostname "youki", a network
+/// namespace, inheritable and ambient capabilities...).
+fn runtime_spec(
+    service: &ServiceSpec,
+    image: &ImageConfig,
+    host: &HostFacts,
+) -> Result<Spec, RuntimeError> {
+    let user = UserBuilder::default()
+        .uid(host.user.uid)
+        .gid(host.user.gid)
+        .umask(UMASK)
+        .build()
+        .map_err(invalid)?;
+    let nofile = PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .hard(host.nofile_hard)
+        .soft(host.nofile_hard.min(1024))
+        .build()
+        .map_err(invalid)?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(user)
+        .args(command_line(service, image)?)
+        .env(environment(service, image, host.slot))
+        .cwd(working_dir(service, image))
+        .capabilities(capabilities().map_err(invalid)?)
+        .rlimits(vec![nofile])
+        .no_new_privileges(true)
+        .build()
+        .map_err(invalid)?;
+    let root = RootBuilder::default()
+        .path(host.rootfs.as_path())
+        .readonly(false)
+        .build()
+        .map_err(invalid)?;
+    let linux = LinuxBuilder::default()
+        .cgroups_path(host.cgroups_path.as_str())
+        .namespaces(namespaces(service.network).map_err(invalid)?)
+        .resources(resources(service)?)
+        .masked_paths(strings(&MASKED_PATHS))
+        .readonly_paths(strings(&READONLY_PATHS))
+        .seccomp(seccomp_profile().map_err(invalid)?)
+        .build()
+        .map_err(invalid)?;
+    let annotations: HashMap<String, String> = host
         .annotations
         .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
+    SpecBuilder::default()
+        .version(OCI_VERSION)
+        .process(process)
+        .root(root)
+        .hostname(host.hostname.as_str())
+        .mounts(mounts(service, host)?)
+        .annotations(annotations)
+        .linux(linux)
+        .build()
+        .map_err(invalid)
+}
 
-    Ok(json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": { "uid": host.user.uid, "gid": host.user.gid, "umask": 0o022 },
-            "args": command_line(service, image)?,
-            "env": environment(service, image, host.slot),
-            "cwd": working_dir(service, image),
-            "capabilities": {
-                "bounding": capabilities,
-                "effective": capabilities,
-                "permitted": capabilities,
-            },
-            "rlimits": [
-                { "type": "RLIMIT_NOFILE", "hard": host.nofile_hard, "soft": 1024.min(host.nofile_hard) }
-            ],
-            "noNewPrivileges": true,
-        },
-        "root": { "path": host.rootfs, "readonly": false },
-        "hostname": host.hostname,
-        "mounts": mounts(service, host)?,
-        "annotations": annotations,
-        "linux": {
-            "cgroupsPath": host.cgroups_path,
-            "namespaces": namespaces,
-            "resources": resources,
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-                "/sys/firmware", "/sys/devices/virtual/powercap"
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ],
-            "seccomp": seccomp_profile()
-        }
-    }))
+/// A builder refused what wharf gave it.
+fn invalid(err: OciSpecError) -> RuntimeError {
+    RuntimeError::Config(format!("cannot build the OCI runtime spec: {err}"))
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+/// The same set bounding, effective and permitted; no inheritable or ambient set.
+fn capabilities() -> Result<LinuxCapabilities, OciSpecError> {
+    let set: Capabilities = CAPABILITIES.into_iter().collect();
+    let mut capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(set.clone())
+        .effective(set.clone())
+        .permitted(set)
+        .build()?;
+    // Left unset, these two would come from `LinuxCapabilities::default()`, which
+    // fills them (AUDIT_WRITE, KILL, NET_BIND_SERVICE).
+    capabilities.set_inheritable(None);
+    capabilities.set_ambient(None);
+    Ok(capabilities)
+}
+
+/// Own pid, ipc, uts, mount and cgroup namespaces; a network namespace only for
+/// `network: none` (`host` shares the host's). No user namespace: wharf runs as root.
+fn namespaces(network: Network) -> Result<Vec<LinuxNamespace>, OciSpecError> {
+    let mut kinds = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+    ];
+    if network == Network::None {
+        kinds.push(LinuxNamespaceType::Network);
+    }
+    kinds
+        .into_iter()
+        .map(|kind| LinuxNamespaceBuilder::default().typ(kind).build())
+        .collect()
+}
+
+/// The device allow-list and the manifest's limits; no limit where it sets none.
+fn resources(service: &ServiceSpec) -> Result<LinuxResources, RuntimeError> {
+    let limits = &service.resources;
+    let mut resources = LinuxResourcesBuilder::default().devices(device_rules().map_err(invalid)?);
+    if let Some(cpus) = limits.cpus {
+        let cpu = LinuxCpuBuilder::default()
+            .quota((cpus * CPU_PERIOD_US as f64).round() as i64)
+            .period(CPU_PERIOD_US)
+            .build()
+            .map_err(invalid)?;
+        resources = resources.cpu(cpu);
+    }
+    if let Some(memory) = limits.memory {
+        // The OCI type is signed.
+        let limit = i64::try_from(memory.bytes()).map_err(|_| {
+            RuntimeError::Config(format!(
+                "memory limit of {} bytes is too large",
+                memory.bytes()
+            ))
+        })?;
+        let memory = LinuxMemoryBuilder::default()
+            .limit(limit)
+            .build()
+            .map_err(invalid)?;
+        resources = resources.memory(memory);
+    }
+    if let Some(pids) = limits.pids {
+        let pids = LinuxPidsBuilder::default()
+            .limit(i64::from(pids))
+            .build()
+            .map_err(invalid)?;
+        resources = resources.pids(pids);
+    }
+    resources.build().map_err(invalid)
 }
 
 /// Deny every device, then allow the ones every container gets (as runc and Docker do).
-fn device_rules() -> Value {
-    let allow = |major: i64, minor: Option<i64>| json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"});
-    json!([
-        {"allow": false, "access": "rwm"},
-        allow(1, Some(3)),   // null
-        allow(1, Some(5)),   // zero
-        allow(1, Some(7)),   // full
-        allow(1, Some(8)),   // random
-        allow(1, Some(9)),   // urandom
-        allow(5, Some(0)),   // tty
-        allow(5, Some(2)),   // ptmx
-        allow(136, None),    // pts
+fn device_rules() -> Result<Vec<LinuxDeviceCgroup>, OciSpecError> {
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()?;
+    // A character device; no minor number means all of them.
+    let allow = |major: i64, minor: Option<i64>| {
+        let rule = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(major)
+            .access("rwm");
+        let rule = match minor {
+            Some(minor) => rule.minor(minor),
+            None => rule,
+        };
+        rule.build()
+    };
+    Ok(vec![
+        deny_all,
+        allow(1, Some(3))?, // null
+        allow(1, Some(5))?, // zero
+        allow(1, Some(7))?, // full
+        allow(1, Some(8))?, // random
+        allow(1, Some(9))?, // urandom
+        allow(5, Some(0))?, // tty
+        allow(5, Some(2))?, // ptmx
+        allow(136, None)?,  // pts
     ])
 }
 
-fn mounts(service: &ServiceSpec, host: &HostFacts) -> Result<Vec<Value>, RuntimeError> {
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+/// The seccomp profile: everything allowed but the denied syscalls and namespace
+/// creation through `clone`/`clone3`.
+fn seccomp_profile() -> Result<LinuxSeccomp, OciSpecError> {
+    fn refuse(names: &[&str], errno: u32) -> LinuxSyscallBuilder {
+        LinuxSyscallBuilder::default()
+            .names(strings(names))
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(errno)
+    }
+    let mut rules = vec![
+        refuse(&DENIED_SYSCALLS, EPERM).build()?,
+        refuse(&["clone3"], ENOSYS).build()?,
     ];
+    // One rule per flag: a rule's conditions are ANDed, separate rules ORed. With the
+    // flag as both mask and value, the rule reads "arg0 & flag == flag" whichever of
+    // the two a runtime takes for the mask.
+    for flag in CLONE_NAMESPACE_FLAGS {
+        let arg = LinuxSeccompArgBuilder::default()
+            .index(0_usize)
+            .value(flag)
+            .value_two(flag)
+            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+            .build()?;
+        rules.push(refuse(&["clone"], EPERM).args(vec![arg]).build()?);
+    }
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+            Arch::ScmpArchAarch64,
+            Arch::ScmpArchArm,
+        ])
+        .syscalls(rules)
+        .build()
+}
+
+fn mounts(service: &ServiceSpec, host: &HostFacts) -> Result<Vec<Mount>, RuntimeError> {
+    let mut mounts = SYSTEM_MOUNTS
+        .iter()
+        .map(|&(destination, kind, source, options)| {
+            mount(destination, kind, Path::new(source), strings(options))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
     for file in ["hosts", "hostname", "resolv.conf"] {
-        mounts.push(bind(
-            &host.etc_dir.join(file),
-            &format!("/etc/{file}"),
-            false,
-        ));
+        let etc_file = bind(&host.etc_dir.join(file), &format!("/etc/{file}"), false);
+        mounts.push(etc_file.map_err(invalid)?);
     }
     if service.volumes.len() != host.mounts.len() {
         return Err(RuntimeError::Config(
@@ -341,17 +536,32 @@ fn mounts(service: &ServiceSpec, host: &HostFacts) -> Result<Vec<Value>, Runtime
         ));
     }
     for (volume, source) in service.volumes.iter().zip(&host.mounts) {
-        mounts.push(match (volume.kind, source) {
+        let volume_mount = match (volume.kind, source) {
             (VolumeKind::Tmpfs, _) | (_, MountSource::Tmpfs) => {
                 tmpfs(&volume.target, volume.size, volume.readonly)
             }
             (_, MountSource::Dir(dir)) => bind(dir, &volume.target, volume.readonly),
-        });
+        };
+        mounts.push(volume_mount.map_err(invalid)?);
     }
     Ok(mounts)
 }
 
-fn bind(source: &Path, target: &str, readonly: bool) -> Value {
+fn mount(
+    destination: &str,
+    kind: &str,
+    source: &Path,
+    options: Vec<String>,
+) -> Result<Mount, OciSpecError> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ(kind)
+        .source(source)
+        .options(options)
+        .build()
+}
+
+fn bind(source: &Path, target: &str, readonly: bool) -> Result<Mount, OciSpecError> {
     let mut options = vec!["rbind", "rprivate", "nosuid", "nodev"];
     // `ro` alone covers only the top mount; `rro` makes every mount below the source
     // (a tmpfs or a USB disk mounted there later) read-only too.
@@ -360,20 +570,228 @@ fn bind(source: &Path, target: &str, readonly: bool) -> Value {
     } else {
         &["rw"][..]
     });
-    json!({"destination": target, "type": "bind", "source": source, "options": options})
+    mount(target, "bind", source, strings(&options))
 }
 
-fn tmpfs(target: &str, size: Option<ByteSize>, readonly: bool) -> Value {
-    let mut options = vec![
-        "nosuid".to_owned(),
-        "nodev".to_owned(),
-        "mode=1777".to_owned(),
-    ];
+fn tmpfs(target: &str, size: Option<ByteSize>, readonly: bool) -> Result<Mount, OciSpecError> {
+    let mut options = strings(&["nosuid", "nodev", "mode=1777"]);
     if let Some(size) = size {
         options.push(format!("size={}", size.bytes()));
     }
     if readonly {
         options.push("ro".into());
     }
-    json!({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": options})
+    mount(target, "tmpfs", Path::new("tmpfs"), options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_manifest;
+    use serde_json::json;
+
+    fn spec_from(extra: &str) -> ServiceSpec {
+        let text = format!(
+            "apiVersion: wharf/v1\nkind: Service\nname: web\nimage: reg.lan/web:1\n\
+             command: [/bin/app]\n{extra}"
+        );
+        parse_manifest(Path::new("web.yaml"), text.as_bytes())
+            .expect("valid manifest")
+            .remove(0)
+            .spec
+    }
+
+    fn host_facts(mounts: Vec<MountSource>) -> HostFacts {
+        HostFacts {
+            id: "web-1-abcdef".into(),
+            hostname: "web-1".into(),
+            slot: 1,
+            rootfs: "/var/lib/wharf/containers/web-1-abcdef/rootfs".into(),
+            user: ResolvedUser {
+                uid: 1000,
+                gid: 1000,
+            },
+            mounts,
+            etc_dir: "/var/lib/wharf/containers/web-1-abcdef/etc".into(),
+            nofile_hard: 4096,
+            cgroups_path: "/wharf/web-1-abcdef".into(),
+            annotations: BTreeMap::from([(annotation::SERVICE.to_owned(), "web".to_owned())]),
+        }
+    }
+
+    /// Pins the JSON a runtime reads: OCI field names and values, and no defaults
+    /// leaked from oci-spec's `Default` impls.
+    #[test]
+    fn config_json_has_the_oci_field_names_and_values() {
+        let image: ImageConfig =
+            serde_json::from_value(json!({ "rootfs": { "diff_ids": [] } })).expect("image config");
+        let service = spec_from(
+            "network: none\n\
+             resources: {cpus: 0.5, memory: 64Mi, pids: 100}\n\
+             volumes:\n\
+             \x20 - {type: volume, name: data, target: /data, readonly: true}\n\
+             \x20 - {type: tmpfs, target: /scratch, size: 1Mi}\n",
+        );
+        let host = host_facts(vec![
+            MountSource::Dir("/var/lib/wharf/volumes/data".into()),
+            MountSource::Tmpfs,
+        ]);
+        let config = runtime_config(&service, &image, &host).expect("config");
+
+        assert_eq!(config["ociVersion"], "1.0.2");
+        assert_eq!(config["hostname"], "web-1");
+        assert!(config.get("domainname").is_none());
+        assert_eq!(
+            config["root"],
+            json!({ "path": "/var/lib/wharf/containers/web-1-abcdef/rootfs", "readonly": false })
+        );
+        assert_eq!(config["annotations"][annotation::SERVICE], "web");
+        assert_eq!(
+            config["annotations"].as_object().map(|map| map.len()),
+            Some(1)
+        );
+
+        let process = &config["process"];
+        assert_eq!(process["terminal"], false);
+        assert_eq!(process["args"], json!(["/bin/app"]));
+        assert_eq!(process["cwd"], "/");
+        assert_eq!(
+            process["user"],
+            json!({ "uid": 1000, "gid": 1000, "umask": 0o022 })
+        );
+        assert_eq!(process["noNewPrivileges"], true);
+        assert_eq!(
+            process["rlimits"],
+            json!([{ "type": "RLIMIT_NOFILE", "hard": 4096, "soft": 1024 }])
+        );
+        let capabilities = &process["capabilities"];
+        let mut expected = vec![
+            "CAP_AUDIT_WRITE",
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FOWNER",
+            "CAP_FSETID",
+            "CAP_KILL",
+            "CAP_MKNOD",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_NET_RAW",
+            "CAP_SETFCAP",
+            "CAP_SETGID",
+            "CAP_SETPCAP",
+            "CAP_SETUID",
+            "CAP_SYS_CHROOT",
+        ];
+        expected.sort_unstable();
+        for set in ["bounding", "effective", "permitted"] {
+            // A set: its order in the JSON is not meaningful.
+            let mut names: Vec<&str> = capabilities[set]
+                .as_array()
+                .expect(set)
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            names.sort_unstable();
+            assert_eq!(names, expected, "{set}");
+        }
+        assert!(capabilities.get("inheritable").is_none());
+        assert!(capabilities.get("ambient").is_none());
+
+        let mounts = config["mounts"].as_array().expect("mounts");
+        assert_eq!(mounts.len(), SYSTEM_MOUNTS.len() + 3 + 2);
+        assert_eq!(
+            mounts[0],
+            json!({ "destination": "/proc", "type": "proc", "source": "proc",
+                    "options": ["nosuid", "noexec", "nodev"] })
+        );
+        assert_eq!(
+            mounts[SYSTEM_MOUNTS.len()],
+            json!({ "destination": "/etc/hosts", "type": "bind",
+                    "source": "/var/lib/wharf/containers/web-1-abcdef/etc/hosts",
+                    "options": ["rbind", "rprivate", "nosuid", "nodev", "rw"] })
+        );
+        assert_eq!(
+            mounts[mounts.len() - 2],
+            json!({ "destination": "/data", "type": "bind",
+                    "source": "/var/lib/wharf/volumes/data",
+                    "options": ["rbind", "rprivate", "nosuid", "nodev", "ro", "rro"] })
+        );
+        assert_eq!(
+            mounts[mounts.len() - 1],
+            json!({ "destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "nodev", "mode=1777", "size=1048576"] })
+        );
+
+        let linux = &config["linux"];
+        assert_eq!(linux["cgroupsPath"], "/wharf/web-1-abcdef");
+        assert_eq!(
+            linux["namespaces"],
+            json!([{ "type": "pid" }, { "type": "ipc" }, { "type": "uts" },
+                   { "type": "mount" }, { "type": "cgroup" }, { "type": "network" }])
+        );
+        let resources = &linux["resources"];
+        assert_eq!(
+            resources["cpu"],
+            json!({ "quota": 50_000, "period": 100_000 })
+        );
+        assert_eq!(resources["memory"], json!({ "limit": 64 * 1024 * 1024 }));
+        assert_eq!(resources["pids"], json!({ "limit": 100 }));
+        let devices = resources["devices"].as_array().expect("devices");
+        assert_eq!(devices.len(), 9);
+        assert_eq!(devices[0], json!({ "allow": false, "access": "rwm" }));
+        assert_eq!(
+            devices[1],
+            json!({ "allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm" })
+        );
+        assert_eq!(
+            devices[8],
+            json!({ "allow": true, "type": "c", "major": 136, "access": "rwm" })
+        );
+        assert_eq!(linux["maskedPaths"], json!(MASKED_PATHS));
+        assert_eq!(linux["readonlyPaths"], json!(READONLY_PATHS));
+
+        let seccomp = &linux["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(
+            seccomp["architectures"],
+            json!([
+                "SCMP_ARCH_X86_64",
+                "SCMP_ARCH_X86",
+                "SCMP_ARCH_X32",
+                "SCMP_ARCH_AARCH64",
+                "SCMP_ARCH_ARM"
+            ])
+        );
+        let syscalls = seccomp["syscalls"].as_array().expect("syscalls");
+        assert_eq!(syscalls.len(), 2 + CLONE_NAMESPACE_FLAGS.len());
+        assert_eq!(
+            syscalls[0],
+            json!({ "names": DENIED_SYSCALLS.as_slice(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1 })
+        );
+        assert_eq!(
+            syscalls[1],
+            json!({ "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38 })
+        );
+        for (rule, flag) in syscalls[2..].iter().zip(CLONE_NAMESPACE_FLAGS) {
+            assert_eq!(
+                *rule,
+                json!({ "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                        "args": [{ "index": 0, "value": flag, "valueTwo": flag,
+                                   "op": "SCMP_CMP_MASKED_EQ" }] })
+            );
+        }
+
+        // What libcontainer does with the file: read it back as a Spec.
+        let read_back: Spec = serde_json::from_value(config).expect("a valid OCI spec");
+        assert_eq!(read_back.hostname().as_deref(), Some("web-1"));
+
+        // `host` network (the default): the container stays in the host's namespace.
+        let on_host = spec_from("");
+        let config = runtime_config(&on_host, &image, &host_facts(Vec::new())).expect("config");
+        let namespaces = config["linux"]["namespaces"]
+            .as_array()
+            .expect("namespaces");
+        assert!(!namespaces.contains(&json!({ "type": "network" })));
+        assert_eq!(namespaces.len(), 5);
+        assert!(config["linux"]["resources"].get("cpu").is_none());
+    }
 }

@@ -1,0 +1,213 @@
+//! A `Runtime` test double: containers kept in memory, whose behaviour a test
+//! scripts from their spec (this version never becomes healthy, that one exits at
+//! once). The planner, executor and agent logic are tested on it with paused tokio
+//! time; the real runtime is tested with real containers.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::Signal;
+
+use crate::manifest::ServiceSpec;
+use crate::runtime::{
+    ContainerStatus, CreateRequest, ExecOutput, ObservedContainer, Runtime, RuntimeError,
+};
+
+type Rule = Box<dyn Fn(&ServiceSpec) -> bool + Send + Sync>;
+
+/// In-memory containers. What each does is decided by the rules given when it was
+/// made: `unhealthy_if` (its exec health check fails), `exits_if` (it exits with a
+/// code as soon as it starts), `create_fails_if`.
+#[derive(Default)]
+pub struct FakeRuntime {
+    state: Mutex<State>,
+    unhealthy: Vec<Rule>,
+    exits: Vec<(Rule, i32)>,
+    create_fails: Vec<Rule>,
+}
+
+#[derive(Default)]
+struct State {
+    created: u32,
+    containers: BTreeMap<String, ObservedContainer>,
+    /// What was done, in order: `create web/0 web-0-1`, `start web-0-1`, `remove ...`.
+    journal: Vec<String>,
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Containers made from a spec that matches fail their exec health check.
+    pub fn unhealthy_if(
+        mut self,
+        rule: impl Fn(&ServiceSpec) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.unhealthy.push(Box::new(rule));
+        self
+    }
+
+    /// Containers made from a spec that matches exit with `code` when started.
+    pub fn exits_if(
+        mut self,
+        code: i32,
+        rule: impl Fn(&ServiceSpec) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.exits.push((Box::new(rule), code));
+        self
+    }
+
+    /// Creating a container from a spec that matches fails.
+    pub fn create_fails_if(
+        mut self,
+        rule: impl Fn(&ServiceSpec) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.create_fails.push(Box::new(rule));
+        self
+    }
+
+    /// The containers, as `list` gives them.
+    pub fn containers(&self) -> Vec<ObservedContainer> {
+        self.lock().containers.values().cloned().collect()
+    }
+
+    /// Everything done so far, one line an operation.
+    pub fn journal(&self) -> Vec<String> {
+        self.lock().journal.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn spec_of(&self, id: &str) -> Result<ServiceSpec, RuntimeError> {
+        self.lock()
+            .containers
+            .get(id)
+            .and_then(|c| c.spec.as_deref().cloned())
+            .ok_or_else(|| not_found(id))
+    }
+}
+
+fn not_found(id: &str) -> RuntimeError {
+    RuntimeError::Container {
+        what: format!("container {id}"),
+        message: "no such container".into(),
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn create(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
+        let what = format!("{}/{}", request.service.name, request.slot);
+        if self.create_fails.iter().any(|rule| rule(&request.service)) {
+            return Err(RuntimeError::Container {
+                what,
+                message: "scripted creation failure".into(),
+            });
+        }
+        let mut state = self.lock();
+        state.created += 1;
+        let id = format!(
+            "{}-{}-{}",
+            request.service.name, request.slot, state.created
+        );
+        state.journal.push(format!("create {what} {id}"));
+        state.containers.insert(
+            id.clone(),
+            ObservedContainer {
+                id: id.clone(),
+                service: request.service.name.clone(),
+                slot: request.slot,
+                status: ContainerStatus::Created,
+                pid: None,
+                started_at: None,
+                spec_hash: request.spec_hash.to_string(),
+                image: request.service.image.clone(),
+                image_digest: request.image.digest().to_string(),
+                manifest: request.manifest.clone(),
+                manifest_dir: request
+                    .manifest
+                    .as_deref()
+                    .and_then(|m| m.parent())
+                    .map(Into::into),
+                spec: Some(Box::new(request.service.clone())),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let spec = self.spec_of(id)?;
+        let exit = self
+            .exits
+            .iter()
+            .find(|(rule, _)| rule(&spec))
+            .map(|(_, code)| *code);
+        let mut state = self.lock();
+        state.journal.push(format!("start {id}"));
+        let pid = 1000 + i32::try_from(state.created).unwrap_or(0);
+        let container = state.containers.get_mut(id).ok_or_else(|| not_found(id))?;
+        container.started_at = Some(SystemTime::now());
+        (container.status, container.pid) = match exit {
+            Some(code) => (
+                ContainerStatus::Exited {
+                    code: Some(code),
+                    at: Some(SystemTime::now()),
+                },
+                None,
+            ),
+            None => (ContainerStatus::Running, Some(pid)),
+        };
+        Ok(())
+    }
+
+    async fn stop(&self, id: &str, _: Signal, _: Duration) -> Result<(), RuntimeError> {
+        let mut state = self.lock();
+        state.journal.push(format!("stop {id}"));
+        let container = state.containers.get_mut(id).ok_or_else(|| not_found(id))?;
+        if container.status == ContainerStatus::Running {
+            container.status = ContainerStatus::Exited {
+                code: Some(0),
+                at: Some(SystemTime::now()),
+            };
+            container.pid = None;
+        }
+        Ok(())
+    }
+
+    async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
+        self.stop(id, signal, Duration::ZERO).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.lock();
+        state.journal.push(format!("remove {id}"));
+        state
+            .containers
+            .remove(id)
+            .map(drop)
+            .ok_or_else(|| not_found(id))
+    }
+
+    async fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        Ok(self.containers())
+    }
+
+    async fn exec(&self, id: &str, _: &[String], _: Duration) -> Result<ExecOutput, RuntimeError> {
+        let spec = self.spec_of(id)?;
+        let unhealthy = self.unhealthy.iter().any(|rule| rule(&spec));
+        Ok(ExecOutput {
+            code: i32::from(unhealthy),
+            stdout: Vec::new(),
+            stderr: if unhealthy {
+                b"scripted failure".to_vec()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+}

@@ -1,0 +1,189 @@
+//! The executor's rollout rules, on the `Runtime` test double with paused time: what
+//! happens to a service's replicas when a new version never becomes healthy,
+//! in each update order. (tests/cli/agent.rs proves the same with real containers.)
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use wharf::image::{ImageStore, NoProgress, Registries};
+use wharf::manifest::{parse_manifest, PullPolicy, Service};
+use wharf::plan::{plan, Inputs};
+use wharf::reconcile::{Executor, Report, StepObserver};
+use wharf::runtime::{ContainerStatus, Runtime};
+use wharf::testing::FakeRuntime;
+
+use support::TestRegistry;
+
+struct Quiet;
+impl StepObserver for Quiet {
+    fn finished(&self, _: &wharf::plan::Step, _: Result<(), &str>) {}
+}
+
+/// A store holding the test busybox image, which the double's containers "run".
+struct Images {
+    _root: tempfile::TempDir,
+    store: ImageStore,
+    registries: Registries,
+    image: String,
+}
+
+impl Images {
+    async fn new() -> Images {
+        let root = tempfile::tempdir().expect("temp root");
+        let store = ImageStore::open(root.path()).expect("store");
+        let registries = Registries::new(Vec::new());
+        let image = TestRegistry::shared().image("busybox:1");
+        store
+            .pull(
+                &registries,
+                &image.parse().expect("reference"),
+                PullPolicy::IfNotPresent,
+                &NoProgress,
+            )
+            .await
+            .expect("pull busybox");
+        Images {
+            _root: root,
+            store,
+            registries,
+            image,
+        }
+    }
+
+    /// Service `web` at `version` (an env value: changing it is a rollout).
+    fn web(&self, version: u32, extra: &str) -> Service {
+        let text = format!(
+            "apiVersion: wharf/v1\nkind: Service\nname: web\nimage: {}\nreplicas: 2\n\
+             env: {{VERSION: \"{version}\"}}\n\
+             health: {{exec: [check], interval: 1s, retries: 2}}\n{extra}",
+            self.image
+        );
+        parse_manifest(Path::new("/srv/manifests/web.yaml"), text.as_bytes())
+            .expect("valid manifest")
+            .remove(0)
+    }
+
+    /// Plans `desired` against what `runtime` runs, and executes the plan.
+    async fn converge(&self, runtime: &FakeRuntime, desired: &[Service]) -> Report {
+        let observed = runtime.list().await.expect("list");
+        let planned = plan(&Inputs {
+            desired,
+            observed: &observed,
+            current_digests: &BTreeMap::new(),
+            unhealthy: &BTreeMap::new(),
+            manifest_dir: Path::new("/srv/manifests"),
+            prune: true,
+        });
+        let executor = Executor {
+            runtime,
+            images: &self.store,
+            registries: &self.registries,
+        };
+        executor.execute(&planned, desired, &observed, &Quiet).await
+    }
+}
+
+fn version_two(spec: &wharf::manifest::ServiceSpec) -> bool {
+    spec.env.get("VERSION").map(String::as_str) == Some("2")
+}
+
+/// `(slot, VERSION)` of each running container.
+fn running(runtime: &FakeRuntime) -> Vec<(u32, String)> {
+    let mut running: Vec<(u32, String)> = runtime
+        .containers()
+        .into_iter()
+        .filter(|c| c.status == ContainerStatus::Running)
+        .map(|c| {
+            let version = c.spec.and_then(|s| s.env.get("VERSION").cloned());
+            (c.slot, version.unwrap_or_default())
+        })
+        .collect();
+    running.sort();
+    running
+}
+
+#[tokio::test]
+async fn start_first_a_version_that_never_gets_healthy_leaves_the_old_replicas_running() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let runtime = FakeRuntime::new().unhealthy_if(version_two);
+    let start_first = "update: {order: start-first}\n";
+    let report = images
+        .converge(&runtime, &[images.web(1, start_first)])
+        .await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(running(&runtime), [(0, "1".into()), (1, "1".into())]);
+
+    let report = images
+        .converge(&runtime, &[images.web(2, start_first)])
+        .await;
+    // The first new replica failed its check: it is gone, the old one kept running,
+    // and the rest of the rollout did not start.
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    let (step, cause) = &report.failed[0];
+    assert_eq!(step.slot, 0);
+    assert!(cause.contains("new replica unhealthy"), "{cause}");
+    assert!(cause.ends_with("the old replica keeps running"), "{cause}");
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(running(&runtime), [(0, "1".into()), (1, "1".into())]);
+    assert_eq!(
+        runtime.containers().len(),
+        2,
+        "the failed replica was removed"
+    );
+}
+
+#[tokio::test]
+async fn stop_first_a_version_that_never_gets_healthy_is_rolled_back_in_its_slot() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let runtime = FakeRuntime::new().unhealthy_if(version_two);
+    // The default order: a replica's slot is freed before its new version starts.
+    let stop_first = "update: {order: stop-first}\n";
+    images
+        .converge(&runtime, &[images.web(1, stop_first)])
+        .await;
+    let old_ids: Vec<String> = runtime.containers().into_iter().map(|c| c.id).collect();
+
+    let report = images
+        .converge(&runtime, &[images.web(2, stop_first)])
+        .await;
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    let cause = &report.failed[0].1;
+    assert!(
+        cause.ends_with("rolled back to the previous spec"),
+        "{cause}"
+    );
+    // Slot 0 runs version 1 again, in a new container; slot 1 was never touched.
+    assert_eq!(running(&runtime), [(0, "1".into()), (1, "1".into())]);
+    let ids: Vec<String> = runtime.containers().into_iter().map(|c| c.id).collect();
+    assert!(
+        !ids.contains(&old_ids[0]) && ids.contains(&old_ids[1]),
+        "{ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_healthy_version_replaces_every_replica() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let runtime = FakeRuntime::new().unhealthy_if(version_two);
+    images.converge(&runtime, &[images.web(1, "")]).await;
+    let report = images.converge(&runtime, &[images.web(3, "")]).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(running(&runtime), [(0, "3".into()), (1, "3".into())]);
+}
+
+#[tokio::test]
+async fn a_replica_that_cannot_be_created_is_reported_and_stops_its_service_only() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let runtime = FakeRuntime::new().create_fails_if(version_two);
+    let report = images.converge(&runtime, &[images.web(2, "")]).await;
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert!(report.failed[0].1.contains("scripted creation failure"));
+    assert!(running(&runtime).is_empty());
+}
