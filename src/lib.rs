@@ -9,6 +9,7 @@ pub mod image;
 pub mod lockfile;
 pub mod manifest;
 pub mod plan;
+pub mod process;
 pub mod reconcile;
 pub mod runtime;
 pub mod state;

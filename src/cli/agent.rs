@@ -7,8 +7,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::sync::GitArgs;
 use super::Session;
 use crate::manifest::only_root_can_write;
+use crate::process::ask_helper;
 use crate::reconcile::{log, Agent, Executor};
-use crate::runtime::{ask_helper, stop_and_remove, Runtime};
+use crate::runtime::{stop_and_remove, Runtime};
 use crate::sync::{GitSource, Synced};
 use crate::watch::{Trigger, Triggers};
 

@@ -312,7 +312,7 @@ pub fn docker_login(registry: &str) -> Result<Login, String> {
 /// itself: its reaper collects every child's exit status, and a helper's would be
 /// lost. The lookup process has no containers; its own exit needs no status.
 fn login_from_process(wharf: &Path, registry: &str) -> Result<Login, String> {
-    crate::runtime::ask_helper(
+    crate::process::ask_helper(
         std::process::Command::new(wharf)
             .arg("credential-lookup")
             .arg(registry),

@@ -2,14 +2,19 @@
 //! implementation on youki's libcontainer.
 
 mod config;
+mod create;
 mod error;
+mod exec;
 mod forked;
 mod libcontainer;
 mod logs;
 mod netns;
+mod observe;
 mod process;
 mod reaper;
+mod records;
 mod stats;
+mod stop;
 mod users;
 
 use std::future::Future;
@@ -21,11 +26,15 @@ pub use config::{
     ResolvedUser,
 };
 pub use error::RuntimeError;
-pub use libcontainer::{ask_helper, spawn_beside_containers, ExecOutput, LibcontainerRuntime};
+pub use exec::ExecOutput;
+pub use libcontainer::LibcontainerRuntime;
 pub use logs::{copy_timestamped, LogLine, LogStream, Logs};
 pub use netns::tcp_socket_in;
 pub use reaper::{Exit, Reaper};
 pub use stats::{read_usage, Usage};
+
+// The runtime tests spawn their helpers through this path.
+pub use crate::process::spawn_beside_containers;
 
 use crate::image::LocalImage;
 use crate::manifest::{ServiceSpec, SpecHash};

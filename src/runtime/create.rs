@@ -1,0 +1,374 @@
+//! Creating a container: its bundle (config.json), overlay root filesystem, /etc
+//! files and volumes, its log shim, and the build itself in a forked copy of this
+//! process; and starting it.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::OFlag;
+use pathrs::Root;
+
+use super::config::{
+    annotation, command_line, environment, runtime_config, HostFacts, MountSource,
+};
+use super::error::RuntimeError;
+use super::forked::in_forked_copy;
+use super::libcontainer::LibcontainerRuntime;
+use super::netns::bring_up_loopback;
+use super::process::start_time;
+use super::reaper::Reaper;
+use super::records::{LayersRecord, ProcessRecord, Role, StartedRecord};
+use super::users::resolve_user;
+use super::CreateRequest;
+use crate::image::{mount_rootfs, ImageConfig};
+use crate::manifest::{Network, ServiceSpec, VolumeKind};
+use crate::process::libcontainer_lock;
+
+impl LibcontainerRuntime {
+    pub(super) fn create_blocking(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
+        let service = &request.service;
+        let hostname = format!("{}-{}", service.name, request.slot);
+        let id = format!("{hostname}-{}", random_suffix());
+        let dir = self.container_dir(&id);
+        let cgroups_path = Self::cgroups_path(&id);
+        let what = format!("service {}, replica {}", service.name, request.slot);
+        fs::create_dir(&dir).map_err(RuntimeError::io(&dir))?;
+        // Who is creating it: a bundle whose creator died before it was complete is
+        // removed by the next listing.
+        ProcessRecord::of(std::process::id() as i32)
+            .write(&dir, Role::Creator)
+            .map_err(RuntimeError::io(&dir))?;
+        match self.build(request, &id, &hostname, &dir, &cgroups_path) {
+            Ok(()) => Ok(id),
+            Err(message) => {
+                self.cleanup(&id, &cgroups_path);
+                Err(RuntimeError::Container { what, message })
+            }
+        }
+    }
+
+    /// Everything of a container after its `creator` record, up to its init process
+    /// waiting to be started; the caller cleans up after a failure.
+    fn build(
+        &self,
+        request: &CreateRequest,
+        id: &str,
+        hostname: &str,
+        dir: &Path,
+        cgroups_path: &str,
+    ) -> Result<(), String> {
+        let service = &request.service;
+        let image = &request.image;
+        let layers = LayersRecord {
+            diff_ids: image.config.rootfs.diff_ids.clone(),
+        };
+        layers
+            .write(dir)
+            .map_err(|err| format!("cannot record the layers: {err}"))?;
+        let rootfs = mount_rootfs(&request.layers, dir)
+            .map_err(|err| format!("cannot mount the root filesystem: {err}"))?
+            .rootfs;
+        let image_user = image.config.config.as_ref().and_then(|c| c.user.clone());
+        let user = resolve_user(&rootfs, service.user.as_deref().or(image_user.as_deref()))?;
+        let args = command_line(service, &image.config).map_err(|err| err.to_string())?;
+        check_executable(&rootfs, &args[0], service, &image.config)?;
+        let mounts = self.volume_sources(service, dir)?;
+        let etc_dir = dir.join("etc");
+        write_etc_files(&etc_dir, hostname, service.network)
+            .map_err(|err| format!("cannot write /etc files: {err}"))?;
+
+        let host = HostFacts {
+            id: id.to_owned(),
+            hostname: hostname.to_owned(),
+            slot: request.slot,
+            rootfs,
+            user,
+            mounts,
+            etc_dir,
+            nofile_hard: nofile_hard_limit(),
+            cgroups_path: cgroups_path.to_owned(),
+            annotations: annotations(request),
+        };
+        let config =
+            runtime_config(service, &image.config, &host).map_err(|err| err.to_string())?;
+        let config_path = dir.join("config.json");
+        fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&config).unwrap_or_default(),
+        )
+        .map_err(|err| format!("cannot write {}: {err}", config_path.display()))?;
+
+        let pid = self.build_in_forked_copy(id, dir)?;
+        if service.network == Network::None {
+            bring_up_loopback(pid).map_err(|err| format!("cannot bring up loopback: {err}"))?;
+        }
+        let started = start_time(pid).ok_or("the container's process exited during creation")?;
+        let init = ProcessRecord {
+            pid,
+            start_time: started,
+        };
+        init.write(dir, Role::Init)
+            .map_err(|err| format!("cannot record the init process: {err}"))?;
+        Ok(())
+    }
+
+    /// Starts the log shim and builds the container from its bundle in a forked copy
+    /// of this process (see `forked`); returns the pid of its init process.
+    fn build_in_forked_copy(&self, id: &str, dir: &Path) -> Result<i32, String> {
+        let _one_at_a_time = libcontainer_lock();
+        // Spawned under the same lock: a fork by libcontainer while another thread
+        // is inside Command::spawn (which holds std's environment lock) leaves a
+        // child that deadlocks on that lock.
+        let (stdout, stderr) = self.start_log_shim(dir)?;
+        let state = &self.state;
+        let since = SystemTime::now();
+        let pid = in_forked_copy(move || {
+            let container = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
+                .with_stdout(stdout)
+                .with_stderr(stderr)
+                .with_root_path(state)
+                .and_then(|builder| {
+                    builder
+                        .as_init(dir)
+                        .as_sibling(true)
+                        .with_systemd(false)
+                        .with_detach(true)
+                        .build()
+                })
+                .map_err(|err| {
+                    format!("cannot create the container: {}", crate::error_chain(&err))
+                })?;
+            container
+                .pid()
+                .map(|pid| pid.as_raw())
+                .ok_or_else(|| "libcontainer reported no process for the new container".into())
+        })?;
+        Reaper::global().watch_container(pid, since);
+        Ok(pid)
+    }
+
+    /// Starts the log shim for a container; returns the write ends of its stdout and
+    /// stderr pipes. The shim reads the container's stdout on its fd 0 and stderr on
+    /// its fd 1, and ends when both close. It runs in its own process group, so that
+    /// Ctrl-C on the wharf command that created the container does not end it.
+    fn start_log_shim(&self, dir: &Path) -> Result<(OwnedFd, OwnedFd), String> {
+        let pipe = || {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                .map_err(|err| format!("cannot create a pipe: {err}"))
+        };
+        let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);
+        let shim = Command::new(&self.log_shim)
+            .arg("log-shim")
+            .arg(dir.join("output.log"))
+            .stdin(Stdio::from(out_read))
+            .stdout(Stdio::from(err_read))
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|err| {
+                format!(
+                    "cannot start the log shim {}: {err}",
+                    self.log_shim.display()
+                )
+            })?;
+        ProcessRecord::of(shim.id() as i32)
+            .write(dir, Role::Shim)
+            .map_err(|err| format!("cannot record the log shim: {err}"))?;
+        Ok((out_write, err_write))
+    }
+
+    /// Host directories for the service's volumes, in manifest order: named volumes
+    /// under `volumes/`, anonymous ones in the container directory, bind sources
+    /// checked to exist.
+    fn volume_sources(
+        &self,
+        service: &ServiceSpec,
+        dir: &Path,
+    ) -> Result<Vec<MountSource>, String> {
+        let mut sources = Vec::new();
+        for (index, volume) in service.volumes.iter().enumerate() {
+            let source = match (volume.kind, &volume.name, &volume.source) {
+                (VolumeKind::Tmpfs, _, _) => MountSource::Tmpfs,
+                (VolumeKind::Volume, Some(name), _) => MountSource::Dir(self.volume_dir(name)),
+                (VolumeKind::Volume, None, _) => {
+                    MountSource::Dir(dir.join("volumes").join(index.to_string()))
+                }
+                (VolumeKind::Bind, _, Some(source)) => {
+                    if !Path::new(source).exists() {
+                        return Err(format!(
+                            "bind source {source} does not exist (volumes[{index}]); create it or fix `source`"
+                        ));
+                    }
+                    MountSource::Dir(PathBuf::from(source))
+                }
+                (VolumeKind::Bind, _, None) => {
+                    return Err(format!("volumes[{index}] has no source"))
+                }
+            };
+            if let (MountSource::Dir(path), VolumeKind::Volume) = (&source, volume.kind) {
+                create_volume_dir(path)
+                    .map_err(|err| format!("cannot create volume {}: {err}", path.display()))?;
+            }
+            sources.push(source);
+        }
+        Ok(sources)
+    }
+
+    pub(super) fn start_blocking(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut container = self.load(id)?;
+        {
+            let _one_at_a_time = libcontainer_lock();
+            container
+                .start()
+                .map_err(|source| RuntimeError::Libcontainer {
+                    what: format!("container {id}"),
+                    action: "start",
+                    source: Box::new(source),
+                })?;
+        }
+        let dir = self.container_dir(id);
+        let started = StartedRecord {
+            at: SystemTime::now(),
+        };
+        started
+            .write(&dir)
+            .map_err(RuntimeError::io(dir.join(StartedRecord::FILE)))
+    }
+}
+
+/// The annotations wharf writes into config.json: what `observe` reads back.
+fn annotations(request: &CreateRequest) -> BTreeMap<String, String> {
+    let service = &request.service;
+    let image = &request.image;
+    let mut annotations = BTreeMap::from([
+        (annotation::SERVICE.to_owned(), service.name.clone()),
+        (annotation::SLOT.to_owned(), request.slot.to_string()),
+        (
+            annotation::SPEC_HASH.to_owned(),
+            request.spec_hash.to_string(),
+        ),
+        (annotation::IMAGE.to_owned(), image.name.clone()),
+        (
+            annotation::IMAGE_DIGEST.to_owned(),
+            image.digest().to_string(),
+        ),
+        (
+            annotation::SPEC.to_owned(),
+            serde_json::to_string(service).unwrap_or_default(),
+        ),
+    ]);
+    if let Some(manifest) = &request.manifest {
+        annotations.insert(
+            annotation::MANIFEST.to_owned(),
+            manifest.display().to_string(),
+        );
+        if let Some(parent) = manifest.parent() {
+            annotations.insert(
+                annotation::MANIFEST_DIR.to_owned(),
+                parent.display().to_string(),
+            );
+        }
+    }
+    annotations
+}
+
+/// Fails early, with a clear message, when the command is not in the image.
+fn check_executable(
+    rootfs: &Path,
+    program: &str,
+    service: &ServiceSpec,
+    image: &ImageConfig,
+) -> Result<(), String> {
+    // A program on a volume is not in the image: the container finds it once mounted.
+    let on_a_volume = service
+        .volumes
+        .iter()
+        .any(|volume| Path::new(program).starts_with(&volume.target));
+    if on_a_volume {
+        return Ok(());
+    }
+    let root =
+        Root::open(rootfs).map_err(|err| format!("cannot open the root filesystem: {err}"))?;
+    let found = if program.contains('/') {
+        root.resolve(program).is_ok()
+    } else {
+        let env = environment(service, image, 0);
+        let path = env
+            .iter()
+            .find_map(|entry| entry.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .to_owned();
+        path.split(':')
+            .any(|dir| root.resolve(Path::new(dir).join(program)).is_ok())
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "executable \"{program}\" not found in the image; check `command` or the image's entrypoint"
+        ))
+    }
+}
+
+/// A new volume's root is 0755, as Docker's are: the container decides who may write
+/// in it (the host side stays private: the volumes directory is 0700). An existing
+/// volume keeps the mode its containers gave it.
+fn create_volume_dir(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+}
+
+/// /etc/hosts, /etc/hostname and /etc/resolv.conf are bind-mounted into the
+/// container, where every user must read them: 0644, though their directory is not.
+fn write_etc_files(dir: &Path, hostname: &str, network: Network) -> std::io::Result<()> {
+    fn write_readable(path: PathBuf, content: String) -> std::io::Result<()> {
+        fs::write(&path, content)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+    }
+    fs::create_dir_all(dir)?;
+    write_readable(dir.join("hostname"), format!("{hostname}\n"))?;
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if network == Network::Host {
+        // The host's own names stay resolvable, as they are on the host.
+        if let Ok(host_hosts) = fs::read_to_string("/etc/hosts") {
+            hosts = host_hosts;
+        }
+    }
+    hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    write_readable(dir.join("hosts"), hosts)?;
+    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    write_readable(dir.join("resolv.conf"), resolv)
+}
+
+fn nofile_hard_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024)
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 3];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        bytes = [nanos as u8, (nanos >> 8) as u8, std::process::id() as u8];
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

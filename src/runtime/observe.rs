@@ -1,0 +1,172 @@
+//! What is on the host: wharf's containers, each described by the annotations in its
+//! config.json and given a status from its records and /proc.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libcontainer::container::Container;
+
+use super::config::annotation;
+use super::error::RuntimeError;
+use super::libcontainer::{lock, LibcontainerRuntime};
+use super::records::{ExitRecord, LayersRecord, ProcessRecord, Role, StartedRecord};
+use super::{ContainerStatus, ObservedContainer};
+use crate::image::Digest;
+
+impl LibcontainerRuntime {
+    pub(super) fn list_blocking(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        let entries = fs::read_dir(&self.containers).map_err(RuntimeError::io(&self.containers))?;
+        let mut found: Vec<ObservedContainer> = Vec::new();
+        let mut present = HashSet::new();
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            match self.observe(&id) {
+                Some(container) => found.push(container),
+                None if self.is_abandoned(&id) => self.cleanup(&id, &Self::cgroups_path(&id)),
+                None => {}
+            }
+            present.insert(id);
+        }
+        lock(&self.described).retain(|id, _| present.contains(id));
+        found.sort_by(|a, b| (&a.service, a.slot, &a.id).cmp(&(&b.service, b.slot, &b.id)));
+        Ok(found)
+    }
+
+    fn observe(&self, id: &str) -> Option<ObservedContainer> {
+        let mut container = self.described(id)?;
+        let dir = self.container_dir(id);
+        let started = StartedRecord::read(&dir).ok().flatten();
+        container.started_at = started.map(|started| started.at);
+        let init = self.init_record(id);
+        container.pid = init.and_then(|init| init.pid_if_alive());
+        container.status = match (init, container.pid) {
+            (None, _) => ContainerStatus::Unknown,
+            (Some(_), Some(_)) if container.started_at.is_some() => ContainerStatus::Running,
+            (Some(_), Some(_)) => ContainerStatus::Created,
+            (Some(_), None) => {
+                self.record_exit(id);
+                let exit = ExitRecord::read(&dir).ok().flatten();
+                ContainerStatus::Exited {
+                    code: exit.map(|exit| exit.code),
+                    at: exit.map(|exit| exit.at),
+                }
+            }
+        };
+        Some(container)
+    }
+
+    /// The container as its config.json describes it (status unknown, no process):
+    /// None when it has no config.json yet or is not wharf's.
+    fn described(&self, id: &str) -> Option<ObservedContainer> {
+        if let Some(known) = lock(&self.described).get(id) {
+            return Some(known.clone());
+        }
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(self.container_dir(id).join("config.json")).ok()?)
+                .ok()?;
+        let annotations = config.get("annotations")?;
+        let get = |key: &str| {
+            annotations
+                .get(key)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        // Only containers carrying wharf's annotations are wharf's.
+        let container = ObservedContainer {
+            id: id.to_owned(),
+            service: get(annotation::SERVICE)?,
+            slot: get(annotation::SLOT)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            pid: None,
+            status: ContainerStatus::Unknown,
+            started_at: None,
+            spec_hash: get(annotation::SPEC_HASH).unwrap_or_default(),
+            image: get(annotation::IMAGE).unwrap_or_default(),
+            image_digest: get(annotation::IMAGE_DIGEST).unwrap_or_default(),
+            manifest: get(annotation::MANIFEST).map(PathBuf::from),
+            manifest_dir: get(annotation::MANIFEST_DIR).map(PathBuf::from),
+            spec: get(annotation::SPEC)
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .map(Box::new),
+        };
+        lock(&self.described).insert(id.to_owned(), container.clone());
+        Some(container)
+    }
+
+    /// A bundle wharf began (it has a `creator` record) but never completed (no
+    /// config.json), whose creator is gone: a wharf process killed mid-create.
+    fn is_abandoned(&self, id: &str) -> bool {
+        let dir = self.container_dir(id);
+        let creator = ProcessRecord::read(&dir, Role::Creator).ok().flatten();
+        creator.is_some_and(|creator| !dir.join("config.json").exists() && !creator.is_alive())
+    }
+
+    /// The layers (diff_ids) that containers' root filesystems are made of, so that
+    /// `wharf image prune` keeps them even when no image name does.
+    pub fn layers_in_use(&self) -> Vec<Digest> {
+        let entries = fs::read_dir(&self.containers)
+            .into_iter()
+            .flatten()
+            .flatten();
+        entries
+            .filter_map(|entry| LayersRecord::read(&entry.path()).ok().flatten())
+            .flat_map(|layers| layers.diff_ids)
+            .collect()
+    }
+
+    /// Whether all of the container's output has been written to its log: its log
+    /// shim has ended (it ends after the container's last output).
+    pub fn output_complete(&self, id: &str) -> bool {
+        match ProcessRecord::read(&self.container_dir(id), Role::Shim) {
+            Ok(Some(shim)) => !shim.is_alive(),
+            // Without a readable record there is no shim to wait for.
+            Ok(None) | Err(_) => true,
+        }
+    }
+
+    /// The container's init process, if it is still the one wharf started.
+    pub(super) fn live_pid(&self, id: &str) -> Option<i32> {
+        self.init_record(id)?.pid_if_alive()
+    }
+
+    /// The record of the container's init process: none until its build is complete
+    /// (a damaged record reads the same).
+    pub(super) fn init_record(&self, id: &str) -> Option<ProcessRecord> {
+        ProcessRecord::read(&self.container_dir(id), Role::Init)
+            .ok()
+            .flatten()
+    }
+
+    /// A time before the container's process began: its config.json is written first.
+    pub(super) fn created_at(&self, id: &str) -> SystemTime {
+        fs::metadata(self.container_dir(id).join("config.json"))
+            .and_then(|meta| meta.modified())
+            .unwrap_or(UNIX_EPOCH)
+    }
+
+    /// Only directories whose config.json carries wharf's annotations are wharf's
+    /// containers; anything else under `containers/` is never touched.
+    pub(super) fn ensure_ours(&self, id: &str) -> Result<(), RuntimeError> {
+        let ours = fs::read(self.container_dir(id).join("config.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .is_some_and(|config| config["annotations"][annotation::SERVICE].is_string());
+        if ours {
+            Ok(())
+        } else {
+            Err(RuntimeError::NotFound(id.to_owned()))
+        }
+    }
+
+    pub(super) fn load(&self, id: &str) -> Result<Container, RuntimeError> {
+        self.ensure_ours(id)?;
+        Container::load(self.state.join(id)).map_err(|source| RuntimeError::Libcontainer {
+            what: format!("container {id}"),
+            action: "loading its state",
+            source: Box::new(source),
+        })
+    }
+}
