@@ -80,6 +80,7 @@ fn main() {
                 unhealthy: &BTreeMap::new(),
                 manifest_dir: Path::new("/srv/m"),
                 prune: true,
+                hold_back: &Default::default(),
             });
             (started.elapsed(), plan.steps.len())
         };

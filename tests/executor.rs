@@ -76,6 +76,7 @@ impl Images {
             unhealthy: &BTreeMap::new(),
             manifest_dir: Path::new("/srv/manifests"),
             prune: true,
+            hold_back: &Default::default(),
         });
         let executor = Executor {
             runtime,

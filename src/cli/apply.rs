@@ -1,5 +1,5 @@
 use std::io::{BufRead, IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -7,10 +7,13 @@ use serde::Serialize;
 
 use super::reconcile::{make_plan, SavedPlan, Source};
 use super::{exit, output, Session};
+use crate::health::wait_until_ready;
 use crate::manifest::Service;
 use crate::plan::{render_human, Step, PLAN_FORMAT_VERSION};
 use crate::reconcile::{record, summary, Executor, ReconcileLock, Report, StepObserver};
-use crate::runtime::{ContainerStatus, Runtime};
+
+/// How long `--wait` waits when `--timeout` is not given.
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
 /// Make the host's containers match a manifest directory.
 #[derive(Debug, Parser)]
@@ -26,7 +29,9 @@ pub struct Args {
     /// Give up after waiting this long for another apply, e.g. 30s.
     #[arg(long)]
     pub lock_timeout: Option<crate::manifest::Duration>,
-    /// After applying, wait until every service runs its replicas with the new spec.
+    /// After applying, wait until every replica runs its service's spec and, when the
+    /// service has a health check, passed it; fail as soon as one exits or turns
+    /// unhealthy.
     #[arg(long)]
     pub wait: bool,
     /// How long --wait waits, e.g. 2m (default 5m).
@@ -161,7 +166,11 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         if args.source.json {
             print_json(&Report::default());
         }
-        return exit::OK;
+        // Converged containers may still be unhealthy or exited: --wait says so.
+        return match wait_if_asked(session, args, &planned.desired) {
+            Ok(()) => exit::OK,
+            Err(code) => code,
+        };
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() {
@@ -208,15 +217,9 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             report.skipped.len()
         );
     }
-    if report.failed.is_empty() && args.wait {
-        let timeout = args
-            .timeout
-            .map_or(Duration::from_secs(300), |t| t.as_std());
-        if let Err(message) =
-            session.block_on(wait_until_running(session, &planned.desired, timeout))
-        {
-            eprintln!("error: {message}");
-            return exit::FAILURE;
+    if report.failed.is_empty() {
+        if let Err(code) = wait_if_asked(session, args, &planned.desired) {
+            return code;
         }
     }
     if !report.failed.is_empty() {
@@ -265,49 +268,19 @@ fn read_saved_plan(path: &std::path::Path) -> Result<SavedPlan, String> {
     Ok(saved)
 }
 
-/// Waits until each service has its replicas running with its current spec.
-async fn wait_until_running(
-    session: &Session,
-    desired: &[Service],
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let containers = session
-            .runtime
-            .list()
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
-        let lagging: Vec<String> = desired
-            .iter()
-            .filter_map(|service| {
-                let running = containers
-                    .iter()
-                    .filter(|c| {
-                        c.service == service.name()
-                            && c.spec_hash == service.hash.as_str()
-                            && c.status == ContainerStatus::Running
-                    })
-                    .count() as u32;
-                (running < service.spec.replicas).then(|| {
-                    format!(
-                        "{} ({running}/{} running)",
-                        service.name(),
-                        service.spec.replicas
-                    )
-                })
-            })
-            .collect();
-        if lagging.is_empty() {
-            return Ok(());
+/// With `--wait`: waits until every replica of `desired` runs its current spec and
+/// passed its health check, running the checks from this process (no agent checks
+/// them here). Err: the exit code, after saying which replica failed and why.
+fn wait_if_asked(session: &Session, args: &Args, desired: &[Service]) -> Result<(), u8> {
+    if !args.wait {
+        return Ok(());
+    }
+    let timeout = args.timeout.map_or(DEFAULT_WAIT, |t| t.as_std());
+    match session.block_on(wait_until_ready(&session.runtime, desired, timeout)) {
+        Ok(ready) => {
+            eprintln!("Ready: {ready}.");
+            Ok(())
         }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "timed out after {}: {}",
-                humantime::format_duration(timeout),
-                lagging.join(", ")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        Err(err) => Err(session.fail(&err)),
     }
 }

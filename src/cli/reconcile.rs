@@ -123,6 +123,7 @@ pub fn make_plan(
         unhealthy: &BTreeMap::new(),
         manifest_dir: &manifest_dir,
         prune,
+        hold_back: &Default::default(),
     });
     let fingerprint = fingerprint(&loaded.services, &observed, &current_digests);
     Ok(Planned {

@@ -29,7 +29,9 @@ struct StatusReport<'a> {
 #[derive(Serialize)]
 struct ServiceStatus<'a> {
     service: &'a str,
-    /// Replicas the spec that created the containers asks for.
+    /// Replicas wanted: as the last apply (or agent) that changed the service
+    /// recorded them, scaling included; as the newest container's spec asks when no
+    /// apply recorded the service or the container is newer (`wharf run`).
     desired: u32,
     running: usize,
     /// The agent's last rollout of this service failed and is held back.
@@ -55,6 +57,31 @@ struct ContainerLine<'a> {
     image_digest: &'a str,
 }
 
+/// The replicas a service was last applied with, and when (to the second).
+struct LastApplied {
+    replicas: u32,
+    at: Option<SystemTime>,
+}
+
+/// Replicas wanted. Scaling changes no container, so the containers' specs cannot
+/// say how many are wanted after a scale: the last recorded apply (or agent
+/// reconcile) of the service can. The newest container's spec says it only when
+/// there is no such record, or when the container started after it (`wharf run`, an
+/// apply that failed for the service and so did not record it).
+fn desired(applied: Option<&LastApplied>, containers: &[&ObservedContainer]) -> u32 {
+    let newest = containers
+        .iter()
+        .filter_map(|c| c.spec.as_ref().map(|s| (c.started_at, s.replicas)))
+        .max_by_key(|(started, _)| *started);
+    let Some(applied) = applied else {
+        return newest.map_or(0, |(_, replicas)| replicas);
+    };
+    match (newest, applied.at) {
+        (Some((Some(started), replicas)), Some(at)) if started > at => replicas,
+        _ => applied.replicas,
+    }
+}
+
 pub fn run(session: &Session, args: &Args) -> u8 {
     let containers = match session.containers() {
         Ok(containers) => containers,
@@ -73,15 +100,25 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         eprintln!("warning: {err}");
         None
     });
+    // The replicas each service was last applied with, and when.
+    let applied: BTreeMap<String, LastApplied> =
+        state.as_ref().map_or_else(BTreeMap::new, |view| {
+            view.applied()
+                .into_iter()
+                .map(|entry| {
+                    let last = LastApplied {
+                        replicas: entry.spec.replicas,
+                        at: view.apply_time(entry.generation),
+                    };
+                    (entry.spec.name, last)
+                })
+                .collect()
+        });
     let statuses: Vec<ServiceStatus> = by_service
         .into_iter()
         .map(|(service, containers)| ServiceStatus {
             service,
-            desired: containers
-                .iter()
-                .filter_map(|c| c.spec.as_ref().map(|s| (c.started_at, s.replicas)))
-                .max_by_key(|(started, _)| *started)
-                .map_or(0, |(_, replicas)| replicas),
+            desired: desired(applied.get(service), &containers),
             running: containers
                 .iter()
                 .filter(|c| c.status == ContainerStatus::Running)

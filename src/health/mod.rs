@@ -1,11 +1,13 @@
 //! Health checks, part of observing the host: probes (a command inside the
 //! container, a TCP connect, an HTTP GET), the verdict a run of probes adds up to,
-//! the wait for a new replica to become healthy (rolling updates), and the agent's
+//! the wait for a new replica to become healthy (rolling updates), the wait for
+//! every replica of an apply to be ready (`apply --wait`), and the agent's
 //! continuous checking of running containers. The planner restarts what is
 //! unhealthy; nothing here changes containers.
 
 mod monitor;
 mod probe;
+mod ready;
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use monitor::HealthMonitor;
 pub use probe::probe;
+pub use ready::{wait_until_ready, NotReady, Ready};
 
 use crate::manifest::Health;
 use crate::runtime::{ContainerStatus, Runtime};

@@ -98,6 +98,40 @@ pub struct Plan {
     /// Services found running from this directory but no longer defined, kept
     /// because `--prune` was not given.
     pub not_pruned: Vec<String>,
+    /// Steps the caller's policies hold back (see [`HoldBack`]): not to run now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Step>,
+}
+
+/// What the agent's policies hold back, as planner input: the planner leaves those
+/// steps out of `steps` and lists them in `held`, so it alone decides what runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HoldBack {
+    /// Services whose replacements wait: a rollout towards their current target
+    /// already failed (a new edit, or a moved tag, is a new target).
+    pub rollouts: BTreeSet<String>,
+    /// Services whose creations, restarts and replacements wait: the registry of
+    /// their `pull: always` image is failing. Removals still run.
+    pub pulls: BTreeSet<String>,
+    /// Replica slots (`service/slot`) whose restart is not due yet (backoff).
+    pub restarts: BTreeSet<String>,
+}
+
+impl HoldBack {
+    fn holds(&self, step: &Step) -> bool {
+        match step.action {
+            Action::Remove => false,
+            Action::Replace if self.rollouts.contains(&step.service) => true,
+            Action::Restart
+                if self
+                    .restarts
+                    .contains(&format!("{}/{}", step.service, step.slot)) =>
+            {
+                true
+            }
+            _ => self.pulls.contains(&step.service),
+        }
+    }
 }
 
 impl Plan {
@@ -123,6 +157,7 @@ pub struct Inputs<'a> {
     /// pruned.
     pub manifest_dir: &'a Path,
     pub prune: bool,
+    pub hold_back: &'a HoldBack,
 }
 
 /// Computes the plan. Pure: no I/O, no clock; steps in (service, slot) order.
@@ -182,10 +217,14 @@ pub fn plan(inputs: &Inputs) -> Plan {
             after: None,
         }));
     }
+    let (held, steps) = steps
+        .into_iter()
+        .partition(|step| inputs.hold_back.holds(step));
     Plan {
         changes,
         steps,
         not_pruned: not_pruned.into_iter().collect(),
+        held,
     }
 }
 
@@ -418,6 +457,7 @@ mod tests {
             unhealthy: &BTreeMap::new(),
             manifest_dir: Path::new(DIR),
             prune,
+            hold_back: &Default::default(),
         })
     }
 
@@ -426,6 +466,86 @@ mod tests {
             .iter()
             .map(|s| (s.service.clone(), s.slot, s.action))
             .collect()
+    }
+
+    #[test]
+    fn held_back_steps_are_listed_apart_and_removals_are_never_held() {
+        let old = service("web", "replicas: 3\nenv: {V: \"1\"}\n");
+        let new = service("web", "replicas: 2\nenv: {V: \"2\"}\n");
+        let mut crashed = running(&old, 1);
+        crashed.status = ContainerStatus::Exited {
+            code: Some(1),
+            at: None,
+        };
+        let observed = [running(&old, 0), crashed, running(&old, 2)];
+        let plan_holding = |hold_back: &HoldBack| {
+            plan(&Inputs {
+                desired: std::slice::from_ref(&new),
+                observed: &observed,
+                current_digests: &BTreeMap::new(),
+                unhealthy: &BTreeMap::new(),
+                manifest_dir: Path::new(DIR),
+                prune: false,
+                hold_back,
+            })
+        };
+        let everything = plan_holding(&HoldBack::default());
+        assert!(everything.held.is_empty());
+
+        // The rollout of V=2 failed before: replacements wait; the scale-down runs.
+        let rollout_failed = plan_holding(&HoldBack {
+            rollouts: ["web".to_owned()].into(),
+            ..HoldBack::default()
+        });
+        assert_eq!(
+            actions(&rollout_failed),
+            [("web".into(), 2, Action::Remove)],
+            "{rollout_failed:?}"
+        );
+        assert!(rollout_failed
+            .held
+            .iter()
+            .all(|step| step.action != Action::Remove));
+
+        // The registry is failing: nothing that pulls runs, removals do.
+        let registry_down = plan_holding(&HoldBack {
+            pulls: ["web".to_owned()].into(),
+            ..HoldBack::default()
+        });
+        assert_eq!(actions(&registry_down), [("web".into(), 2, Action::Remove)]);
+        assert_eq!(registry_down.held.len(), everything.steps.len() - 1);
+    }
+
+    #[test]
+    fn a_restart_in_backoff_waits_and_others_do_not() {
+        let web = service("web", "replicas: 2\nrestart: always\n");
+        let exited = |slot| {
+            let mut container = running(&web, slot);
+            container.status = ContainerStatus::Exited {
+                code: Some(1),
+                at: None,
+            };
+            container
+        };
+        let observed = [exited(0), exited(1)];
+        let plan = plan(&Inputs {
+            desired: std::slice::from_ref(&web),
+            observed: &observed,
+            current_digests: &BTreeMap::new(),
+            unhealthy: &BTreeMap::new(),
+            manifest_dir: Path::new(DIR),
+            prune: false,
+            hold_back: &HoldBack {
+                restarts: ["web/1".to_owned()].into(),
+                ..HoldBack::default()
+            },
+        });
+        assert_eq!(actions(&plan), [("web".into(), 0, Action::Restart)]);
+        assert_eq!(plan.held.len(), 1);
+        assert_eq!(
+            (plan.held[0].slot, plan.held[0].action),
+            (1, Action::Restart)
+        );
     }
 
     #[test]
@@ -495,6 +615,7 @@ mod tests {
         let digests = BTreeMap::from([(always.spec.image.clone(), "sha256:new".to_owned())]);
         let observed = [running(&always, 0)];
         let healthy = BTreeMap::new();
+        let nothing_held = HoldBack::default();
         let inputs = |desired| Inputs {
             desired,
             observed: &observed,
@@ -502,6 +623,7 @@ mod tests {
             unhealthy: &healthy,
             manifest_dir: Path::new(DIR),
             prune: false,
+            hold_back: &nothing_held,
         };
         let plan = plan(&inputs(std::slice::from_ref(&always)));
         assert_eq!(actions(&plan), [("web".into(), 0, Action::Replace)]);
@@ -516,6 +638,7 @@ mod tests {
             unhealthy: &BTreeMap::new(),
             manifest_dir: Path::new(DIR),
             prune: false,
+            hold_back: &Default::default(),
         });
         assert!(plan.is_empty());
     }
@@ -567,6 +690,7 @@ mod tests {
             unhealthy: &unhealthy,
             manifest_dir: Path::new(DIR),
             prune: false,
+            hold_back: &Default::default(),
         });
         assert_eq!(actions(&plan), [("a".into(), 0, Action::Restart)]);
         assert_eq!(

@@ -4,7 +4,7 @@
 //! and record.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +15,7 @@ use crate::manifest::{
     duplicate_names, load_file, manifest_files, only_root_can_write, Diagnostic, ImageRef,
     PullPolicy, Service,
 };
-use crate::plan::{plan, Action, Inputs, Step};
+use crate::plan::{plan, Action, HoldBack, Inputs, Step};
 use crate::runtime::{ObservedContainer, Runtime};
 use crate::state::{StateStore, StoppedRollout, TagCheckFailing};
 
@@ -147,32 +147,37 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         };
         self.refresh_digests(&desired).await;
         let unhealthy = self.health.unhealthy();
-        let mut planned = plan(&Inputs {
+        let now = Instant::now();
+        let hold_back = HoldBack {
+            rollouts: self.failed_rollouts_towards(&desired),
+            pulls: self.pulls_from_failing_registries(&desired),
+            restarts: observed
+                .iter()
+                .map(|c| format!("{}/{}", c.service, c.slot))
+                .filter(|slot| self.backoff.next_allowed(slot, now) > now)
+                .collect(),
+        };
+        let planned = plan(&Inputs {
             desired: &desired,
             observed: &observed,
             current_digests: &self.digests,
             unhealthy: &unhealthy,
             manifest_dir: &self.dir,
             prune: true,
+            hold_back: &hold_back,
         });
-        self.hold_back_failed_rollouts(&desired, &mut planned.steps);
-        self.hold_back_pulls_from_failing_registries(&desired, &mut planned.steps);
-        let now = Instant::now();
-        let mut next_restart: Option<Instant> = None;
-        let mut waiting: Vec<(String, Instant)> = Vec::new();
-        planned.steps.retain(|step| {
-            if step.action != Action::Restart {
-                return true;
-            }
-            let slot = format!("{}/{}", step.service, step.slot);
-            let due = self.backoff.next_allowed(&slot, now);
-            if due <= now {
-                return true;
-            }
-            next_restart = Some(next_restart.map_or(due, |next| next.min(due)));
-            waiting.push((slot, due));
-            false
-        });
+        let waiting: Vec<(String, Instant)> = planned
+            .held
+            .iter()
+            .filter(|step| step.action == Action::Restart)
+            .map(|step| format!("{}/{}", step.service, step.slot))
+            .filter(|slot| hold_back.restarts.contains(slot))
+            .map(|slot| {
+                let due = self.backoff.next_allowed(&slot, now);
+                (slot, due)
+            })
+            .collect();
+        let next_restart = waiting.iter().map(|(_, due)| *due).min();
         // `wharf status` shows crash-looping replicas and when they restart next.
         self.publish_waiting(&waiting, now);
         if planned.is_empty() {
@@ -299,22 +304,20 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         self.publish_tag_checks(&by_registry);
     }
 
-    /// Drops the steps that would pull a `pull: always` image from a registry whose
-    /// tag checks are failing: they would fail at the pull (and a failed restart is
-    /// tried again at every wake). They run once the registry answers again; running
-    /// containers are left as they are.
-    fn hold_back_pulls_from_failing_registries(&self, desired: &[Service], steps: &mut Vec<Step>) {
-        let waits = |step: &Step| {
-            step.action != Action::Remove
-                && desired.iter().any(|service| {
-                    service.name() == step.service
-                        && service.spec.pull == PullPolicy::Always
-                        && registry_of(service).is_some_and(|registry| {
-                            self.registry_health.outage(&registry).is_some()
-                        })
-                })
-        };
-        steps.retain(|step| !waits(step));
+    /// The services whose steps would pull a `pull: always` image from a registry
+    /// whose tag checks are failing: they would fail at the pull (and a failed restart
+    /// is tried again at every wake). They run once the registry answers again;
+    /// running containers are left as they are.
+    fn pulls_from_failing_registries(&self, desired: &[Service]) -> BTreeSet<String> {
+        desired
+            .iter()
+            .filter(|service| {
+                service.spec.pull == PullPolicy::Always
+                    && registry_of(service)
+                        .is_some_and(|registry| self.registry_health.outage(&registry).is_some())
+            })
+            .map(|service| service.name().to_owned())
+            .collect()
     }
 
     /// Publishes the services whose tag checks are failing, for `wharf status`, when
@@ -360,10 +363,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         (service.hash.as_str(), digest)
     }
 
-    /// Drops replacements towards a target whose rollout already failed, so a broken
-    /// version is not tried again and again; a new edit of the manifest (or a new
-    /// digest of a `pull: always` tag) is.
-    fn hold_back_failed_rollouts(&mut self, desired: &[Service], steps: &mut Vec<Step>) {
+    /// The services whose replacements wait because their rollout towards the same
+    /// target already failed, so a broken version is not tried again and again; a
+    /// new edit of the manifest (or a new digest of a `pull: always` tag) is.
+    fn failed_rollouts_towards(&mut self, desired: &[Service]) -> BTreeSet<String> {
         let still_failed: Vec<String> = self
             .failed_rollouts
             .iter()
@@ -380,9 +383,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 .retain(|service, _| still_failed.contains(service));
             self.publish_stopped_rollouts();
         }
-        steps.retain(|step| {
-            step.action != Action::Replace || !self.failed_rollouts.contains_key(&step.service)
-        });
+        self.failed_rollouts.keys().cloned().collect()
     }
 
     fn publish_stopped_rollouts(&mut self) {

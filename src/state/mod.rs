@@ -451,6 +451,15 @@ impl StateView {
         self.read(HISTORY)
     }
 
+    /// When apply `generation` was recorded (to the second), if it is in the history.
+    pub fn apply_time(&self, generation: u64) -> Option<SystemTime> {
+        let txn = self.db.begin_read().ok()?;
+        let table = txn.open_table(HISTORY).ok()?;
+        let json = table.get(generation).ok()??;
+        let record: ApplyRecord = serde_json::from_str(json.value()).ok()?;
+        humantime::parse_rfc3339(&record.time).ok()
+    }
+
     pub fn events(&self) -> Vec<Event> {
         self.events_after(None)
             .into_iter()

@@ -272,17 +272,18 @@ fn apply_wait_returns_when_replicas_run_and_times_out_when_they_cannot() {
     let run = apply(root.path(), dir.path(), &["--wait", "--timeout", "20s"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
 
-    let image = TestRegistry::shared().image("busybox:1");
-    std::fs::write(
-        dir.path().join("flaky.yaml"),
-        format!("apiVersion: wharf/v1\nkind: Service\nname: flaky\nimage: {image}\ncommand: [/bin/false]\nrestart: never\n"),
-    )
-    .expect("write");
+    // Still in its health check's start period when the time is up (a replica that
+    // exits fails the wait at once: see the tests below).
+    write_service(
+        dir.path(),
+        "slow",
+        "health: {exec: [/bin/false], interval: 200ms, start_period: 1h}\n",
+    );
     let run = apply(root.path(), dir.path(), &["--wait", "--timeout", "1s"]);
     assert_eq!(run.code, 1);
     assert!(
         run.stderr
-            .contains("timed out after 1s: flaky (0/1 running)"),
+            .contains("timed out after 1s: slow/0 is not healthy yet"),
         "{}",
         run.stderr
     );
@@ -370,5 +371,145 @@ fn a_damaged_state_database_is_reported_and_set_aside_by_the_next_apply() {
     let events = wharf_at(root, &["events"]);
     assert_eq!(events.code, 0, "{}", events.stderr);
     assert!(events.stdout.contains("was damaged"), "{}", events.stdout);
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+#[test]
+fn after_a_scale_only_apply_status_shows_the_new_replica_count_and_plan_agrees() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let (root, dir) = (root.path(), dir.path());
+    let dir_arg = dir.to_str().expect("UTF-8");
+    write_service(dir, "web", "replicas: 2\n");
+    assert_eq!(apply(root, dir, &[]).code, 0);
+
+    // Scaling changes no container: web/0 keeps running the spec it was made from,
+    // which still says 2 replicas. What the apply set is what status shows.
+    write_service(dir, "web", "replicas: 1\n");
+    let run = apply(root, dir, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = wharf_at(root, &["plan", "--detailed-exitcode", dir_arg]);
+    assert_eq!(
+        (run.code, run.stdout.trim()),
+        (0, "No changes. Containers match the manifests.")
+    );
+    let run = wharf_at(root, &["status"]);
+    assert_eq!(
+        run.stdout.lines().next(),
+        Some("web  1/1 running"),
+        "{}",
+        run.stdout
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&wharf_at(root, &["status", "--json"]).stdout).expect("JSON");
+    assert_eq!(status["services"][0]["desired"], 1);
+    assert_eq!(status["services"][0]["running"], 1);
+
+    // And back up: the new replicas and the record agree.
+    write_service(dir, "web", "replicas: 3\n");
+    assert_eq!(apply(root, dir, &[]).code, 0);
+    let run = wharf_at(root, &["status"]);
+    assert_eq!(
+        run.stdout.lines().next(),
+        Some("web  3/3 running"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+#[test]
+fn apply_wait_fails_naming_a_replica_that_turns_unhealthy() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let (root, dir) = (root.path(), dir.path());
+    write_service(
+        dir,
+        "web",
+        "health: {exec: [/bin/false], interval: 200ms, retries: 2}\n",
+    );
+
+    // The apply itself succeeds (the replica runs); the wait runs the check from the
+    // apply process, as no agent does here, and fails after `retries` failures.
+    let run = apply(root, dir, &["--wait", "--timeout", "20s"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("web/0 is unhealthy: 2 checks failed: `/bin/false` exited 1"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("timed out"), "{}", run.stderr);
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+#[test]
+fn apply_wait_fails_naming_a_replica_that_exits_and_its_exit_code() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let (root, dir) = (root.path(), dir.path());
+    let image = TestRegistry::shared().image("busybox:1");
+    std::fs::write(
+        dir.join("once.yaml"),
+        format!(
+            "apiVersion: wharf/v1\nkind: Service\nname: once\nimage: {image}\n\
+             command: [/bin/sh, -c, exit 3]\nrestart: never\n"
+        ),
+    )
+    .expect("write manifest");
+
+    // Before the 20 s are up: an exited replica will not become ready.
+    let run = apply(root, dir, &["--wait", "--timeout", "20s"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("once/0 exited with code 3 before it was ready"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("wharf logs once --replica 0"),
+        "says where to look: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("timed out"), "{}", run.stderr);
+
+    // Nothing to change the second time: the wait still says what is wrong.
+    let run = apply(root, dir, &["--wait", "--timeout", "20s"]);
+    assert!(run.stdout.contains("No changes"), "{}", run.stdout);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("once/0 exited with code 3"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+#[test]
+fn apply_wait_returns_once_every_replica_passed_its_health_check() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let (root, dir) = (root.path(), dir.path());
+    // The check leaves a mark in the container each time it runs.
+    write_service(
+        dir,
+        "checked",
+        "replicas: 2\nhealth: {exec: [/bin/sh, -c, touch /tmp/checked], interval: 200ms}\n",
+    );
+    let run = apply(root, dir, &["--wait", "--timeout", "20s"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("Ready: 2 replicas running, 2 of them checked healthy."),
+        "{}",
+        run.stderr
+    );
+    // Each replica's check ran before apply returned.
+    for replica in ["checked/0", "checked/1"] {
+        let run = wharf_at(root, &["exec", replica, "--", "test", "-f", "/tmp/checked"]);
+        assert_eq!(run.code, 0, "{replica} was checked: {}", run.stderr);
+    }
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
 }
