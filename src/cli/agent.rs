@@ -8,7 +8,7 @@ use super::sync::GitArgs;
 use super::Session;
 use crate::manifest::only_root_can_write;
 use crate::process::ask_helper;
-use crate::reconcile::{log, Agent, Executor};
+use crate::reconcile::{log, Agent};
 use crate::runtime::{stop_and_remove, Runtime};
 use crate::sync::{GitSource, Synced};
 use crate::watch::{Trigger, Triggers};
@@ -73,11 +73,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     let result = session.block_on(async {
         let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let executor = Executor {
-            runtime: &session.runtime,
-            images: &session.images,
-            registries: &session.registries,
-        };
+        let executor = session.executor();
         let mut triggers = Triggers::start(&manifests);
         let mut agent = Agent::new(
             executor,

@@ -5,12 +5,12 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::reconcile::{make_plan, SavedPlan, Source};
+use super::reconcile::{make_plan, Source};
 use super::{exit, output, Session};
 use crate::health::wait_until_ready;
 use crate::manifest::Service;
-use crate::plan::{render_human, Step, PLAN_FORMAT_VERSION};
-use crate::reconcile::{record, summary, Executor, ReconcileLock, Report, StepObserver};
+use crate::plan::{render_human, SavedPlan, Step, PLAN_FORMAT_VERSION};
+use crate::reconcile::{record, summary, ReconcileLock, Report, StepObserver};
 
 /// How long `--wait` waits when `--timeout` is not given.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -186,11 +186,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             return exit::FAILURE;
         }
     }
-    let executor = Executor {
-        runtime: &session.runtime,
-        images: &session.images,
-        registries: &session.registries,
-    };
+    let executor = session.executor();
     let report = {
         let progress = StepProgress::new(plan.steps.len());
         session.block_on(executor.execute(plan, &planned.desired, &planned.observed, &progress))

@@ -210,6 +210,15 @@ impl Session {
         })
     }
 
+    /// Runs plans on this host: the one way commands build an executor.
+    pub fn executor(&self) -> crate::reconcile::Executor<'_, LibcontainerRuntime> {
+        crate::reconcile::Executor {
+            runtime: &self.runtime,
+            images: &self.images,
+            registries: &self.registries,
+        }
+    }
+
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.executor.block_on(future)
     }

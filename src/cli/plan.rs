@@ -2,9 +2,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::reconcile::{make_plan, SavedPlan, Source};
+use super::reconcile::{make_plan, Source};
 use super::{exit, output, Session};
-use crate::plan::{render_human, render_json, PLAN_FORMAT_VERSION};
+use crate::plan::{render_human, render_json, SavedPlan, PLAN_FORMAT_VERSION};
 
 /// Show what `wharf apply DIR` would do, without changing anything.
 #[derive(Debug, Parser)]

@@ -5,7 +5,6 @@ use clap::Parser;
 use super::progress::Progress;
 use super::{exit, Session};
 use crate::manifest::load_file;
-use crate::reconcile::Executor;
 
 /// Create and start one replica of a service from a manifest file, outside any plan
 /// (for experiments and debugging; `wharf apply` reconciles whole directories).
@@ -68,11 +67,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             )
             .await
             .map_err(|err| crate::error_chain(&err))?;
-        let executor = Executor {
-            runtime: &session.runtime,
-            images: &session.images,
-            registries: &session.registries,
-        };
+        let executor = session.executor();
         let id = executor.create(service, args.replica).await?;
         Ok::<_, String>(id)
     });

@@ -1,15 +1,30 @@
 //! Plans for people (Terraform/Nomad style, with a diff of each changed spec) and
 //! for machines (versioned JSON).
 
-use serde::Serialize;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 use similar::{ChangeTag, TextDiff};
 
 use super::{Action, ChangeKind, Plan, Step};
 use crate::manifest::ServiceSpec;
 use crate::style::Palette;
 
-/// Bumped when the JSON format changes incompatibly.
+/// Bumped when the JSON format (of `plan --json` and of saved plans) changes
+/// incompatibly.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// A plan saved by `wharf plan -o FILE`, applied by `wharf apply FILE`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedPlan {
+    pub format_version: u32,
+    pub dir: PathBuf,
+    pub prune: bool,
+    pub allow_empty: bool,
+    /// Of what the plan was made from: applied only if it is unchanged.
+    pub fingerprint: String,
+    pub steps: Vec<Step>,
+}
 
 pub fn render_human(plan: &Plan, palette: &Palette) -> String {
     let mut out = String::new();

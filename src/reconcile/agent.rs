@@ -9,13 +9,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::backoff::{LogLine, RegistryHealth};
-use super::{current_digests, record, Backoff, Executor, ReconcileLock, StepObserver};
+use super::{
+    current_digests, prepare, record, Backoff, Executor, Facts, Options, Planned, ReconcileLock,
+    StepObserver,
+};
 use crate::health::{HealthMonitor, Verdict};
 use crate::manifest::{
     duplicate_names, load_file, manifest_files, only_root_can_write, Diagnostic, ImageRef,
     PullPolicy, Service,
 };
-use crate::plan::{plan, Action, HoldBack, Inputs, Step};
+use crate::plan::{Action, HoldBack, Step};
 use crate::runtime::{ObservedContainer, Runtime};
 use crate::state::{StateStore, StoppedRollout, TagCheckFailing};
 
@@ -146,7 +149,6 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             }
         };
         self.refresh_digests(&desired).await;
-        let unhealthy = self.health.unhealthy();
         let now = Instant::now();
         let hold_back = HoldBack {
             rollouts: self.failed_rollouts_towards(&desired),
@@ -157,21 +159,35 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 .filter(|slot| self.backoff.next_allowed(slot, now) > now)
                 .collect(),
         };
-        let planned = plan(&Inputs {
-            desired: &desired,
-            observed: &observed,
-            current_digests: &self.digests,
-            unhealthy: &unhealthy,
-            manifest_dir: &self.dir,
+        let facts = Facts {
+            current_digests: self.digests.clone(),
+            unhealthy: self.health.unhealthy(),
+            hold_back,
+        };
+        // The agent follows deletions: a directory emptied file by file removes what
+        // ran from it (an unreadable directory changes nothing, see `load`).
+        let options = Options {
             prune: true,
-            hold_back: &hold_back,
-        });
+            allow_empty: true,
+        };
+        let Planned {
+            desired,
+            observed,
+            plan: planned,
+            ..
+        } = match prepare(desired, observed, &facts, &self.dir, options) {
+            Ok(planned) => planned,
+            Err(err) => {
+                log(&format!("cannot reconcile: {err}"));
+                return None;
+            }
+        };
         let waiting: Vec<(String, Instant)> = planned
             .held
             .iter()
             .filter(|step| step.action == Action::Restart)
             .map(|step| format!("{}/{}", step.service, step.slot))
-            .filter(|slot| hold_back.restarts.contains(slot))
+            .filter(|slot| facts.hold_back.restarts.contains(slot))
             .map(|slot| {
                 let due = self.backoff.next_allowed(&slot, now);
                 (slot, due)

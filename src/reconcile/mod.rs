@@ -5,10 +5,12 @@
 mod agent;
 mod backoff;
 mod lock;
+mod prepare;
 
 pub use agent::{log, Agent};
 pub use backoff::Backoff;
 pub use lock::ReconcileLock;
+pub use prepare::{prepare, Facts, Options, Planned, PrepareError};
 
 use std::collections::BTreeMap;
 
