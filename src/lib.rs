@@ -1,23 +1,41 @@
 //! wharf: a declarative container reconciler for one Linux host.
 
+// The data flow, stage by stage.
+
+/// 1. load: manifest files in, validated services out.
+pub mod manifest;
+
+/// 2. observe: the containers on the host (and the runtime side of 4).
+pub mod runtime;
+
+/// 3. plan: a pure function of what is wanted and what runs.
+pub mod plan;
+
+/// 4. execute and record (the agent is this path too).
+pub mod reconcile;
+
+/// 5. watch: what wakes the agent.
+pub mod watch;
+
+// What the stages use: images, health checks, the state database, Git sources.
+pub mod health;
+pub mod image;
+pub mod state;
+pub mod sync;
+
+// Host-level helpers: the state directory, bounded reads, locks, child processes.
 pub mod bounded_read;
+pub mod hostroot;
+pub mod lockfile;
+pub mod process;
+
+// Output: the command line, plan styling, the Kubernetes export.
 pub mod cli;
 pub mod export;
-pub mod health;
-pub mod hostroot;
-pub mod image;
-pub mod lockfile;
-pub mod manifest;
-pub mod plan;
-pub mod process;
-pub mod reconcile;
-pub mod runtime;
-pub mod state;
 pub mod style;
-pub mod sync;
+
 #[doc(hidden)]
 pub mod testing;
-pub mod watch;
 
 /// An error and its causes on one line: `cannot pull x: connection refused`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

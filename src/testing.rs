@@ -4,7 +4,7 @@
 //! time; the real runtime is tested with real containers.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
@@ -18,10 +18,21 @@ type Rule = Box<dyn Fn(&ServiceSpec) -> bool + Send + Sync>;
 
 /// In-memory containers. What each does is decided by the rules given when it was
 /// made: `unhealthy_if` (its exec health check fails), `exits_if` (it exits with a
-/// code as soon as it starts), `create_fails_if`.
-#[derive(Default)]
+/// code as soon as it starts), `create_fails_if`. Clones share the containers (the
+/// agent hands its runtime to health-check tasks).
+#[derive(Clone, Default)]
 pub struct FakeRuntime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
     state: Mutex<State>,
+    rules: Mutex<Rules>,
+}
+
+#[derive(Default)]
+struct Rules {
     unhealthy: Vec<Rule>,
     exits: Vec<(Rule, i32)>,
     create_fails: Vec<Rule>,
@@ -41,31 +52,39 @@ impl FakeRuntime {
     }
 
     /// Containers made from a spec that matches fail their exec health check.
-    pub fn unhealthy_if(
-        mut self,
-        rule: impl Fn(&ServiceSpec) -> bool + Send + Sync + 'static,
-    ) -> Self {
-        self.unhealthy.push(Box::new(rule));
+    pub fn unhealthy_if(self, rule: impl Fn(&ServiceSpec) -> bool + Send + Sync + 'static) -> Self {
+        self.rules().unhealthy.push(Box::new(rule));
         self
     }
 
     /// Containers made from a spec that matches exit with `code` when started.
     pub fn exits_if(
-        mut self,
+        self,
         code: i32,
         rule: impl Fn(&ServiceSpec) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.exits.push((Box::new(rule), code));
+        self.rules().exits.push((Box::new(rule), code));
         self
     }
 
     /// Creating a container from a spec that matches fails.
     pub fn create_fails_if(
-        mut self,
+        self,
         rule: impl Fn(&ServiceSpec) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.create_fails.push(Box::new(rule));
+        self.rules().create_fails.push(Box::new(rule));
         self
+    }
+
+    /// Makes the container `id` exit with `code` now, as a crash would.
+    pub fn crash(&self, id: &str, code: i32) {
+        if let Some(container) = self.lock().containers.get_mut(id) {
+            container.status = ContainerStatus::Exited {
+                code: Some(code),
+                at: Some(SystemTime::now()),
+            };
+            container.pid = None;
+        }
     }
 
     /// The containers, as `list` gives them.
@@ -79,7 +98,15 @@ impl FakeRuntime {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn rules(&self) -> std::sync::MutexGuard<'_, Rules> {
+        self.inner
+            .rules
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -103,7 +130,12 @@ fn not_found(id: &str) -> RuntimeError {
 impl Runtime for FakeRuntime {
     async fn create(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
         let what = format!("{}/{}", request.service.name, request.slot);
-        if self.create_fails.iter().any(|rule| rule(&request.service)) {
+        if self
+            .rules()
+            .create_fails
+            .iter()
+            .any(|rule| rule(&request.service))
+        {
             return Err(RuntimeError::Container {
                 what,
                 message: "scripted creation failure".into(),
@@ -143,6 +175,7 @@ impl Runtime for FakeRuntime {
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
         let spec = self.spec_of(id)?;
         let exit = self
+            .rules()
             .exits
             .iter()
             .find(|(rule, _)| rule(&spec))
@@ -199,7 +232,7 @@ impl Runtime for FakeRuntime {
 
     async fn exec(&self, id: &str, _: &[String], _: Duration) -> Result<ExecOutput, RuntimeError> {
         let spec = self.spec_of(id)?;
-        let unhealthy = self.unhealthy.iter().any(|rule| rule(&spec));
+        let unhealthy = self.rules().unhealthy.iter().any(|rule| rule(&spec));
         Ok(ExecOutput {
             code: i32::from(unhealthy),
             stdout: Vec::new(),

@@ -1,6 +1,8 @@
-//! The executor's rollout rules, on the `Runtime` test double with paused time: what
-//! happens to a service's replicas when a new version never becomes healthy,
-//! in each update order. (tests/cli/agent.rs proves the same with real containers.)
+//! The executor's and the agent's rules, on the `Runtime` test double with paused
+//! time: what happens to a service's replicas when a new version never becomes
+//! healthy, in each update order; a failed rollout is not tried again; crashed
+//! replicas restart with a growing delay. (tests/cli/agent.rs proves the same with
+//! real containers.)
 
 #[path = "support/mod.rs"]
 mod support;
@@ -9,13 +11,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use wharf::image::{ImageStore, NoProgress, Registries};
-use wharf::manifest::{parse_manifest, PullPolicy, Service};
+use wharf::manifest::{PullPolicy, Service};
 use wharf::plan::{plan, Inputs};
-use wharf::reconcile::{Executor, Report, StepObserver};
+use wharf::reconcile::{Agent, Executor, Report, StepObserver};
 use wharf::runtime::{ContainerStatus, Runtime};
 use wharf::testing::FakeRuntime;
 
-use support::TestRegistry;
+use support::{parse_service, service_yaml, TestRegistry};
 
 struct Quiet;
 impl StepObserver for Quiet {
@@ -53,17 +55,25 @@ impl Images {
         }
     }
 
-    /// Service `web` at `version` (an env value: changing it is a rollout).
-    fn web(&self, version: u32, extra: &str) -> Service {
-        let text = format!(
-            "apiVersion: wharf/v1\nkind: Service\nname: web\nimage: {}\nreplicas: 2\n\
-             env: {{VERSION: \"{version}\"}}\n\
-             health: {{exec: [check], interval: 1s, retries: 2}}\n{extra}",
-            self.image
+    /// Service `web` at `version` (an env value: changing it is a rollout), as YAML.
+    fn web_yaml(&self, version: u32, extra: &str) -> String {
+        let fields = format!(
+            "replicas: 2\nenv: {{VERSION: \"{version}\"}}\n\
+             health: {{exec: [check], interval: 1s, retries: 2}}\n{extra}"
         );
-        parse_manifest(Path::new("/srv/manifests/web.yaml"), text.as_bytes())
-            .expect("valid manifest")
-            .remove(0)
+        service_yaml("web", &self.image, &fields)
+    }
+
+    fn web(&self, version: u32, extra: &str) -> Service {
+        parse_service("/srv/manifests/web.yaml", &self.web_yaml(version, extra))
+    }
+
+    fn executor<'a>(&'a self, runtime: &'a FakeRuntime) -> Executor<'a, FakeRuntime> {
+        Executor {
+            runtime,
+            images: &self.store,
+            registries: &self.registries,
+        }
     }
 
     /// Plans `desired` against what `runtime` runs, and executes the plan.
@@ -78,12 +88,9 @@ impl Images {
             prune: true,
             hold_back: &Default::default(),
         });
-        let executor = Executor {
-            runtime,
-            images: &self.store,
-            registries: &self.registries,
-        };
-        executor.execute(&planned, desired, &observed, &Quiet).await
+        self.executor(runtime)
+            .execute(&planned, desired, &observed, &Quiet)
+            .await
     }
 }
 
@@ -187,4 +194,115 @@ async fn a_replica_that_cannot_be_created_is_reported_and_stops_its_service_only
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
     assert!(report.failed[0].1.contains("scripted creation failure"));
     assert!(running(&runtime).is_empty());
+}
+
+/// An agent following a manifest directory of its own, on the test double.
+struct Following {
+    dir: tempfile::TempDir,
+    root: tempfile::TempDir,
+}
+
+impl Following {
+    fn new() -> Self {
+        Following {
+            dir: tempfile::tempdir().expect("manifest dir"),
+            root: tempfile::tempdir().expect("state root"),
+        }
+    }
+
+    fn write(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("web.yaml"), yaml).expect("write manifest");
+    }
+
+    fn agent<'a>(&'a self, images: &'a Images, runtime: &'a FakeRuntime) -> Agent<'a, FakeRuntime> {
+        Agent::new(
+            images.executor(runtime),
+            self.root.path(),
+            self.dir.path(),
+            || {},
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_agent_does_not_try_a_failed_rollout_again_until_the_manifest_changes() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let runtime = FakeRuntime::new().unhealthy_if(version_two);
+    let following = Following::new();
+    let mut agent = following.agent(&images, &runtime);
+    let start_first = "update: {order: start-first}\n";
+
+    following.write(&images.web_yaml(1, start_first));
+    agent.reconcile().await.expect("reconciled");
+    assert_eq!(running(&runtime), [(0, "1".into()), (1, "1".into())]);
+
+    following.write(&images.web_yaml(2, start_first));
+    agent.reconcile().await.expect("reconciled");
+    let after_failure = runtime.journal().len();
+    assert_eq!(running(&runtime), [(0, "1".into()), (1, "1".into())]);
+
+    // Every later wake (a resync, another file's edit) leaves the broken version alone.
+    agent.reconcile().await.expect("reconciled");
+    agent.reconcile().await.expect("reconciled");
+    assert_eq!(
+        runtime.journal().len(),
+        after_failure,
+        "{:?}",
+        runtime.journal()
+    );
+
+    // A new edit is a new rollout.
+    following.write(&images.web_yaml(3, start_first));
+    agent.reconcile().await.expect("reconciled");
+    assert_eq!(running(&runtime), [(0, "3".into()), (1, "3".into())]);
+}
+
+#[tokio::test]
+async fn crashed_replicas_restart_no_sooner_than_their_growing_backoff_allows() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let runtime = FakeRuntime::new();
+    let following = Following::new();
+    let mut agent = following.agent(&images, &runtime);
+    following.write(&service_yaml("web", &images.image, "restart: always\n"));
+    agent.reconcile().await.expect("reconciled");
+    let restarts = || {
+        let creations = runtime
+            .journal()
+            .iter()
+            .filter(|line| line.starts_with("create web/0"))
+            .count();
+        creations - 1
+    };
+    let crash = || {
+        let id = runtime.containers()[0].id.clone();
+        runtime.crash(&id, 1);
+    };
+
+    // The first crash restarts at once; the next must wait for the backoff.
+    crash();
+    assert_eq!(agent.reconcile().await.expect("reconciled"), None);
+    assert_eq!(restarts(), 1);
+    crash();
+    let due = agent
+        .reconcile()
+        .await
+        .expect("reconciled")
+        .expect("a restart is waiting");
+    assert_eq!(restarts(), 1, "held back");
+    let first_delay = due - tokio::time::Instant::now();
+
+    tokio::time::advance(first_delay).await;
+    assert_eq!(agent.reconcile().await.expect("reconciled"), None);
+    assert_eq!(restarts(), 2, "restarted once due");
+
+    // And the delay grows.
+    crash();
+    let due = agent
+        .reconcile()
+        .await
+        .expect("reconciled")
+        .expect("a restart is waiting");
+    assert!(due - tokio::time::Instant::now() > first_delay);
 }

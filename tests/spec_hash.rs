@@ -1,14 +1,12 @@
 //! The spec hash decides whether a running container still matches its manifest.
 
-use std::path::Path;
+#[path = "support/mod.rs"]
+mod support;
 
-use wharf::manifest::{parse_manifest, Service};
+use wharf::manifest::Service;
 
 fn service(text: &str) -> Service {
-    let mut services = parse_manifest(Path::new("test.yaml"), text.as_bytes())
-        .unwrap_or_else(|errors| panic!("valid manifest expected: {errors:?}"));
-    assert_eq!(services.len(), 1);
-    services.remove(0)
+    support::parse_service("test.yaml", text)
 }
 
 const WEB: &str = "\

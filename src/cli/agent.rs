@@ -1,5 +1,5 @@
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
@@ -8,8 +8,7 @@ use super::sync::GitArgs;
 use super::Session;
 use crate::manifest::only_root_can_write;
 use crate::process::ask_helper;
-use crate::reconcile::{log, Agent};
-use crate::runtime::{stop_and_remove, Runtime};
+use crate::reconcile::{log, run_agent, stop_containers_of, Agent, Periodic};
 use crate::sync::{GitSource, Synced};
 use crate::watch::{Trigger, Triggers};
 
@@ -44,9 +43,6 @@ pub struct Args {
     pub allow_insecure_manifests: bool,
 }
 
-/// Events arriving together within this window are one reconcile.
-const DEBOUNCE: Duration = Duration::from_millis(10);
-
 pub fn run(session: &Session, args: &Args) -> u8 {
     let git = args.git.source();
     let manifests = match (&git, &args.manifests) {
@@ -73,10 +69,15 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     let result = session.block_on(async {
         let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let executor = session.executor();
+        let shutdown = async {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        };
         let mut triggers = Triggers::start(&manifests);
         let mut agent = Agent::new(
-            executor,
+            session.executor(),
             &session.root,
             &manifests,
             triggers.notifier(Trigger::HealthChanged),
@@ -91,38 +92,18 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             manifests.display(),
             humantime::format_duration(resync)
         ));
-        let mut next_restart = agent.reconcile().await;
-        notify_systemd("READY=1");
-        let mut fetch = tokio::time::interval(args.interval.as_std());
-        fetch.reset();
-        let mut last_sync: Option<Result<String, String>> = None;
-        loop {
-            let wait = next_restart.map_or(resync, |due| {
-                due.saturating_duration_since(Instant::now()).min(resync)
-            });
-            tokio::select! {
-                _ = terminate.recv() => break,
-                _ = interrupt.recv() => break,
-                _ = triggers.next(wait, DEBOUNCE) => {}
-                _ = fetch.tick(), if git.is_some() => {
-                    // The new files (if any) wake the watcher; this reconcile is a resync.
-                    if let Some(source) = &git {
-                        let outcome = sync_in_child(session, source).map(|s| s.commit);
-                        if last_sync.as_ref() != Some(&outcome) {
-                            agent.note(match &outcome {
-                                Ok(commit) => format!("synced {} at commit {}", source.describe(), short(commit)),
-                                Err(message) => format!("kept the last good commit of {}: {message}", source.describe()),
-                            });
-                            last_sync = Some(outcome);
-                        }
-                    }
-                }
-            }
-            next_restart = agent.reconcile().await;
-        }
-        notify_systemd("STOPPING=1");
+        let mut sync = git.as_ref().map(|source| GitSync {
+            session,
+            source,
+            period: args.interval.as_std(),
+            last: None,
+        });
+        let periodic = sync.as_mut().map(|sync| sync as &mut dyn Periodic);
+        run_agent(&mut agent, &mut triggers, resync, periodic, shutdown).await;
         if args.stop_on_exit {
-            stop_containers_of(session, &manifests).await?;
+            stop_containers_of(&session.runtime, &manifests)
+                .await
+                .map_err(|e| crate::error_chain(&e))?;
             log("agent stopped; its containers were removed");
         } else {
             log("agent stopped; containers are left running");
@@ -130,6 +111,40 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         Ok::<_, String>(())
     });
     super::output::exit_code(result)
+}
+
+/// The Git fetch the agent runs every `--interval`: what changed goes to the event log.
+struct GitSync<'a> {
+    session: &'a Session,
+    source: &'a GitSource,
+    period: Duration,
+    last: Option<Result<String, String>>,
+}
+
+impl Periodic for GitSync<'_> {
+    fn period(&self) -> Duration {
+        self.period
+    }
+
+    fn run(&mut self) -> Option<String> {
+        let outcome = sync_in_child(self.session, self.source).map(|s| s.commit);
+        if self.last.as_ref() == Some(&outcome) {
+            return None;
+        }
+        let note = match &outcome {
+            Ok(commit) => format!(
+                "synced {} at commit {}",
+                self.source.describe(),
+                short(commit)
+            ),
+            Err(message) => format!(
+                "kept the last good commit of {}: {message}",
+                self.source.describe()
+            ),
+        };
+        self.last = Some(outcome);
+        Some(note)
+    }
 }
 
 /// Syncs `source` in a `wharf sync --checkout-only` child: this process runs
@@ -147,44 +162,4 @@ fn sync_in_child(session: &Session, source: &GitSource) -> Result<Synced, String
 
 fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
-}
-
-async fn stop_containers_of(session: &Session, dir: &Path) -> Result<(), String> {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-    let containers = session
-        .runtime
-        .list()
-        .await
-        .map_err(|e| crate::error_chain(&e))?;
-    for container in containers
-        .iter()
-        .filter(|c| c.manifest_dir.as_deref() == Some(dir.as_path()))
-    {
-        stop_and_remove(&session.runtime, container)
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
-        log(&format!("removed {} (--stop-on-exit)", container.id));
-    }
-    Ok(())
-}
-
-/// sd_notify: a datagram to $NOTIFY_SOCKET (a path, or `@name` in the abstract namespace).
-fn notify_systemd(state: &str) {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let socket = socket.to_string_lossy().into_owned();
-    let address = match socket.strip_prefix('@') {
-        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
-        None => SocketAddr::from_pathname(&socket),
-    };
-    let sent = UnixDatagram::unbound()
-        .and_then(|sock| address.and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr)));
-    if let Err(err) = sent {
-        log(&format!(
-            "warning: cannot notify systemd at {socket}: {err}"
-        ));
-    }
 }

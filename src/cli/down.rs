@@ -55,7 +55,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         }
         StateStore::open(&session.root)
             .and_then(|store| store.forget(&services))
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::error_chain(&e))
     });
     super::output::exit_code(result)
 }

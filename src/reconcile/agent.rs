@@ -6,12 +6,15 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock, so that tests can pause it.
+use tokio::time::Instant;
 
 use super::backoff::{LogLine, RegistryHealth};
 use super::{
-    current_digests, prepare, record, Backoff, Executor, Facts, Options, Planned, ReconcileLock,
-    StepObserver,
+    current_digests, prepare, record, Backoff, Executor, Facts, Options, Planned, PrepareError,
+    ReconcileLock, StepObserver,
 };
 use crate::health::{HealthMonitor, Verdict};
 use crate::manifest::{
@@ -19,8 +22,27 @@ use crate::manifest::{
     PullPolicy, Service,
 };
 use crate::plan::{Action, HoldBack, Step};
-use crate::runtime::{ObservedContainer, Runtime};
+use crate::runtime::{ObservedContainer, Runtime, RuntimeError};
 use crate::state::{StateStore, StoppedRollout, TagCheckFailing};
+
+/// Why a reconcile did nothing; the loop logs it and tries again at the next wake.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("cannot take the reconcile lock: {0}")]
+    Lock(String),
+    #[error("cannot read {}; containers are left as they are", dir.display())]
+    Unreadable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}; containers are left as they are until the names are unique")]
+    NameClash(String),
+    #[error("cannot list containers")]
+    List(#[source] RuntimeError),
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+}
 
 pub struct Agent<'a, R: Runtime> {
     executor: Executor<'a, R>,
@@ -128,26 +150,17 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         self.require_root_only = false;
     }
 
-    /// One reconcile. Returns when a restart held back by its backoff is due.
-    pub async fn reconcile(&mut self) -> Option<Instant> {
-        let lock = match ReconcileLock::acquire(&self.root, None) {
-            Ok(lock) => lock,
-            Err(message) => {
-                log(&format!("cannot reconcile: {message}"));
-                return None;
-            }
-        };
+    /// One reconcile. Returns when a restart held back by its backoff is due (None:
+    /// nothing is waiting), or why nothing could be done this time.
+    pub async fn reconcile(&mut self) -> Result<Option<Instant>, ReconcileError> {
+        let lock = ReconcileLock::acquire(&self.root, None).map_err(ReconcileError::Lock)?;
         let desired = self.load()?;
-        let observed = match self.executor.runtime.list().await {
-            Ok(observed) => observed,
-            Err(err) => {
-                log(&format!(
-                    "cannot list containers: {}",
-                    crate::error_chain(&err)
-                ));
-                return None;
-            }
-        };
+        let observed = self
+            .executor
+            .runtime
+            .list()
+            .await
+            .map_err(ReconcileError::List)?;
         self.refresh_digests(&desired).await;
         let now = Instant::now();
         let hold_back = HoldBack {
@@ -175,13 +188,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             observed,
             plan: planned,
             ..
-        } = match prepare(desired, observed, &facts, &self.dir, options) {
-            Ok(planned) => planned,
-            Err(err) => {
-                log(&format!("cannot reconcile: {err}"));
-                return None;
-            }
-        };
+        } = prepare(desired, observed, &facts, &self.dir, options)?;
         let waiting: Vec<(String, Instant)> = planned
             .held
             .iter()
@@ -198,7 +205,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         self.publish_waiting(&waiting, now);
         if planned.is_empty() {
             self.follow_health(&observed);
-            return next_restart;
+            return Ok(next_restart);
         }
         let report = self
             .executor
@@ -255,7 +262,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             )),
         }
         drop(lock);
-        next_restart
+        Ok(next_restart)
     }
 
     /// Asks the registries what `pull: always` tags resolve to, once per period (or
@@ -364,7 +371,8 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         match stored {
             Ok(()) => self.published_tag_checks = Some(failing),
             Err(err) => log(&format!(
-                "warning: cannot record the failing tag checks: {err}"
+                "warning: cannot record the failing tag checks: {}",
+                crate::error_chain(&err)
             )),
         }
     }
@@ -408,7 +416,8 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         self.rollouts_published = stored.is_ok();
         if let Err(err) = stored {
             log(&format!(
-                "warning: cannot record the stopped rollouts: {err}"
+                "warning: cannot record the stopped rollouts: {}",
+                crate::error_chain(&err)
             ));
         }
     }
@@ -423,7 +432,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         let stored = StateStore::open(&self.root).and_then(|store| store.set_health(&verdicts));
         match stored {
             Ok(()) => self.published_health = verdicts,
-            Err(err) => log(&format!("warning: cannot record health: {err}")),
+            Err(err) => log(&format!(
+                "warning: cannot record health: {}",
+                crate::error_chain(&err)
+            )),
         }
     }
 
@@ -449,7 +461,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             Ok(())
         });
         if let Err(err) = result {
-            log(&format!("warning: cannot record pending restarts: {err}"));
+            log(&format!(
+                "warning: cannot record pending restarts: {}",
+                crate::error_chain(&err)
+            ));
         }
         self.published = waiting.iter().map(|(slot, _)| slot.clone()).collect();
     }
@@ -469,7 +484,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         let stored = StateStore::open(&self.root)
             .and_then(|store| store.log_events(std::slice::from_ref(&message)));
         if let Err(err) = stored {
-            log(&format!("warning: cannot record an event: {err}"));
+            log(&format!(
+                "warning: cannot record an event: {}",
+                crate::error_chain(&err)
+            ));
         }
         self.last_event = Some(message);
     }
@@ -477,17 +495,11 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
     /// The services defined in the directory, keeping the last good definition of
     /// files that are broken now. None (touch nothing) when the directory cannot be
     /// read or names clash.
-    fn load(&mut self) -> Option<Vec<Service>> {
-        let files = match manifest_files(&self.dir) {
-            Ok(files) => files,
-            Err(err) => {
-                log(&format!(
-                    "cannot read {}: {err}; containers are left as they are",
-                    self.dir.display()
-                ));
-                return None;
-            }
-        };
+    fn load(&mut self) -> Result<Vec<Service>, ReconcileError> {
+        let files = manifest_files(&self.dir).map_err(|source| ReconcileError::Unreadable {
+            dir: self.dir.clone(),
+            source,
+        })?;
         self.last_good.retain(|file, _| files.contains(file));
         for file in files {
             // A file emptied by a writer that has not finished (truncate, then write)
@@ -552,13 +564,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         let services: Vec<Service> = self.last_good.values().flatten().cloned().collect();
         let clashes = duplicate_names(&services);
         if !clashes.is_empty() {
-            for clash in clashes {
-                log(&clash.to_string());
-            }
-            log("containers are left as they are until the names are unique");
-            return None;
+            let clashes: Vec<String> = clashes.iter().map(ToString::to_string).collect();
+            return Err(ReconcileError::NameClash(clashes.join("; ")));
         }
-        Some(services)
+        Ok(services)
     }
 }
 

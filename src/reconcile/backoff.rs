@@ -8,7 +8,10 @@
 //! failing, a reminder every few minutes and one when it is back.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock, so that tests can pause it.
+use tokio::time::Instant;
 
 pub const FIRST_DELAY: Duration = Duration::from_secs(1);
 pub const MAX_DELAY: Duration = Duration::from_secs(300);

@@ -1,16 +1,21 @@
-//! Stage 4 of the data flow: executing a plan through the `Runtime` seam, after
-//! pulling what it needs. A failed step stops that service's remaining steps, leaves
-//! running containers as they are and is reported; re-running apply converges.
+//! Stage 4 of the data flow: from loaded and observed state to a plan (`prepare`,
+//! shared by plan, apply, sync and the agent), executing it through the `Runtime`
+//! seam after pulling what it needs, and recording the outcome. A failed step stops
+//! that service's remaining steps, leaves running containers as they are and is
+//! reported; re-running apply converges. The agent (`agent`, and its loop in `run`)
+//! is this same path, woken by stage 5.
 
 mod agent;
 mod backoff;
 mod lock;
 mod prepare;
+mod run;
 
-pub use agent::{log, Agent};
+pub use agent::{log, Agent, ReconcileError};
 pub use backoff::Backoff;
 pub use lock::ReconcileLock;
 pub use prepare::{prepare, Facts, Options, Planned, PrepareError};
+pub use run::{run as run_agent, stop_containers_of, Periodic};
 
 use std::collections::BTreeMap;
 
@@ -361,7 +366,7 @@ pub fn record(
     desired: &[Service],
     report: &Report,
 ) -> Result<u64, String> {
-    let store = StateStore::open(root).map_err(|e| e.to_string())?;
+    let store = StateStore::open(root).map_err(|e| error_chain(&e))?;
     let failed: Vec<&str> = report
         .failed
         .iter()
@@ -408,7 +413,7 @@ pub fn record(
             &summary(report),
             &events,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| error_chain(&e))
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! Containers: the `Runtime` seam the planner's steps go through, and its real
-//! implementation on youki's libcontainer.
+//! Stage 2 of the data flow, observe, and the side of stage 4 that touches the
+//! kernel: the `Runtime` seam (list what runs; create, start, stop, remove, exec)
+//! that the planner's inputs come from and the executor's steps go through, and its
+//! real implementation on youki's libcontainer.
 
 mod config;
 mod create;

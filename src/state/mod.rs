@@ -33,11 +33,91 @@ const STOPPED_ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("stop
 /// The event log keeps this many entries, dropping the oldest.
 pub const MAX_EVENTS: u64 = 10_000;
 
+/// Why the state database could not be opened or written. Each names the file; the
+/// cause is the error's source, so `crate::error_chain` prints the path, then why.
 #[derive(Debug, thiserror::Error)]
-#[error("state database {}: {message}", path.display())]
-pub struct StateError {
-    path: PathBuf,
-    message: String,
+pub enum StateError {
+    /// redb failed: opening, a transaction, a table or a commit.
+    #[error("state database {}", path.display())]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    /// The file is no database redb can read (truncated, overwritten): readers report
+    /// it, the next writer moves it aside.
+    #[error(
+        "state database {} is damaged, so history and events cannot be read (the next `wharf apply` or agent moves it aside and starts a new one)",
+        path.display()
+    )]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    /// A record could not be written as JSON.
+    #[error("cannot encode {what} for the state database {}", path.display())]
+    Encode {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The damaged file could not be moved aside to start a new one.
+    #[error("cannot move the damaged state database {} aside", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a write transaction failed, before `StateStore::write` adds the path.
+#[derive(Debug)]
+enum Failure {
+    Database(redb::Error),
+    Encode(&'static str, serde_json::Error),
+}
+
+impl Failure {
+    fn at(self, path: &Path) -> StateError {
+        let path = path.to_owned();
+        match self {
+            Failure::Database(source) => StateError::Database { path, source },
+            Failure::Encode(what, source) => StateError::Encode { path, what, source },
+        }
+    }
+}
+
+impl From<redb::Error> for Failure {
+    fn from(err: redb::Error) -> Self {
+        Failure::Database(err)
+    }
+}
+
+// Each redb operation has its own error type, all convertible to `redb::Error`: one
+// impl each lets `?` work on any of them inside a write. (A blanket impl over
+// `Into<redb::Error>` could overlap with `From<Failure> for Failure` for coherence.)
+macro_rules! database_failure {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for Failure {
+            fn from(err: $error) -> Self {
+                Failure::Database(err.into())
+            }
+        })*
+    };
+}
+
+database_failure!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+);
+
+/// `value` as JSON; `what` names it if it cannot be encoded.
+fn encode(what: &'static str, value: &impl Serialize) -> Result<String, Failure> {
+    serde_json::to_string(value).map_err(|err| Failure::Encode(what, err))
 }
 
 /// What the last apply set for one service.
@@ -133,10 +213,6 @@ impl StateStore {
             check_readable(&db.begin_read()?)?;
             Ok(db)
         };
-        let failed = |err: &dyn std::fmt::Display| StateError {
-            path: path.clone(),
-            message: err.to_string(),
-        };
         let damage = match create(&path) {
             Ok(db) => {
                 return Ok(StateStore {
@@ -146,18 +222,25 @@ impl StateStore {
                 })
             }
             Err(err) if is_damage(&err) => err,
-            Err(err) => return Err(failed(&err)),
+            Err(source) => return Err(StateError::Database { path, source }),
         };
         let stamp: String = now().chars().filter(char::is_ascii_alphanumeric).collect();
         let aside = path.with_file_name(format!("state.redb.damaged-{stamp}"));
-        std::fs::rename(&path, &aside).map_err(|err| failed(&err))?;
+        std::fs::rename(&path, &aside).map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let note = format!(
             "state database {} was damaged ({damage}); moved it to {} and started a new one (earlier history and events are in that file)",
             path.display(),
             aside.display()
         );
+        let db = create(&path).map_err(|source| StateError::Database {
+            path: path.clone(),
+            source,
+        })?;
         let store = StateStore {
-            db: create(&path).map_err(|err| failed(&err))?,
+            db,
             path,
             recovered: None,
         };
@@ -173,11 +256,19 @@ impl StateStore {
         self.recovered.as_deref()
     }
 
-    fn error(&self, err: impl std::fmt::Display) -> StateError {
-        StateError {
-            path: self.path.clone(),
-            message: err.to_string(),
-        }
+    /// Runs `body` in one write transaction and commits it. Any failure drops the
+    /// transaction uncommitted (redb aborts it) and is reported with this file's path.
+    fn write<T>(
+        &self,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<T, Failure>,
+    ) -> Result<T, StateError> {
+        let run = || -> Result<T, Failure> {
+            let txn = self.db.begin_write()?;
+            let value = body(&txn)?;
+            txn.commit()?;
+            Ok(value)
+        };
+        run().map_err(|failure| failure.at(&self.path))
     }
 
     /// Records an apply: the new generation, what each service is now applied as, the
@@ -193,87 +284,72 @@ impl StateStore {
         summary: &str,
         events: &[String],
     ) -> Result<u64, StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        let generation = {
-            let mut history = txn.open_table(HISTORY).map_err(|e| self.error(e))?;
-            let generation = history
-                .last()
-                .map_err(|e| self.error(e))?
-                .map_or(1, |(key, _)| key.value() + 1);
-            let record = ApplyRecord {
-                generation,
-                time: now(),
-                dir: dir.to_owned(),
-                summary: summary.to_owned(),
-            };
-            let json = serde_json::to_string(&record).map_err(|e| self.error(e))?;
-            history
-                .insert(generation, json.as_str())
-                .map_err(|e| self.error(e))?;
-            generation
-        };
-        {
-            let mut table = txn.open_table(APPLIED).map_err(|e| self.error(e))?;
-            for service in applied {
-                let entry = Applied {
-                    spec: service.spec.clone(),
-                    spec_hash: service.hash.to_string(),
-                    manifest: service.file.clone(),
+        self.write(|txn| {
+            let generation = {
+                let mut history = txn.open_table(HISTORY)?;
+                let generation = history.last()?.map_or(1, |(key, _)| key.value() + 1);
+                let record = ApplyRecord {
                     generation,
+                    time: now(),
+                    dir: dir.to_owned(),
+                    summary: summary.to_owned(),
                 };
-                let json = serde_json::to_string(&entry).map_err(|e| self.error(e))?;
-                table
-                    .insert(service.name(), json.as_str())
-                    .map_err(|e| self.error(e))?;
+                let json = encode("an apply record", &record)?;
+                history.insert(generation, json.as_str())?;
+                generation
+            };
+            {
+                let mut table = txn.open_table(APPLIED)?;
+                for service in applied {
+                    let entry = Applied {
+                        spec: service.spec.clone(),
+                        spec_hash: service.hash.to_string(),
+                        manifest: service.file.clone(),
+                        generation,
+                    };
+                    let json = encode("an applied service", &entry)?;
+                    table.insert(service.name(), json.as_str())?;
+                }
+                for name in removed {
+                    table.remove(name.as_str())?;
+                }
             }
-            for name in removed {
-                table.remove(name.as_str()).map_err(|e| self.error(e))?;
+            {
+                let mut table = txn.open_table(STOPPED_ROLLOUTS)?;
+                let names = applied.iter().map(Service::name);
+                for name in names.chain(removed.iter().map(String::as_str)) {
+                    table.remove(name)?;
+                }
             }
-        }
-        {
-            let mut table = txn
-                .open_table(STOPPED_ROLLOUTS)
-                .map_err(|e| self.error(e))?;
-            let names = applied.iter().map(Service::name);
-            for name in names.chain(removed.iter().map(String::as_str)) {
-                table.remove(name).map_err(|e| self.error(e))?;
+            {
+                let mut restarts = txn.open_table(RESTARTS)?;
+                for slot in restarted {
+                    let count = restarts.get(slot.as_str())?.map_or(0, |v| v.value());
+                    restarts.insert(slot.as_str(), count + 1)?;
+                }
             }
-        }
-        {
-            let mut restarts = txn.open_table(RESTARTS).map_err(|e| self.error(e))?;
-            for slot in restarted {
-                let count = restarts
-                    .get(slot.as_str())
-                    .map_err(|e| self.error(e))?
-                    .map_or(0, |v| v.value());
-                restarts
-                    .insert(slot.as_str(), count + 1)
-                    .map_err(|e| self.error(e))?;
-            }
-        }
-        append_events(&txn, events).map_err(|e| self.error(e))?;
-        txn.commit().map_err(|e| self.error(e))?;
-        Ok(generation)
+            append_events(txn, events)?;
+            Ok(generation)
+        })
     }
 
     /// Records when replica `slot` ("web/0") will next be restarted (None: not waiting).
     pub fn set_next_restart(&self, slot: &str, at: Option<SystemTime>) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        {
-            let mut table = txn.open_table(NEXT_RESTART).map_err(|e| self.error(e))?;
+        self.write(|txn| {
+            let mut table = txn.open_table(NEXT_RESTART)?;
             match at {
                 Some(at) => {
                     let seconds = at
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
-                    table.insert(slot, seconds).map_err(|e| self.error(e))?;
+                    table.insert(slot, seconds)?;
                 }
                 None => {
-                    table.remove(slot).map_err(|e| self.error(e))?;
+                    table.remove(slot)?;
                 }
             }
-        }
-        txn.commit().map_err(|e| self.error(e))
+            Ok(())
+        })
     }
 
     /// Replaces the recorded health verdicts with `verdicts` (by container id).
@@ -295,39 +371,35 @@ impl StateStore {
         definition: TableDefinition<&str, &str>,
         entries: &BTreeMap<String, T>,
     ) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        txn.delete_table(definition).map_err(|e| self.error(e))?;
-        {
-            let mut table = txn.open_table(definition).map_err(|e| self.error(e))?;
+        self.write(|txn| {
+            txn.delete_table(definition)?;
+            let mut table = txn.open_table(definition)?;
             for (key, value) in entries {
                 let json = serde_json::to_string(value).unwrap_or_default();
-                table
-                    .insert(key.as_str(), json.as_str())
-                    .map_err(|e| self.error(e))?;
+                table.insert(key.as_str(), json.as_str())?;
             }
-        }
-        txn.commit().map_err(|e| self.error(e))
+            Ok(())
+        })
     }
 
     /// Adds entries to the event log.
     pub fn log_events(&self, events: &[String]) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        append_events(&txn, events).map_err(|e| self.error(e))?;
-        txn.commit().map_err(|e| self.error(e))
+        self.write(|txn| Ok(append_events(txn, events)?))
     }
 
     /// Forgets services (after `wharf down`), with an event each.
     pub fn forget(&self, services: &[String]) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        for definition in [APPLIED, STOPPED_ROLLOUTS] {
-            let mut table = txn.open_table(definition).map_err(|e| self.error(e))?;
-            for name in services {
-                table.remove(name.as_str()).map_err(|e| self.error(e))?;
-            }
-        }
         let events: Vec<String> = services.iter().map(|s| format!("took down {s}")).collect();
-        append_events(&txn, &events).map_err(|e| self.error(e))?;
-        txn.commit().map_err(|e| self.error(e))
+        self.write(|txn| {
+            for definition in [APPLIED, STOPPED_ROLLOUTS] {
+                let mut table = txn.open_table(definition)?;
+                for name in services {
+                    table.remove(name.as_str())?;
+                }
+            }
+            append_events(txn, &events)?;
+            Ok(())
+        })
     }
 }
 
@@ -415,12 +487,7 @@ impl StateView {
         };
         match open() {
             Ok(db) => Ok(Some(StateView { db })),
-            Err(err) if is_damage(&err) => Err(StateError {
-                message: format!(
-                    "damaged ({err}): history and events cannot be read; the next `wharf apply` or agent moves it aside and starts a new one"
-                ),
-                path,
-            }),
+            Err(source) if is_damage(&source) => Err(StateError::Damaged { path, source }),
             Err(_) => Ok(None),
         }
     }
@@ -592,6 +659,13 @@ mod tests {
         let err = StateView::open(root.path()).err().expect("reported");
         assert!(err.to_string().contains("state.redb"), "{err}");
         assert!(err.to_string().contains("damaged"), "{err}");
+        // The cause is kept as the source: the chain names the file, then why, once.
+        let cause = std::error::Error::source(&err)
+            .expect("a cause")
+            .to_string();
+        let chain = crate::error_chain(&err);
+        assert!(chain.ends_with(&format!("one): {cause}")), "{chain}");
+        assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
 
         // The next writer keeps the damaged file for inspection and starts again.
         let store = StateStore::open(root.path()).expect("recovered");

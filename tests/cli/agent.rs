@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::wharf_at;
+use crate::common::{busybox_until_term, running_by_slot, wharf_at};
 use crate::support::TestRegistry;
 
 struct AgentProcess {
@@ -81,17 +81,7 @@ fn eventually_or(
 fn running(root: &Path) -> BTreeMap<String, String> {
     let run = wharf_at(root, &["ps", "--json"]);
     let rows: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
-    rows.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["status"] == "running")
-        .map(|r| {
-            (
-                format!("{}/{}", r["service"].as_str().unwrap_or(""), r["replica"]),
-                r["id"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
+    running_by_slot(&rows)
 }
 
 /// How many wharf containers exist, in any state.
@@ -104,11 +94,7 @@ fn containers(root: &Path) -> usize {
 }
 
 fn manifest(name: &str, extra: &str) -> String {
-    let image = TestRegistry::shared().image("busybox:1");
-    format!(
-        "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: {image}\n\
-         command: [/bin/sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n{extra}"
-    )
+    busybox_until_term(name, extra)
 }
 
 /// Writes a file the way editors do: a temporary file renamed over it.

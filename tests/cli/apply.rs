@@ -3,17 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{wharf_at, Run};
-use crate::support::TestRegistry;
+use crate::common::{busybox_until_term, running_by_slot, wharf_at, write, Run};
+use crate::support::{busybox, busybox_yaml, service_yaml};
 
 fn write_service(dir: &Path, name: &str, extra: &str) {
-    let image = TestRegistry::shared().image("busybox:1");
-    let text = format!(
-        "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: {image}\n\
-         command: [/bin/sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n\
-         stop: {{timeout: 2s}}\n{extra}"
-    );
-    std::fs::write(dir.join(format!("{name}.yaml")), text).expect("write manifest");
+    let text = busybox_until_term(name, &format!("stop: {{timeout: 2s}}\n{extra}"));
+    write(dir, &format!("{name}.yaml"), text);
 }
 
 /// container ids by "service/slot".
@@ -21,17 +16,8 @@ fn ids(root: &Path) -> BTreeMap<String, String> {
     let run = wharf_at(root, &["ps", "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let rows: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
-    rows.as_array()
-        .expect("array")
-        .iter()
-        .filter(|r| r["status"] == "running")
-        .map(|r| {
-            (
-                format!("{}/{}", r["service"].as_str().unwrap_or(""), r["replica"]),
-                r["id"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
+    assert!(rows.is_array(), "{rows}");
+    running_by_slot(&rows)
 }
 
 fn apply(root: &Path, dir: &Path, extra: &[&str]) -> Run {
@@ -111,11 +97,7 @@ fn apply_converges_scales_replaces_and_prunes_only_what_it_must() {
     }
 
     // A broken manifest: errors, exit 1, nothing touched.
-    std::fs::write(
-        dir.join("web.yaml"),
-        "apiVersion: wharf/v1\nkind: Service\nname: web\nimage: x\nreplica: 2\n",
-    )
-    .expect("write");
+    write(dir, "web.yaml", service_yaml("web", "x", "replica: 2\n"));
     let run = apply(root, dir, &["--prune"]);
     assert_eq!(run.code, 1);
     assert!(
@@ -295,23 +277,24 @@ fn a_new_replica_that_fails_its_health_check_is_rolled_back_and_the_rollout_stop
     let root = tempfile::tempdir().expect("root");
     let dir = tempfile::tempdir().expect("manifests");
     let (root, dir) = (root.path(), dir.path());
-    let image = TestRegistry::shared().image("busybox:1");
+    let image = busybox();
     let api = |version: &str, ready: &str| {
-        format!(
-            "apiVersion: wharf/v1\nkind: Service\nname: api\nimage: {image}\nreplicas: 3\n\
+        let fields = format!(
+            "replicas: 3\n\
              env: {{VERSION: \"{version}\"}}\n\
              command: [/bin/sh, -c, 'touch {ready}; trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n\
              stop: {{timeout: 2s}}\n\
              health: {{exec: [/bin/sh, -c, test -f /tmp/ready], interval: 200ms, retries: 2}}\n"
-        )
+        );
+        service_yaml("api", &image, &fields)
     };
-    std::fs::write(dir.join("api.yaml"), api("1", "/tmp/ready")).expect("write");
+    write(dir, "api.yaml", api("1", "/tmp/ready"));
     assert_eq!(apply(root, dir, &[]).code, 0);
     let v1 = ids(root);
 
     // Stop-first: replica 0 is replaced, fails its check, and gets version 1 back;
     // replicas 1 and 2 are never touched.
-    std::fs::write(dir.join("api.yaml"), api("2", "/tmp/elsewhere")).expect("write");
+    write(dir, "api.yaml", api("2", "/tmp/elsewhere"));
     let run = apply(root, dir, &[]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
@@ -449,15 +432,11 @@ fn apply_wait_fails_naming_a_replica_that_exits_and_its_exit_code() {
     let root = tempfile::tempdir().expect("root");
     let dir = tempfile::tempdir().expect("manifests");
     let (root, dir) = (root.path(), dir.path());
-    let image = TestRegistry::shared().image("busybox:1");
-    std::fs::write(
-        dir.join("once.yaml"),
-        format!(
-            "apiVersion: wharf/v1\nkind: Service\nname: once\nimage: {image}\n\
-             command: [/bin/sh, -c, exit 3]\nrestart: never\n"
-        ),
-    )
-    .expect("write manifest");
+    write(
+        dir,
+        "once.yaml",
+        busybox_yaml("once", "command: [/bin/sh, -c, exit 3]\nrestart: never\n"),
+    );
 
     // Before the 20 s are up: an exited replica will not become ready.
     let run = apply(root, dir, &["--wait", "--timeout", "20s"]);

@@ -1,9 +1,12 @@
 //! Helpers shared by the integration tests: run the real `wharf` binary.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use crate::support::{busybox_yaml, service_yaml};
 
 pub struct Run {
     pub code: i32,
@@ -74,12 +77,54 @@ pub fn wharf(args: &[&str]) -> Run {
 
 /// A minimal valid manifest for service `name`.
 pub fn manifest(name: &str) -> String {
-    format!("apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: 127.0.0.1:5000/{name}:1\n")
+    service_yaml(name, &format!("127.0.0.1:5000/{name}:1"), "")
 }
 
-/// Writes `contents` to `dir/name`.
-pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) {
-    std::fs::write(dir.join(name), contents).expect("test files can be written");
+/// A manifest of service `name` on the test busybox image whose command runs until
+/// SIGTERM (then exits 0), with the YAML lines `extra` after.
+pub fn busybox_until_term(name: &str, extra: &str) -> String {
+    busybox_yaml(
+        name,
+        &format!(
+            "command: [/bin/sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n\
+             {extra}"
+        ),
+    )
+}
+
+/// Writes `contents` to `dir/name` and returns its path.
+pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("test files can be written");
+    path
+}
+
+/// Writes `dir/svc.yaml` with service `name` on the test busybox image (the YAML lines
+/// `extra` after) and returns its path, e.g. for `wharf run`.
+pub fn service_file(dir: &Path, name: &str, extra: &str) -> String {
+    let path = write(dir, "svc.yaml", busybox_yaml(name, extra));
+    path.display().to_string()
+}
+
+/// The command exited 0; returns what it printed.
+pub fn ok(run: &Run) -> &str {
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    &run.stdout
+}
+
+/// Running containers' ids by "service/replica", from the rows of `wharf ps --json`.
+pub fn running_by_slot(rows: &serde_json::Value) -> BTreeMap<String, String> {
+    rows.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["status"] == "running")
+        .map(|r| {
+            (
+                format!("{}/{}", r["service"].as_str().unwrap_or(""), r["replica"]),
+                r["id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// The command exited 0 and printed exactly `stdout`.

@@ -1,24 +1,8 @@
 //! Containers through the CLI: each command is a new wharf process, so these also
 //! show that containers outlive the process that created them.
 
-use crate::common::{wharf_at, Run};
-use crate::support::TestRegistry;
-
-fn ok(run: &Run) -> &str {
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    &run.stdout
-}
-
-fn manifest(dir: &std::path::Path, body: &str) -> String {
-    let path = dir.join("svc.yaml");
-    let image = TestRegistry::shared().image("busybox:1");
-    std::fs::write(
-        &path,
-        format!("apiVersion: wharf/v1\nkind: Service\nname: cli\nimage: {image}\n{body}"),
-    )
-    .expect("write");
-    path.display().to_string()
-}
+use crate::common::{ok, service_file, wharf_at, write};
+use crate::support::{busybox, service_yaml};
 
 /// Output reaches the log through the log shim a moment after it is written: runs
 /// `wharf ARGS` until it prints `expected` (up to 10 s) and returns what it printed last.
@@ -42,8 +26,9 @@ fn ps(root: &std::path::Path) -> serde_json::Value {
 fn a_container_outlives_its_creator_and_a_new_process_manages_it() {
     let root = tempfile::tempdir().expect("root");
     let work = tempfile::tempdir().expect("work");
-    let file = manifest(
+    let file = service_file(
         work.path(),
+        "cli",
         "command: [/bin/sh, -c, 'echo ready; trap \"echo bye; exit 0\" TERM; while true; do sleep 0.1; done']\nstop: {timeout: 5s}\n",
     );
     let run = wharf_at(root.path(), &["run", &file, "--replica", "1"]);
@@ -146,8 +131,11 @@ fn unknown_targets_and_signals_are_clear_errors() {
 fn run_reports_an_image_that_is_not_present_with_pull_never() {
     let root = tempfile::tempdir().expect("root");
     let work = tempfile::tempdir().expect("work");
-    let file = work.path().join("svc.yaml");
-    std::fs::write(&file, "apiVersion: wharf/v1\nkind: Service\nname: offline\nimage: 127.0.0.1:9/absent:1\npull: never\n").expect("write");
+    let file = write(
+        work.path(),
+        "svc.yaml",
+        service_yaml("offline", "127.0.0.1:9/absent:1", "pull: never\n"),
+    );
     let run = wharf_at(root.path(), &["run", file.to_str().expect("UTF-8")]);
     assert_eq!(run.code, 1);
     assert!(
@@ -168,9 +156,9 @@ fn run_reports_an_image_that_is_not_present_with_pull_never() {
 fn prune_keeps_what_existing_containers_were_made_from() {
     let root = tempfile::tempdir().expect("root");
     let work = tempfile::tempdir().expect("work");
-    let file = manifest(work.path(), "command: [sleep, \"30\"]\n");
+    let file = service_file(work.path(), "cli", "command: [sleep, \"30\"]\n");
     ok(&wharf_at(root.path(), &["run", &file]));
-    let image = TestRegistry::shared().image("busybox:1");
+    let image = busybox();
     ok(&wharf_at(root.path(), &["image", "rm", &image]));
 
     // Only the compressed layer goes: the running container's unpacked layer stays, and
@@ -191,8 +179,9 @@ fn logs_end_quietly_when_the_reader_stops_early() {
     let root = tempfile::tempdir().expect("root");
     let dir = tempfile::tempdir().expect("manifests");
     // 20,000 lines: far more than a pipe holds.
-    let file = manifest(
+    let file = service_file(
         dir.path(),
+        "cli",
         "command: [/bin/sh, -c, 'seq 20000; echo done; exec sleep 1000']\nstop: {signal: KILL}\n",
     );
     ok(&wharf_at(root.path(), &["run", &file]));

@@ -6,8 +6,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{wharf, wharf_at};
-use crate::support::TestRegistry;
+use crate::common::{wharf, wharf_at, write};
+use crate::support::busybox_yaml;
 
 /// Runs `program ARGS...` as the user nobody; returns (exit code, stdout + stderr).
 fn as_nobody(program: &Path, args: &[&str]) -> (i32, String) {
@@ -32,16 +32,15 @@ fn mode(path: &Path) -> u32 {
 fn other_users_cannot_read_secrets_from_the_state_directory() {
     let root = tempfile::tempdir().expect("root");
     let dir = tempfile::tempdir().expect("manifests");
-    let image = TestRegistry::shared().image("busybox:1");
-    std::fs::write(
-        dir.path().join("db.yaml"),
-        format!(
-            "apiVersion: wharf/v1\nkind: Service\nname: db\nimage: {image}\n\
-             command: [/bin/sh, -c, 'echo started with $DB_PASSWORD; sleep 60']\n\
-             env: {{DB_PASSWORD: hunter2-secret}}\nstop: {{timeout: 1s}}\n"
+    write(
+        dir.path(),
+        "db.yaml",
+        busybox_yaml(
+            "db",
+            "command: [/bin/sh, -c, 'echo started with $DB_PASSWORD; sleep 60']\n\
+             env: {DB_PASSWORD: hunter2-secret}\nstop: {timeout: 1s}\n",
         ),
-    )
-    .expect("write manifest");
+    );
     // A root that any user could have created beforehand with open modes.
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
 

@@ -10,13 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wharf::image::{Digest, ImageStore};
 
-use crate::common::{wharf_at, wharf_with_env, Run};
+use crate::common::{ok, wharf_at, wharf_with_env};
 use crate::support::{skopeo, TestRegistry};
-
-fn ok(run: &Run) -> &str {
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    &run.stdout
-}
 
 #[test]
 fn pull_shows_progress_lines_and_images_lists_the_result() {

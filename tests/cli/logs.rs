@@ -11,16 +11,10 @@ use std::time::Duration;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::common::{wharf_at, Run};
-use crate::support::TestRegistry;
+use crate::common::{ok, service_file, wharf_at};
 
 /// A time in the log's format, for lines the tests write themselves.
 const TIME: &str = "2025-01-01T00:00:00.000000000Z";
-
-fn ok(run: &Run) -> &str {
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    &run.stdout
-}
 
 /// A small tmpfs on a temp dir. Unmounted lazily when dropped, so that a failed test
 /// does not leave it behind even while a process still has a file open on it.
@@ -156,18 +150,12 @@ impl Drop for Running {
 fn logs_are_root_only_and_a_tail_of_a_big_log_reads_only_its_end() {
     let root = tempfile::tempdir().expect("root");
     let work = tempfile::tempdir().expect("work");
-    let manifest = work.path().join("svc.yaml");
-    let image = TestRegistry::shared().image("busybox:1");
-    fs::write(
-        &manifest,
-        format!(
-            "apiVersion: wharf/v1\nkind: Service\nname: talker\nimage: {image}\n\
-             command: [/bin/sh, -c, 'echo ready; exec sleep 1000']\nstop: {{signal: KILL}}\n"
-        ),
-    )
-    .expect("write the manifest");
-    let manifest = manifest.to_str().expect("UTF-8 temp path");
-    let run = wharf_at(root.path(), &["run", manifest]);
+    let manifest = service_file(
+        work.path(),
+        "talker",
+        "command: [/bin/sh, -c, 'echo ready; exec sleep 1000']\nstop: {signal: KILL}\n",
+    );
+    let run = wharf_at(root.path(), &["run", &manifest]);
     let id = ok(&run).trim().to_owned();
     // The shim writes the line a moment after the container prints it.
     let ready = (0..200).any(|_| {

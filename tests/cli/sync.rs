@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{wharf_at, Run};
-use crate::support::TestRegistry;
+use crate::support::busybox_yaml;
 
 /// A bare repository and a clone to commit from.
 struct Repo {
@@ -75,10 +75,9 @@ fn git(dir: &Path, args: &[&str]) {
 }
 
 fn service(name: &str, env: &str) -> String {
-    let image = TestRegistry::shared().image("busybox:1");
-    format!(
-        "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: {image}\n\
-         command: [sleep, '1000']\nstop: {{signal: KILL}}\nenv: {{MODE: {env}}}\n"
+    busybox_yaml(
+        name,
+        &format!("command: [sleep, '1000']\nstop: {{signal: KILL}}\nenv: {{MODE: {env}}}\n"),
     )
 }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileTypeExt;
 use std::sync::Mutex;
 
+use wharf::error_chain;
 use wharf::image::{
     Digest, ImageError, ImageStore, NoProgress, Platform, PullProgress, Registries,
 };
@@ -58,17 +59,6 @@ impl PullProgress for Downloads {
     }
     fn advanced(&self, _: &Digest, _: u64) {}
     fn finished(&self, _: &Digest) {}
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(" / ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[tokio::test(flavor = "multi_thread")]

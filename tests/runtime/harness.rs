@@ -1,15 +1,15 @@
 //! A host for runtime tests: a private wharf root with the test busybox image pulled.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use wharf::image::{ImageStore, Registries};
-use wharf::manifest::{parse_manifest, PullPolicy, Service};
+use wharf::manifest::{PullPolicy, Service};
 use wharf::runtime::{
     ContainerStatus, CreateRequest, LibcontainerRuntime, ObservedContainer, Runtime, RuntimeError,
 };
 
-use crate::support::TestRegistry;
+use crate::support::{service_from_yaml, TestRegistry};
 
 pub struct Host {
     pub root: tempfile::TempDir,
@@ -52,13 +52,7 @@ impl Host {
 
     /// A service named `name` from YAML lines added to a minimal manifest.
     pub fn service(&self, name: &str, extra: &str) -> Service {
-        let text = format!(
-            "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: {}\n{extra}",
-            self.image
-        );
-        let mut services = parse_manifest(Path::new("test.yaml"), text.as_bytes())
-            .unwrap_or_else(|errors| panic!("invalid test manifest: {errors:?}"));
-        services.remove(0)
+        service_from_yaml(name, &self.image, extra)
     }
 
     pub fn request(&self, service: &Service, slot: u32) -> CreateRequest {

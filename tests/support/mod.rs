@@ -1,11 +1,14 @@
-//! A real registry for tests: Debian's docker-registry on a loopback port, with the
-//! test images that `tests/support/test-registry` builds offline and pushes.
+//! Fixtures shared by the test crates: a real registry (Debian's docker-registry on
+//! a loopback port, with the test images that `tests/support/test-registry` builds
+//! offline and pushes), and services from YAML.
 
 #![allow(dead_code)] // Each test crate uses a different part.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+use wharf::manifest::{parse_manifest, Service};
 
 pub struct TestRegistry {
     /// `127.0.0.1:PORT`
@@ -119,4 +122,33 @@ pub fn skopeo_inspect_layout(layout: &Path, name: &str) -> serde_json::Value {
 /// Runs skopeo with `args` (e.g. to write a layout or archive for import tests).
 pub fn skopeo(args: &[&str]) {
     run(Command::new("skopeo").args(args));
+}
+
+/// The test busybox image in the shared registry: `ADDR/test/busybox:1`.
+pub fn busybox() -> String {
+    TestRegistry::shared().image("busybox:1")
+}
+
+/// The manifest of service `name` running `image`, with the YAML lines `extra` after.
+pub fn service_yaml(name: &str, image: &str, extra: &str) -> String {
+    format!("apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: {image}\n{extra}")
+}
+
+/// [`service_yaml`] of the test busybox image.
+pub fn busybox_yaml(name: &str, extra: &str) -> String {
+    service_yaml(name, &busybox(), extra)
+}
+
+/// The one service the manifest `text` defines, as if read from the file `path`.
+pub fn parse_service(path: &str, text: &str) -> Service {
+    let mut services = parse_manifest(Path::new(path), text.as_bytes())
+        .unwrap_or_else(|errors| panic!("invalid test manifest {path}: {errors:?}"));
+    assert_eq!(services.len(), 1, "one service in {path}");
+    services.remove(0)
+}
+
+/// Service `name` running `image`, with the YAML lines `extra` ([`service_yaml`]),
+/// read from `test.yaml`.
+pub fn service_from_yaml(name: &str, image: &str, extra: &str) -> Service {
+    parse_service("test.yaml", &service_yaml(name, image, extra))
 }

@@ -1,0 +1,106 @@
+//! The agent's loop: reconcile, then wait for a file event, a container exit, a
+//! restart coming due or the resync period, until told to shut down (kube-runtime's
+//! `Controller::run` and mini-redis's `server::run` are the models).
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::agent::{log, Agent};
+use crate::runtime::{stop_and_remove, Runtime, RuntimeError};
+use crate::watch::Triggers;
+
+/// Events arriving together within this window are one reconcile.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+
+/// Work the loop does every `period()` besides reconciling (the Git fetch). What it
+/// returns, when something changed, goes to the event log.
+pub trait Periodic {
+    fn period(&self) -> Duration;
+    fn run(&mut self) -> Option<String>;
+}
+
+/// Runs `agent` until `shutdown` completes: reconciles at once (then tells systemd it
+/// is ready), and again at every trigger, every `resync` at the latest, and when a
+/// restart held back by its backoff comes due. A reconcile that fails is logged and
+/// tried again at the next wake.
+pub async fn run<R: Runtime + Clone + 'static>(
+    agent: &mut Agent<'_, R>,
+    triggers: &mut Triggers,
+    resync: Duration,
+    mut periodic: Option<&mut dyn Periodic>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut next_restart = reconcile_logged(agent).await;
+    notify_systemd("READY=1");
+    let period = periodic.as_ref().map_or(resync, |p| p.period());
+    let mut tick = tokio::time::interval(period);
+    tick.reset();
+    loop {
+        let wait = next_restart.map_or(resync, |due| {
+            due.saturating_duration_since(Instant::now()).min(resync)
+        });
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = triggers.next(wait, DEBOUNCE) => {}
+            _ = tick.tick(), if periodic.is_some() => {
+                // New files (if any) wake the watcher; this reconcile is a resync.
+                if let Some(note) = periodic.as_mut().and_then(|p| p.run()) {
+                    agent.note(note);
+                }
+            }
+        }
+        next_restart = reconcile_logged(agent).await;
+    }
+    notify_systemd("STOPPING=1");
+}
+
+async fn reconcile_logged<R: Runtime + Clone + 'static>(
+    agent: &mut Agent<'_, R>,
+) -> Option<Instant> {
+    agent.reconcile().await.unwrap_or_else(|err| {
+        log(&format!("cannot reconcile: {}", crate::error_chain(&err)));
+        None
+    })
+}
+
+/// Stops and removes the containers created from the manifest directory `dir`
+/// (`wharf agent --stop-on-exit`).
+pub async fn stop_containers_of<R: Runtime>(runtime: &R, dir: &Path) -> Result<(), RuntimeError> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    for container in runtime
+        .list()
+        .await?
+        .iter()
+        .filter(|c| c.manifest_dir.as_deref() == Some(dir.as_path()))
+    {
+        stop_and_remove(runtime, container).await?;
+        log(&format!("removed {} (--stop-on-exit)", container.id));
+    }
+    Ok(())
+}
+
+/// sd_notify: a datagram to $NOTIFY_SOCKET (a path, or `@name` in the abstract
+/// namespace), for systemd's `Type=notify`.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = socket.to_string_lossy().into_owned();
+    let address = match socket.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&socket),
+    };
+    let sent = UnixDatagram::unbound()
+        .and_then(|sock| address.and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr)));
+    if let Err(err) = sent {
+        log(&format!(
+            "warning: cannot notify systemd at {socket}: {err}"
+        ));
+    }
+}
