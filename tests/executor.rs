@@ -13,7 +13,7 @@ use std::path::Path;
 use wharf::image::{ImageStore, NoProgress, Registries};
 use wharf::manifest::{PullPolicy, Service};
 use wharf::plan::{plan, Inputs};
-use wharf::reconcile::{Agent, Executor, Report, StepObserver};
+use wharf::reconcile::{Agent, Executor, Report, StepError, StepObserver};
 use wharf::runtime::{ContainerStatus, Runtime};
 use wharf::testing::FakeRuntime;
 
@@ -21,7 +21,7 @@ use support::{parse_service, service_yaml, TestRegistry};
 
 struct Quiet;
 impl StepObserver for Quiet {
-    fn finished(&self, _: &wharf::plan::Step, _: Result<(), &str>) {}
+    fn finished(&self, _: &wharf::plan::Step, _: Result<(), &StepError>) {}
 }
 
 /// A store holding the test busybox image, which the double's containers "run".
@@ -132,6 +132,7 @@ async fn start_first_a_version_that_never_gets_healthy_leaves_the_old_replicas_r
     // and the rest of the rollout did not start.
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
     let (step, cause) = &report.failed[0];
+    let cause = wharf::error_chain(cause);
     assert_eq!(step.slot, 0);
     assert!(cause.contains("new replica unhealthy"), "{cause}");
     assert!(cause.ends_with("the old replica keeps running"), "{cause}");
@@ -160,7 +161,7 @@ async fn stop_first_a_version_that_never_gets_healthy_is_rolled_back_in_its_slot
         .converge(&runtime, &[images.web(2, stop_first)])
         .await;
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
-    let cause = &report.failed[0].1;
+    let cause = wharf::error_chain(&report.failed[0].1);
     assert!(
         cause.ends_with("rolled back to the previous spec"),
         "{cause}"
@@ -192,7 +193,7 @@ async fn a_replica_that_cannot_be_created_is_reported_and_stops_its_service_only
     let runtime = FakeRuntime::new().create_fails_if(version_two);
     let report = images.converge(&runtime, &[images.web(2, "")]).await;
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
-    assert!(report.failed[0].1.contains("scripted creation failure"));
+    assert!(wharf::error_chain(&report.failed[0].1).contains("scripted creation failure"));
     assert!(running(&runtime).is_empty());
 }
 

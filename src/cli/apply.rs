@@ -10,7 +10,7 @@ use super::{exit, output, Session};
 use crate::health::wait_until_ready;
 use crate::manifest::Service;
 use crate::plan::{render_human, SavedPlan, Step, PLAN_FORMAT_VERSION};
-use crate::reconcile::{record, summary, ReconcileLock, Report, StepObserver};
+use crate::reconcile::{record, summary, ReconcileLock, Report, StepError, StepObserver};
 
 /// How long `--wait` waits when `--timeout` is not given.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -60,12 +60,15 @@ impl StepProgress {
 }
 
 impl StepObserver for StepProgress {
-    fn finished(&self, step: &Step, outcome: Result<(), &str>) {
+    fn finished(&self, step: &Step, outcome: Result<(), &StepError>) {
         let line = match outcome {
             Ok(()) => format!("{} {}/{}", step.action.done(), step.service, step.slot),
             Err(cause) => format!(
-                "FAILED {}/{} {:?}: {cause}",
-                step.service, step.slot, step.action
+                "FAILED {}/{} {:?}: {}",
+                step.service,
+                step.slot,
+                step.action,
+                crate::error_chain(cause)
             ),
         };
         match &self.bar {
@@ -101,15 +104,15 @@ struct JsonResult<'a> {
 #[derive(Serialize)]
 struct JsonFailure<'a> {
     step: &'a Step,
-    error: &'a str,
+    error: String,
 }
 
 pub fn run(session: &Session, args: &Args) -> u8 {
     let timeout = args.lock_timeout.map(|d| d.as_std());
     let _lock = match ReconcileLock::acquire(&session.root, timeout) {
         Ok(lock) => lock,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(err) => {
+            eprintln!("error: {}", crate::error_chain(&err));
             return exit::FAILURE;
         }
     };
@@ -235,7 +238,10 @@ fn print_json(report: &Report) {
         failed: report
             .failed
             .iter()
-            .map(|(step, error)| JsonFailure { step, error })
+            .map(|(step, error)| JsonFailure {
+                step,
+                error: crate::error_chain(error),
+            })
             .collect(),
         skipped: &report.skipped,
     };

@@ -21,8 +21,8 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     // Serialised with apply and the agent, which write the same state database.
     let _lock = match ReconcileLock::acquire(&session.root, None) {
         Ok(lock) => lock,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(err) => {
+            eprintln!("error: {}", crate::error_chain(&err));
             return exit::FAILURE;
         }
     };

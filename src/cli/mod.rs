@@ -32,8 +32,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use output::Palette;
 
-use crate::image::{ImageStore, Registries, INSECURE_REGISTRIES_ENV};
-use crate::runtime::LibcontainerRuntime;
+use crate::image::INSECURE_REGISTRIES_ENV;
+use crate::reconcile::Host;
 
 /// Exit codes shared by all commands (documented in the README). A wrong command
 /// line exits with 2, from clap.
@@ -170,13 +170,19 @@ fn with_session(cli: &Cli, command: impl FnOnce(&Session) -> u8) -> u8 {
 /// What commands that touch the host share: the stores under `--root`, registry
 /// clients and an async runtime.
 pub struct Session {
-    pub root: PathBuf,
+    host: Host,
     pub color: ColorChoice,
-    pub images: ImageStore,
-    pub registries: Registries,
-    pub runtime: LibcontainerRuntime,
     executor: tokio::runtime::Runtime,
     errors: Palette,
+}
+
+/// A session is the host's stores plus what the CLI needs to drive them.
+impl std::ops::Deref for Session {
+    type Target = Host;
+
+    fn deref(&self) -> &Host {
+        &self.host
+    }
 }
 
 impl Session {
@@ -187,36 +193,22 @@ impl Session {
             output::print_error(err, &errors);
             exit::FAILURE
         };
-        match crate::hostroot::prepare(&cli.root) {
-            Ok(Some(tightened)) => eprintln!("wharf: {tightened}"),
-            Ok(None) => {}
-            Err(err) => return Err(fail(&err)),
+        let wharf = std::env::current_exe().map_err(|err| fail(&err))?;
+        let (host, tightened) = Host::open(&cli.root, cli.insecure_registries.clone(), &wharf)
+            .map_err(|err| fail(&err))?;
+        if let Some(tightened) = tightened {
+            eprintln!("wharf: {tightened}");
         }
         let executor = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|err| fail(&err))?;
-        let images = ImageStore::open(&cli.root).map_err(|err| fail(&err))?;
-        let wharf = std::env::current_exe().map_err(|err| fail(&err))?;
-        let runtime = LibcontainerRuntime::open(&cli.root, &wharf).map_err(|err| fail(&err))?;
         Ok(Session {
-            root: cli.root.clone(),
+            host,
             color: cli.color,
-            images,
-            registries: Registries::new(cli.insecure_registries.clone()).with_login_process(&wharf),
-            runtime,
             executor,
             errors,
         })
-    }
-
-    /// Runs plans on this host: the one way commands build an executor.
-    pub fn executor(&self) -> crate::reconcile::Executor<'_, LibcontainerRuntime> {
-        crate::reconcile::Executor {
-            runtime: &self.runtime,
-            images: &self.images,
-            registries: &self.registries,
-        }
     }
 
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {

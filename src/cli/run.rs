@@ -55,8 +55,8 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         let reference = service
             .spec
             .image
-            .parse()
-            .map_err(|err: String| err.to_string())?;
+            .parse::<crate::manifest::ImageRef>()
+            .map_err(|err| crate::error_chain(&err))?;
         session
             .images
             .pull(
@@ -68,7 +68,10 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             .await
             .map_err(|err| crate::error_chain(&err))?;
         let executor = session.executor();
-        let id = executor.create(service, args.replica).await?;
+        let id = executor
+            .create(service, args.replica)
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
         Ok::<_, String>(id)
     });
     super::output::exit_code(result.map(|id| println!("{id}")))

@@ -65,7 +65,8 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         eprintln!("error: give the repository with --git URL");
         return exit::FAILURE;
     };
-    let synced = sync(&session.root, &source);
+    // As text: the agent reads it as the helper's JSON answer.
+    let synced = sync(&session.root, &source).map_err(|err| crate::error_chain(&err));
     if args.checkout_only {
         println!("{}", serde_json::to_string(&synced).unwrap_or_default());
         return if synced.is_ok() {

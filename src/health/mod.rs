@@ -18,7 +18,7 @@ pub use probe::probe;
 pub use ready::{wait_until_ready, NotReady, Ready};
 
 use crate::manifest::Health;
-use crate::runtime::{ContainerStatus, Runtime};
+use crate::runtime::{ContainerStatus, Runtime, RuntimeError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -127,6 +127,27 @@ impl Verdict {
     }
 }
 
+/// Why a new replica did not become healthy (`wait_until_healthy`).
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// No verdict within the deadline.
+    #[error("not healthy within {} ({})", humantime::format_duration(*.deadline), .verdict.describe())]
+    NotHealthyWithin {
+        deadline: Duration,
+        verdict: Verdict,
+    },
+    /// Its checks failed `retries` times in a row.
+    #[error("unhealthy: {}", .0.describe())]
+    Unhealthy(Verdict),
+    #[error("the container disappeared")]
+    Disappeared,
+    #[error("the container stopped: {0}")]
+    Stopped(ContainerStatus),
+    /// The containers could not be listed.
+    #[error(transparent)]
+    List(#[from] RuntimeError),
+}
+
 /// Waits until the new container `id` (started just now) passes its health check.
 /// Fails when it exits, turns unhealthy, or has no verdict within `deadline`.
 pub async fn wait_until_healthy<R: Runtime>(
@@ -134,7 +155,7 @@ pub async fn wait_until_healthy<R: Runtime>(
     id: &str,
     health: &Health,
     deadline: Duration,
-) -> Result<(), String> {
+) -> Result<(), HealthError> {
     let started = Instant::now();
     let give_up = started + deadline;
     let mut tracker = Tracker::new(started);
@@ -142,28 +163,24 @@ pub async fn wait_until_healthy<R: Runtime>(
         let delay = tracker.next_check(health, Instant::now());
         if Instant::now() + delay > give_up {
             tokio::time::sleep_until(give_up.into()).await;
-            return Err(format!(
-                "not healthy within {} ({})",
-                humantime::format_duration(deadline),
-                tracker.verdict().describe()
-            ));
+            return Err(HealthError::NotHealthyWithin {
+                deadline,
+                verdict: tracker.verdict().clone(),
+            });
         }
         tokio::time::sleep(delay).await;
-        let containers = runtime
-            .list()
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+        let containers = runtime.list().await?;
         let Some(container) = containers.iter().find(|c| c.id == id) else {
-            return Err("the container disappeared".into());
+            return Err(HealthError::Disappeared);
         };
         let (ContainerStatus::Running, Some(pid)) = (container.status, container.pid) else {
-            return Err(format!("the container stopped: {}", container.status));
+            return Err(HealthError::Stopped(container.status));
         };
         let outcome = probe(runtime, id, pid, health).await;
         match tracker.record(health, Instant::now(), outcome) {
             Some(HealthState::Healthy) => return Ok(()),
             Some(HealthState::Unhealthy) => {
-                return Err(format!("unhealthy: {}", tracker.verdict().describe()))
+                return Err(HealthError::Unhealthy(tracker.verdict().clone()))
             }
             _ => {}
         }

@@ -11,11 +11,20 @@ use sha2::{Digest as _, Sha256};
 #[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
 
+/// A digest wharf cannot use, as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    #[error("unsupported digest \"{0}\" (wharf handles sha256)")]
+    Unsupported(String),
+    #[error("malformed digest \"{0}\"")]
+    Malformed(String),
+}
+
 impl Digest {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, DigestError> {
         let hex = text
             .strip_prefix("sha256:")
-            .ok_or_else(|| format!("unsupported digest \"{text}\" (wharf handles sha256)"))?;
+            .ok_or_else(|| DigestError::Unsupported(text.to_owned()))?;
         if hex.len() == 64
             && hex
                 .bytes()
@@ -23,7 +32,7 @@ impl Digest {
         {
             Ok(Digest(text.to_owned()))
         } else {
-            Err(format!("malformed digest \"{text}\""))
+            Err(DigestError::Malformed(text.to_owned()))
         }
     }
 
@@ -55,8 +64,8 @@ impl fmt::Display for Digest {
 }
 
 impl TryFrom<String> for Digest {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
+    type Error = DigestError;
+    fn try_from(text: String) -> Result<Self, DigestError> {
         Digest::parse(&text)
     }
 }

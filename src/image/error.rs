@@ -1,9 +1,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::digest::Digest;
+use super::digest::{Digest, DigestError};
 use super::unpack::MAX_LAYER_SIZE_ENV;
-use crate::manifest::ByteSize;
+use crate::manifest::{ByteSize, InvalidImageRef};
 
 /// Errors of the local content and layer stores.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +137,15 @@ pub enum ImageError {
     Unknown { image: String },
     #[error("{image}: {message}")]
     Invalid { image: String, message: String },
+    /// A digest wharf cannot use (the message names it).
+    #[error("{image}: {error}")]
+    InvalidDigest { image: String, error: DigestError },
+    /// An image of an OCI layout carries a name that is not a valid reference.
+    #[error("{image}: image name \"{}\": {name}; give one with --name", name.reference)]
+    InvalidName {
+        image: String,
+        name: InvalidImageRef,
+    },
     #[error("the local image store failed for {image}")]
     Store {
         image: String,

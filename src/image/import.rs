@@ -84,10 +84,9 @@ impl ImageStore {
                 (Some(name), _) => name.to_string(),
                 (None, Some(ref_name)) => ref_name
                     .parse::<ImageRef>()
-                    .map_err(|err| {
-                        invalid(format!(
-                            "image name \"{ref_name}\": {err}; give one with --name"
-                        ))
+                    .map_err(|name| ImageError::InvalidName {
+                        image: layout.display().to_string(),
+                        name,
                     })?
                     .to_string(),
                 (None, None) => {

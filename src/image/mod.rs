@@ -19,7 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use digest::Digest;
+pub use digest::{Digest, DigestError};
 pub use error::{ImageError, StoreError, UnpackError};
 pub use oci::{Compression, Descriptor, ImageConfig, ImageManifest, Platform, ProcessDefaults};
 pub use prune::{InUse, PruneReport};
@@ -212,9 +212,9 @@ impl ImageStore {
         let Some(digest) = image.digest.as_deref() else {
             return Ok(None);
         };
-        let digest = Digest::parse(digest).map_err(|message| ImageError::Invalid {
+        let digest = Digest::parse(digest).map_err(|error| ImageError::InvalidDigest {
             image: name.clone(),
-            message,
+            error,
         })?;
         let Some(bytes) = self.read_if_stored(&name, &digest)? else {
             return Ok(None);

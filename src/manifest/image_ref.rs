@@ -12,6 +12,46 @@ const DEFAULT_TAG: &str = "latest";
 const MAX_NAME_LEN: usize = 255;
 const MAX_TAG_LEN: usize = 128;
 
+/// A reference that does not follow Docker's grammar; it displays what is wrong
+/// (callers name the reference where they report it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct InvalidImageRef {
+    /// The text as written.
+    pub reference: String,
+    /// What is wrong with it.
+    pub reason: ImageRefProblem,
+}
+
+/// What is wrong with an image reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRefProblem {
+    #[error("the repository name is empty")]
+    EmptyName,
+    #[error("the name is longer than {MAX_NAME_LEN} characters")]
+    NameTooLong,
+    #[error("invalid registry \"{0}\" (expected host[:port])")]
+    Registry(String),
+    #[error("invalid repository name component \"{component}\"{}", lowercase_hint(.uppercase))]
+    PathComponent { component: String, uppercase: bool },
+    #[error("invalid tag \"{0}\" (up to {MAX_TAG_LEN} letters, digits, '_', '.' and '-', not starting with '.' or '-')")]
+    Tag(String),
+    #[error("invalid digest \"{0}\" (expected sha256:<64 hex digits>)")]
+    DigestAlgorithm(String),
+    #[error(
+        "invalid digest \"{digest}\" (expected {len} lowercase hex digits after the algorithm)"
+    )]
+    DigestHex { digest: String, len: usize },
+}
+
+fn lowercase_hint(uppercase: &bool) -> &'static str {
+    if *uppercase {
+        " (repository names are lowercase)"
+    } else {
+        ""
+    }
+}
+
 /// A fully qualified image reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageRef {
@@ -26,55 +66,62 @@ pub struct ImageRef {
 }
 
 impl FromStr for ImageRef {
-    type Err = String;
+    type Err = InvalidImageRef;
 
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (name_and_tag, digest) = match text.split_once('@') {
-            Some((rest, digest)) => (rest, Some(parse_digest(digest)?)),
-            None => (text, None),
-        };
-        let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
-            Some(colon) => {
-                let colon = last_slash + colon;
-                let tag = &name_and_tag[colon + 1..];
-                check_tag(tag)?;
-                (&name_and_tag[..colon], Some(tag.to_owned()))
-            }
-            None => (name_and_tag, None),
-        };
-        if name.is_empty() {
-            return Err("the repository name is empty".into());
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(format!("the name is longer than {MAX_NAME_LEN} characters"));
-        }
-        let (registry, path) = match name.split_once('/') {
-            Some((first, rest)) if is_registry(first) => {
-                check_registry(first)?;
-                (first.to_owned(), rest.to_owned())
-            }
-            _ => (DEFAULT_REGISTRY.to_owned(), name.to_owned()),
-        };
-        for component in path.split('/') {
-            check_path_component(component)?;
-        }
-        let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path
-        };
-        let tag = match (&tag, &digest) {
-            (None, None) => Some(DEFAULT_TAG.to_owned()),
-            _ => tag,
-        };
-        Ok(ImageRef {
-            registry,
-            repository,
-            tag,
-            digest,
+    fn from_str(text: &str) -> Result<Self, InvalidImageRef> {
+        parse(text).map_err(|reason| InvalidImageRef {
+            reference: text.to_owned(),
+            reason,
         })
     }
+}
+
+fn parse(text: &str) -> Result<ImageRef, ImageRefProblem> {
+    let (name_and_tag, digest) = match text.split_once('@') {
+        Some((rest, digest)) => (rest, Some(parse_digest(digest)?)),
+        None => (text, None),
+    };
+    let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
+        Some(colon) => {
+            let colon = last_slash + colon;
+            let tag = &name_and_tag[colon + 1..];
+            check_tag(tag)?;
+            (&name_and_tag[..colon], Some(tag.to_owned()))
+        }
+        None => (name_and_tag, None),
+    };
+    if name.is_empty() {
+        return Err(ImageRefProblem::EmptyName);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(ImageRefProblem::NameTooLong);
+    }
+    let (registry, path) = match name.split_once('/') {
+        Some((first, rest)) if is_registry(first) => {
+            check_registry(first)?;
+            (first.to_owned(), rest.to_owned())
+        }
+        _ => (DEFAULT_REGISTRY.to_owned(), name.to_owned()),
+    };
+    for component in path.split('/') {
+        check_path_component(component)?;
+    }
+    let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
+    let tag = match (&tag, &digest) {
+        (None, None) => Some(DEFAULT_TAG.to_owned()),
+        _ => tag,
+    };
+    Ok(ImageRef {
+        registry,
+        repository,
+        tag,
+        digest,
+    })
 }
 
 impl fmt::Display for ImageRef {
@@ -96,12 +143,8 @@ fn is_registry(first: &str) -> bool {
     first.contains(['.', ':']) || first == "localhost"
 }
 
-fn check_registry(registry: &str) -> Result<(), String> {
-    let invalid = || {
-        Err(format!(
-            "invalid registry \"{registry}\" (expected host[:port])"
-        ))
-    };
+fn check_registry(registry: &str) -> Result<(), ImageRefProblem> {
+    let invalid = || Err(ImageRefProblem::Registry(registry.to_owned()));
     // An IPv6 address is bracketed: [::1]:5000.
     let (host_ok, port) = match registry.strip_prefix('[') {
         Some(bracketed) => match bracketed.split_once(']') {
@@ -136,16 +179,12 @@ fn check_registry(registry: &str) -> Result<(), String> {
 }
 
 /// `[a-z0-9]+` runs joined by `.`, `_`, `__` or any number of `-`.
-fn check_path_component(component: &str) -> Result<(), String> {
+fn check_path_component(component: &str) -> Result<(), ImageRefProblem> {
     let invalid = || {
-        let hint = if component.chars().any(|c| c.is_ascii_uppercase()) {
-            " (repository names are lowercase)"
-        } else {
-            ""
-        };
-        Err(format!(
-            "invalid repository name component \"{component}\"{hint}"
-        ))
+        Err(ImageRefProblem::PathComponent {
+            component: component.to_owned(),
+            uppercase: component.chars().any(|c| c.is_ascii_uppercase()),
+        })
     };
     let bytes = component.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -170,7 +209,7 @@ fn check_path_component(component: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_tag(tag: &str) -> Result<(), String> {
+fn check_tag(tag: &str) -> Result<(), ImageRefProblem> {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let valid = !tag.is_empty()
         && tag.len() <= MAX_TAG_LEN
@@ -179,21 +218,15 @@ fn check_tag(tag: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "invalid tag \"{tag}\" (up to {MAX_TAG_LEN} letters, digits, '_', '.' and '-', not starting with '.' or '-')"
-        ))
+        Err(ImageRefProblem::Tag(tag.to_owned()))
     }
 }
 
-fn parse_digest(digest: &str) -> Result<String, String> {
+fn parse_digest(digest: &str) -> Result<String, ImageRefProblem> {
     let expected_len = match digest.split_once(':') {
         Some(("sha256", hex)) => (64, hex),
         Some(("sha512", hex)) => (128, hex),
-        _ => {
-            return Err(format!(
-                "invalid digest \"{digest}\" (expected sha256:<64 hex digits>)"
-            ))
-        }
+        _ => return Err(ImageRefProblem::DigestAlgorithm(digest.to_owned())),
     };
     let (len, hex) = expected_len;
     if hex.len() == len
@@ -203,9 +236,10 @@ fn parse_digest(digest: &str) -> Result<String, String> {
     {
         Ok(digest.to_owned())
     } else {
-        Err(format!(
-            "invalid digest \"{digest}\" (expected {len} lowercase hex digits after the algorithm)"
-        ))
+        Err(ImageRefProblem::DigestHex {
+            digest: digest.to_owned(),
+            len,
+        })
     }
 }
 
@@ -214,7 +248,9 @@ mod tests {
     use super::*;
 
     fn full(text: &str) -> Result<String, String> {
-        text.parse::<ImageRef>().map(|r| r.to_string())
+        text.parse::<ImageRef>()
+            .map(|r| r.to_string())
+            .map_err(|err| err.to_string())
     }
 
     #[test]

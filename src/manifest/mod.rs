@@ -18,7 +18,7 @@ mod yaml;
 
 pub use diagnostic::Diagnostic;
 pub use hash::SpecHash;
-pub use image_ref::ImageRef;
+pub use image_ref::{ImageRef, ImageRefProblem, InvalidImageRef};
 pub use load::{
     duplicate_names, is_manifest_name, load_file, load_paths, manifest_files, parse_manifest,
     Loaded, Service, MAX_MANIFEST_BYTES,

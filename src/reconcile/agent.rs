@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::backoff::{LogLine, RegistryHealth};
 use super::{
     current_digests, prepare, record, Backoff, Executor, Facts, Options, Planned, PrepareError,
-    ReconcileLock, StepObserver,
+    ReconcileLock, StepError, StepObserver,
 };
 use crate::health::{HealthMonitor, Verdict};
 use crate::manifest::{
@@ -28,8 +28,8 @@ use crate::state::{StateStore, StoppedRollout, TagCheckFailing};
 /// Why a reconcile did nothing; the loop logs it and tries again at the next wake.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("cannot take the reconcile lock: {0}")]
-    Lock(String),
+    #[error("cannot take the reconcile lock")]
+    Lock(#[source] super::lock::LockError),
     #[error("cannot read {}; containers are left as they are", dir.display())]
     Unreadable {
         dir: PathBuf,
@@ -88,7 +88,7 @@ pub fn log(message: &str) {
 struct Log;
 
 impl StepObserver for Log {
-    fn finished(&self, step: &Step, outcome: Result<(), &str>) {
+    fn finished(&self, step: &Step, outcome: Result<(), &StepError>) {
         match outcome {
             Ok(()) => log(&format!(
                 "{} {}/{}: {}",
@@ -98,10 +98,11 @@ impl StepObserver for Log {
                 step.reason
             )),
             Err(cause) => log(&format!(
-                "failed to {} {}/{}: {cause}",
+                "failed to {} {}/{}: {}",
                 step.action.verb(),
                 step.service,
-                step.slot
+                step.slot,
+                crate::error_chain(cause)
             )),
         }
     }
@@ -228,7 +229,8 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 continue;
             };
             let (hash, digest) = self.rollout_target(service);
-            let stopped = StoppedRollout::new(step.slot, cause, hash, digest);
+            let cause = crate::error_chain(cause);
+            let stopped = StoppedRollout::new(step.slot, &cause, hash, digest);
             let known = self.failed_rollouts.get(&step.service);
             if known.is_none_or(|known| !known.is_towards(hash, digest)) {
                 let message = format!(

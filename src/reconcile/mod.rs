@@ -7,24 +7,31 @@
 
 mod agent;
 mod backoff;
+mod host;
 mod lock;
 mod prepare;
 mod run;
 
 pub use agent::{log, Agent, ReconcileError};
 pub use backoff::Backoff;
-pub use lock::ReconcileLock;
+pub use host::{Host, HostError};
+pub use lock::{LockError, ReconcileLock};
 pub use prepare::{prepare, Facts, Options, Planned, PrepareError};
 pub use run::{run as run_agent, stop_containers_of, Periodic};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::error_chain;
-use crate::health::wait_until_healthy;
-use crate::image::{ImageStore, NoProgress, Registries};
-use crate::manifest::{ImageRef, PullPolicy, Service, ServiceSpec, SpecHash, UpdateOrder};
+use crate::health::{wait_until_healthy, HealthError};
+use crate::image::{ImageError, ImageStore, NoProgress, Registries};
+use crate::manifest::{
+    ImageRef, InvalidImageRef, PullPolicy, Service, ServiceSpec, SpecHash, UpdateOrder,
+};
 use crate::plan::{Action, Plan, Step};
-use crate::runtime::{stop_and_remove, stop_settings, CreateRequest, ObservedContainer, Runtime};
+use crate::runtime::{
+    stop_and_remove, stop_settings, CreateRequest, ObservedContainer, Runtime, RuntimeError,
+};
 use crate::state::StateStore;
 
 /// What happened to each step.
@@ -32,14 +39,73 @@ use crate::state::StateStore;
 pub struct Report {
     pub done: Vec<Step>,
     /// Steps that failed, with the cause.
-    pub failed: Vec<(Step, String)>,
+    pub failed: Vec<(Step, StepError)>,
     /// Steps not run because an earlier step of their service failed.
     pub skipped: Vec<Step>,
 }
 
+/// Why a step failed. Print it with `crate::error_chain`: a rollout's outcome
+/// ("…; rolled back to the previous spec") reads after its cause, so the wrappers
+/// below carry their cause in their own message rather than as a `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The image could not be fetched. Pulled once per apply, so every step that
+    /// needs the image shares the one error.
+    #[error(transparent)]
+    Pull(Arc<ImageError>),
+    #[error(transparent)]
+    InvalidImage(#[from] InvalidImageRef),
+    /// Creating, starting, stopping or removing a container failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A new replica did not become healthy; it was removed, or removing it failed
+    /// (`cleanup`).
+    #[error("new replica {}{}", error_chain(.cause), if .cleanup.is_some() { "; removing it failed" } else { "" })]
+    Unhealthy {
+        cause: HealthError,
+        #[source]
+        cleanup: Option<Box<RuntimeError>>,
+    },
+    /// Start-first: the new replica failed before the old one was touched.
+    #[error("{}; the old replica keeps running", error_chain(.cause))]
+    OldKeptRunning { cause: Box<StepError> },
+    /// Stop-first: the new replica failed and the old one's spec is not recorded on it.
+    #[error("{}; the previous spec is unknown", error_chain(.cause))]
+    PreviousSpecUnknown { cause: Box<StepError> },
+    /// Stop-first: the new replica failed; the slot runs the previous spec again.
+    #[error("{}; rolled back to the previous spec", error_chain(.cause))]
+    RolledBack { cause: Box<StepError> },
+    /// Stop-first: the new replica failed, and so did bringing back the previous spec
+    /// (`again`).
+    #[error("{}; rolling back failed too", error_chain(.cause))]
+    RollbackFailed {
+        cause: Box<StepError>,
+        #[source]
+        again: Box<StepError>,
+    },
+    #[error("service {service} is not in the manifests")]
+    NotInManifests { service: String },
+}
+
+/// Why an image the plan needs is not there, shared by the steps that need it.
+enum PullFailure {
+    Invalid(InvalidImageRef),
+    Pull(Arc<ImageError>),
+}
+
+impl PullFailure {
+    /// The error of a step that needed the image.
+    fn for_step(&self) -> StepError {
+        match self {
+            PullFailure::Invalid(err) => StepError::InvalidImage(err.clone()),
+            PullFailure::Pull(err) => StepError::Pull(Arc::clone(err)),
+        }
+    }
+}
+
 /// Told about each step as it finishes.
 pub trait StepObserver: Sync {
-    fn finished(&self, step: &Step, outcome: Result<(), &str>);
+    fn finished(&self, step: &Step, outcome: Result<(), &StepError>);
 }
 
 pub struct Executor<'a, R: Runtime> {
@@ -60,7 +126,7 @@ impl<R: Runtime> Executor<'_, R> {
         observer: &dyn StepObserver,
     ) -> Report {
         let by_name: BTreeMap<&str, &Service> = desired.iter().map(|s| (s.name(), s)).collect();
-        let pull_failures: BTreeMap<String, String> =
+        let pull_failures: BTreeMap<String, PullFailure> =
             self.pull_all(plan, desired).await.into_iter().collect();
         let mut report = Report::default();
         let mut steps_by_service: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
@@ -82,7 +148,7 @@ impl<R: Runtime> Executor<'_, R> {
                 let outcomes =
                     futures_util::future::join_all(batch.iter().map(|step| async move {
                         match image_failure {
-                            Some(cause) if step.action != Action::Remove => Err(cause.clone()),
+                            Some(cause) if step.action != Action::Remove => Err(cause.for_step()),
                             _ => self.run_step(step, service, observed).await,
                         }
                     }))
@@ -110,7 +176,7 @@ impl<R: Runtime> Executor<'_, R> {
         step: &Step,
         service: Option<&Service>,
         observed: &[ObservedContainer],
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let old = step.container.as_deref();
         match (step.action, service) {
             (Action::Remove, _) => self.remove(old, observed).await,
@@ -120,7 +186,9 @@ impl<R: Runtime> Executor<'_, R> {
                 self.create(service, step.slot).await.map(drop)
             }
             (Action::Replace, Some(service)) => self.replace(step, service, observed).await,
-            (_, None) => Err(format!("service {} is not in the manifests", step.service)),
+            (_, None) => Err(StepError::NotInManifests {
+                service: step.service.clone(),
+            }),
         }
     }
 
@@ -132,13 +200,15 @@ impl<R: Runtime> Executor<'_, R> {
         step: &Step,
         service: &Service,
         observed: &[ObservedContainer],
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let old = step.container.as_deref();
         match service.spec.update.order {
             UpdateOrder::StartFirst => {
                 self.create_healthy(service, step.slot)
                     .await
-                    .map_err(|cause| format!("{cause}; the old replica keeps running"))?;
+                    .map_err(|cause| StepError::OldKeptRunning {
+                        cause: Box::new(cause),
+                    })?;
                 self.remove(old, observed).await
             }
             UpdateOrder::StopFirst => {
@@ -150,7 +220,9 @@ impl<R: Runtime> Executor<'_, R> {
                 let Some((old_container, spec)) =
                     old_container.and_then(|c| Some((c, c.spec.as_deref()?)))
                 else {
-                    return Err(format!("{cause}; the previous spec is unknown"));
+                    return Err(StepError::PreviousSpecUnknown {
+                        cause: Box::new(cause),
+                    });
                 };
                 let previous = Service {
                     spec: spec.clone(),
@@ -163,9 +235,13 @@ impl<R: Runtime> Executor<'_, R> {
                 if !old_container.image_digest.is_empty() {
                     image.digest = Some(old_container.image_digest.clone());
                 }
+                let cause = Box::new(cause);
                 match self.create_from(&previous, step.slot, &image).await {
-                    Ok(_) => Err(format!("{cause}; rolled back to the previous spec")),
-                    Err(again) => Err(format!("{cause}; rolling back failed too: {again}")),
+                    Ok(_) => Err(StepError::RolledBack { cause }),
+                    Err(again) => Err(StepError::RollbackFailed {
+                        cause,
+                        again: Box::new(again),
+                    }),
                 }
             }
         }
@@ -173,7 +249,7 @@ impl<R: Runtime> Executor<'_, R> {
 
     /// Creates and starts a replica and waits for its health check to pass; a
     /// replica that fails is removed.
-    async fn create_healthy(&self, service: &Service, slot: u32) -> Result<(), String> {
+    async fn create_healthy(&self, service: &Service, slot: u32) -> Result<(), StepError> {
         let id = self.create(service, slot).await?;
         let Some(health) = &service.spec.health else {
             return Ok(());
@@ -191,19 +267,16 @@ impl<R: Runtime> Executor<'_, R> {
             self.runtime.stop(&id, signal, timeout).await?;
             self.runtime.remove(&id).await
         };
-        match removed.await {
-            Ok(()) => Err(format!("new replica {cause}")),
-            Err(err) => Err(format!(
-                "new replica {cause}; removing it failed: {}",
-                error_chain(&err)
-            )),
-        }
+        Err(StepError::Unhealthy {
+            cause,
+            cleanup: removed.await.err().map(Box::new),
+        })
     }
 
     /// Creates and starts replica `slot` of `service` from its stored image (fetched
     /// first when absent, unless the policy is `never`); returns the container id.
     /// A container that cannot start is removed.
-    pub async fn create(&self, service: &Service, slot: u32) -> Result<String, String> {
+    pub async fn create(&self, service: &Service, slot: u32) -> Result<String, StepError> {
         self.create_from(service, slot, &service.spec.image.parse()?)
             .await
     }
@@ -215,7 +288,7 @@ impl<R: Runtime> Executor<'_, R> {
         service: &Service,
         slot: u32,
         reference: &ImageRef,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         // pull_all has already fetched what the policy asks for: use what is stored.
         let policy = match service.spec.pull {
             PullPolicy::Never => PullPolicy::Never,
@@ -225,7 +298,7 @@ impl<R: Runtime> Executor<'_, R> {
             .images
             .pull(self.registries, reference, policy, &NoProgress)
             .await
-            .map_err(|err| error_chain(&err))?;
+            .map_err(|err| StepError::Pull(Arc::new(err)))?;
         let request = CreateRequest {
             service: service.spec.clone(),
             slot,
@@ -234,31 +307,29 @@ impl<R: Runtime> Executor<'_, R> {
             image,
             manifest: service.file.canonicalize().ok(),
         };
-        let id = self
-            .runtime
-            .create(&request)
-            .await
-            .map_err(|err| error_chain(&err))?;
+        let id = self.runtime.create(&request).await?;
         if let Err(err) = self.runtime.start(&id).await {
             let _ = self.runtime.remove(&id).await;
-            return Err(error_chain(&err));
+            return Err(err.into());
         }
         Ok(id)
     }
 
     /// Stops the container (with its own stop settings, from `observed`) and removes it.
-    async fn remove(&self, id: Option<&str>, observed: &[ObservedContainer]) -> Result<(), String> {
+    async fn remove(
+        &self,
+        id: Option<&str>,
+        observed: &[ObservedContainer],
+    ) -> Result<(), StepError> {
         match id.and_then(|id| observed.iter().find(|c| c.id == id)) {
-            Some(container) => stop_and_remove(self.runtime, container)
-                .await
-                .map_err(|err| error_chain(&err)),
+            Some(container) => Ok(stop_and_remove(self.runtime, container).await?),
             // No container, or one that is already gone: nothing to do.
             None => Ok(()),
         }
     }
 
     /// Pulls every image the plan's creations need, each once, concurrently.
-    async fn pull_all(&self, plan: &Plan, desired: &[Service]) -> Vec<(String, String)> {
+    async fn pull_all(&self, plan: &Plan, desired: &[Service]) -> Vec<(String, PullFailure)> {
         let needed: BTreeMap<&str, &Service> = plan
             .steps
             .iter()
@@ -267,14 +338,14 @@ impl<R: Runtime> Executor<'_, R> {
             .map(|s| (s.spec.image.as_str(), s))
             .collect();
         let pulls = needed.into_iter().map(|(image, service)| async move {
-            let reference: ImageRef = image
-                .parse()
-                .map_err(|err: String| (image.to_owned(), err))?;
+            let reference = image
+                .parse::<ImageRef>()
+                .map_err(|err| (image.to_owned(), PullFailure::Invalid(err)))?;
             self.images
                 .pull(self.registries, &reference, service.spec.pull, &NoProgress)
                 .await
                 .map(drop)
-                .map_err(|err| (image.to_owned(), error_chain(&err)))
+                .map_err(|err| (image.to_owned(), PullFailure::Pull(Arc::new(err))))
         });
         futures_util::future::join_all(pulls)
             .await
@@ -397,10 +468,11 @@ pub fn record(
         .collect();
     events.extend(report.failed.iter().map(|(s, cause)| {
         format!(
-            "failed to {} {}/{}: {cause}",
+            "failed to {} {}/{}: {}",
             s.action.verb(),
             s.service,
-            s.slot
+            s.slot,
+            error_chain(cause)
         )
     }));
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());

@@ -20,7 +20,7 @@ use pathrs::Root;
 use super::config::{
     annotation, command_line, environment, runtime_config, HostFacts, MountSource,
 };
-use super::error::RuntimeError;
+use super::error::{CreateError, RuntimeError};
 use super::forked::in_forked_copy;
 use super::libcontainer::LibcontainerRuntime;
 use super::netns::bring_up_loopback;
@@ -49,9 +49,9 @@ impl LibcontainerRuntime {
             .map_err(RuntimeError::io(&dir))?;
         match self.build(request, &id, &hostname, &dir, &cgroups_path) {
             Ok(()) => Ok(id),
-            Err(message) => {
+            Err(error) => {
                 self.cleanup(&id, &cgroups_path);
-                Err(RuntimeError::Container { what, message })
+                Err(RuntimeError::Create { what, error })
             }
         }
     }
@@ -65,26 +65,23 @@ impl LibcontainerRuntime {
         hostname: &str,
         dir: &Path,
         cgroups_path: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), CreateError> {
         let service = &request.service;
         let image = &request.image;
         let layers = LayersRecord {
             diff_ids: image.config.rootfs.diff_ids.clone(),
         };
-        layers
-            .write(dir)
-            .map_err(|err| format!("cannot record the layers: {err}"))?;
+        layers.write(dir).map_err(CreateError::RecordLayers)?;
         let rootfs = mount_rootfs(&request.layers, dir)
-            .map_err(|err| format!("cannot mount the root filesystem: {err}"))?
+            .map_err(CreateError::MountRootfs)?
             .rootfs;
         let image_user = image.config.config.as_ref().and_then(|c| c.user.clone());
         let user = resolve_user(&rootfs, service.user.as_deref().or(image_user.as_deref()))?;
-        let args = command_line(service, &image.config).map_err(|err| err.to_string())?;
+        let args = command_line(service, &image.config).map_err(config_error)?;
         check_executable(&rootfs, &args[0], service, &image.config)?;
         let mounts = self.volume_sources(service, dir)?;
         let etc_dir = dir.join("etc");
-        write_etc_files(&etc_dir, hostname, service.network)
-            .map_err(|err| format!("cannot write /etc files: {err}"))?;
+        write_etc_files(&etc_dir, hostname, service.network).map_err(CreateError::EtcFiles)?;
 
         let host = HostFacts {
             id: id.to_owned(),
@@ -98,32 +95,35 @@ impl LibcontainerRuntime {
             cgroups_path: cgroups_path.to_owned(),
             annotations: annotations(request),
         };
-        let config =
-            runtime_config(service, &image.config, &host).map_err(|err| err.to_string())?;
+        let config = runtime_config(service, &image.config, &host).map_err(config_error)?;
         let config_path = dir.join("config.json");
-        fs::write(
+        if let Err(error) = fs::write(
             &config_path,
             serde_json::to_vec_pretty(&config).unwrap_or_default(),
-        )
-        .map_err(|err| format!("cannot write {}: {err}", config_path.display()))?;
+        ) {
+            return Err(CreateError::WriteConfig {
+                path: config_path,
+                error,
+            });
+        }
 
         let pid = self.build_in_forked_copy(id, dir)?;
         if service.network == Network::None {
-            bring_up_loopback(pid).map_err(|err| format!("cannot bring up loopback: {err}"))?;
+            bring_up_loopback(pid).map_err(CreateError::Loopback)?;
         }
-        let started = start_time(pid).ok_or("the container's process exited during creation")?;
+        let started = start_time(pid).ok_or(CreateError::ExitedDuringCreation)?;
         let init = ProcessRecord {
             pid,
             start_time: started,
         };
         init.write(dir, Role::Init)
-            .map_err(|err| format!("cannot record the init process: {err}"))?;
+            .map_err(CreateError::RecordInit)?;
         Ok(())
     }
 
     /// Starts the log shim and builds the container from its bundle in a forked copy
     /// of this process (see `forked`); returns the pid of its init process.
-    fn build_in_forked_copy(&self, id: &str, dir: &Path) -> Result<i32, String> {
+    fn build_in_forked_copy(&self, id: &str, dir: &Path) -> Result<i32, CreateError> {
         let _one_at_a_time = libcontainer_lock();
         // Spawned under the same lock: a fork by libcontainer while another thread
         // is inside Command::spawn (which holds std's environment lock) leaves a
@@ -160,11 +160,8 @@ impl LibcontainerRuntime {
     /// stderr pipes. The shim reads the container's stdout on its fd 0 and stderr on
     /// its fd 1, and ends when both close. It runs in its own process group, so that
     /// Ctrl-C on the wharf command that created the container does not end it.
-    fn start_log_shim(&self, dir: &Path) -> Result<(OwnedFd, OwnedFd), String> {
-        let pipe = || {
-            nix::unistd::pipe2(OFlag::O_CLOEXEC)
-                .map_err(|err| format!("cannot create a pipe: {err}"))
-        };
+    fn start_log_shim(&self, dir: &Path) -> Result<(OwnedFd, OwnedFd), CreateError> {
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(CreateError::Pipe);
         let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);
         let shim = Command::new(&self.log_shim)
             .arg("log-shim")
@@ -174,15 +171,13 @@ impl LibcontainerRuntime {
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .map_err(|err| {
-                format!(
-                    "cannot start the log shim {}: {err}",
-                    self.log_shim.display()
-                )
+            .map_err(|error| CreateError::StartLogShim {
+                path: self.log_shim.clone(),
+                error,
             })?;
         ProcessRecord::of(shim.id() as i32)
             .write(dir, Role::Shim)
-            .map_err(|err| format!("cannot record the log shim: {err}"))?;
+            .map_err(CreateError::RecordLogShim)?;
         Ok((out_write, err_write))
     }
 
@@ -193,7 +188,7 @@ impl LibcontainerRuntime {
         &self,
         service: &ServiceSpec,
         dir: &Path,
-    ) -> Result<Vec<MountSource>, String> {
+    ) -> Result<Vec<MountSource>, CreateError> {
         let mut sources = Vec::new();
         for (index, volume) in service.volumes.iter().enumerate() {
             let source = match (volume.kind, &volume.name, &volume.source) {
@@ -204,19 +199,20 @@ impl LibcontainerRuntime {
                 }
                 (VolumeKind::Bind, _, Some(source)) => {
                     if !Path::new(source).exists() {
-                        return Err(format!(
-                            "bind source {source} does not exist (volumes[{index}]); create it or fix `source`"
-                        ));
+                        return Err(CreateError::BindSourceMissing {
+                            path: source.clone(),
+                            index,
+                        });
                     }
                     MountSource::Dir(PathBuf::from(source))
                 }
-                (VolumeKind::Bind, _, None) => {
-                    return Err(format!("volumes[{index}] has no source"))
-                }
+                (VolumeKind::Bind, _, None) => return Err(CreateError::NoBindSource(index)),
             };
             if let (MountSource::Dir(path), VolumeKind::Volume) = (&source, volume.kind) {
-                create_volume_dir(path)
-                    .map_err(|err| format!("cannot create volume {}: {err}", path.display()))?;
+                create_volume_dir(path).map_err(|error| CreateError::CreateVolume {
+                    path: path.clone(),
+                    error,
+                })?;
             }
             sources.push(source);
         }
@@ -287,7 +283,7 @@ fn check_executable(
     program: &str,
     service: &ServiceSpec,
     image: &ImageConfig,
-) -> Result<(), String> {
+) -> Result<(), CreateError> {
     // A program on a volume is not in the image: the container finds it once mounted.
     let on_a_volume = service
         .volumes
@@ -296,8 +292,7 @@ fn check_executable(
     if on_a_volume {
         return Ok(());
     }
-    let root =
-        Root::open(rootfs).map_err(|err| format!("cannot open the root filesystem: {err}"))?;
+    let root = Root::open(rootfs).map_err(CreateError::OpenRootfs)?;
     let found = if program.contains('/') {
         root.resolve(program).is_ok()
     } else {
@@ -313,10 +308,13 @@ fn check_executable(
     if found {
         Ok(())
     } else {
-        Err(format!(
-            "executable \"{program}\" not found in the image; check `command` or the image's entrypoint"
-        ))
+        Err(CreateError::ExecutableNotFound(program.to_owned()))
     }
+}
+
+/// The manifest and the image do not make a valid container configuration.
+fn config_error(error: RuntimeError) -> CreateError {
+    CreateError::Config(Box::new(error))
 }
 
 /// A new volume's root is 0755, as Docker's are: the container decides who may write

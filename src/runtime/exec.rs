@@ -11,7 +11,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 
-use super::error::RuntimeError;
+use super::error::{ForkedError, RuntimeError};
 use super::forked::in_forked_copy;
 use super::libcontainer::LibcontainerRuntime;
 use super::reaper::Reaper;
@@ -53,9 +53,9 @@ impl LibcontainerRuntime {
         let since = SystemTime::now();
         let pid = self
             .exec_in_forked_copy(id, args, out_write, err_write)
-            .map_err(|message| RuntimeError::Container {
+            .map_err(|error| RuntimeError::Exec {
                 what: what.clone(),
-                message: format!("cannot exec: {message}"),
+                error,
             })?;
         let (stdout, stderr) = (read_in_background(out_read), read_in_background(err_read));
         let limit = timeout.unwrap_or(Duration::from_secs(24 * 3600));
@@ -89,7 +89,7 @@ impl LibcontainerRuntime {
         args: &[String],
         stdout: OwnedFd,
         stderr: OwnedFd,
-    ) -> Result<i32, String> {
+    ) -> Result<i32, ForkedError> {
         let _one_at_a_time = libcontainer_lock();
         let state = &self.state;
         in_forked_copy(move || {

@@ -19,13 +19,16 @@ use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::{fork, ForkResult, Pid};
 
+use super::error::ForkedError;
 use super::reaper::Reaper;
 
 /// Runs `build` in a forked copy of this process and returns the pid it answers.
 /// The caller holds the libcontainer lock, so no other thread is spawning a process.
-pub(super) fn in_forked_copy(build: impl FnOnce() -> Result<i32, String>) -> Result<i32, String> {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|err| format!("cannot create a pipe: {err}"))?;
+/// `build`'s error crosses a pipe as JSON, so it is text (`ForkedError::Build`).
+pub(super) fn in_forked_copy(
+    build: impl FnOnce() -> Result<i32, String>,
+) -> Result<i32, ForkedError> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ForkedError::Pipe)?;
     let since = SystemTime::now();
     // SAFETY: the copy only runs `build` (libcontainer, which expects a process of its
     // own), writes one line and leaves with `_exit`, skipping this process's exit
@@ -51,7 +54,7 @@ pub(super) fn in_forked_copy(build: impl FnOnce() -> Result<i32, String>) -> Res
             Reaper::global().children_spawned();
             answer_of(child, read, since)
         }
-        Err(err) => Err(format!("cannot fork: {err}")),
+        Err(err) => Err(ForkedError::Fork(err)),
     }
 }
 
@@ -85,9 +88,7 @@ fn reset_signals() {
 /// Reads the copy's one-line answer. The end of the pipe cannot tell that the copy died
 /// without answering (the processes it started keep the write end until they exec), so
 /// its exit is watched too; an answer is written before the copy exits.
-fn answer_of(copy: Pid, read: OwnedFd, since: SystemTime) -> Result<i32, String> {
-    let cannot_read =
-        |err: &dyn std::fmt::Display| format!("cannot read the container build's answer: {err}");
+fn answer_of(copy: Pid, read: OwnedFd, since: SystemTime) -> Result<i32, ForkedError> {
     loop {
         let exited = Reaper::global().exit_of(copy.as_raw(), since);
         let wait = if exited.is_some() { 0u16 } else { 100 };
@@ -98,17 +99,16 @@ fn answer_of(copy: Pid, read: OwnedFd, since: SystemTime) -> Result<i32, String>
                 let mut line = String::new();
                 BufReader::new(File::from(read))
                     .read_line(&mut line)
-                    .map_err(|err| cannot_read(&err))?;
+                    .map_err(ForkedError::Read)?;
+                // The copy's answer, as `in_forked_copy` wrote it.
                 return serde_json::from_str::<Result<i32, String>>(&line)
-                    .map_err(|_| "the container build ended without an answer".to_owned())?;
+                    .map_err(|_| ForkedError::NoAnswer)?
+                    .map_err(ForkedError::Build);
             }
-            Err(err) => return Err(cannot_read(&err)),
+            Err(err) => return Err(ForkedError::Poll(err)),
         }
         if let Some(exit) = exited {
-            return Err(format!(
-                "the container build ended without an answer (exit status {})",
-                exit.code
-            ));
+            return Err(ForkedError::Exited(exit.code));
         }
     }
 }

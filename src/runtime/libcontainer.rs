@@ -127,7 +127,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, RuntimeError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|err| RuntimeError::Config(format!("runtime task failed: {err}")))?
+        .map_err(RuntimeError::Task)?
 }
 
 /// A lock that stays usable after a panic while it was held: the `described` cache

@@ -27,7 +27,7 @@ pub use config::{
     annotation, command_line, environment, runtime_config, working_dir, HostFacts, MountSource,
     ResolvedUser,
 };
-pub use error::RuntimeError;
+pub use error::{CreateError, ForkedError, RuntimeError, UserError};
 pub use exec::ExecOutput;
 pub use libcontainer::LibcontainerRuntime;
 pub use logs::{copy_timestamped, LogLine, LogStream, Logs};

@@ -12,10 +12,11 @@ use pathrs::flags::OpenFlags;
 use pathrs::Root;
 
 use super::config::ResolvedUser;
+use super::error::UserError;
 use crate::bounded_read::require_regular;
 
 /// Resolves `user` (`uid[:gid]` or `name[:group]`, or None for root) in `rootfs`.
-pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ResolvedUser, String> {
+pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ResolvedUser, UserError> {
     let Some(user) = user.filter(|u| !u.is_empty()) else {
         return Ok(ResolvedUser { uid: 0, gid: 0 });
     };
@@ -45,11 +46,7 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ResolvedUser, S
         (Ok(uid), Some((_, Ok(gid)))) => (uid, gid),
         (Ok(uid), _) => (uid, 0),
         (Err(_), Some((Ok(uid), Ok(gid)))) => (uid, gid),
-        (Err(_), _) => {
-            return Err(format!(
-                "user \"{user_part}\" is not in the image's /etc/passwd; use a numeric uid or a user the image defines"
-            ))
-        }
+        (Err(_), _) => return Err(UserError::UnknownUser(user_part.to_owned())),
     };
     let gid = match group_part {
         None => passwd_gid,
@@ -63,9 +60,7 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ResolvedUser, S
                         .find(|fields| fields.len() >= 3 && fields[0] == group)
                         .and_then(|fields| fields[2].parse().ok())
                 })
-                .ok_or_else(|| {
-                    format!("group \"{group}\" is not in the image's /etc/group; use a numeric gid or a group the image defines")
-                })?,
+                .ok_or_else(|| UserError::UnknownGroup(group.to_owned()))?,
         },
     };
     Ok(ResolvedUser { uid, gid })
@@ -75,7 +70,7 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ResolvedUser, S
 const MAX_ACCOUNT_FILE: u64 = 4 << 20;
 
 /// The image's file at `path`, or None when the image has none.
-fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>, String> {
+fn read_in_root(rootfs: &Path, path: &'static str) -> Result<Option<String>, UserError> {
     let Ok(root) = Root::open(rootfs) else {
         return Ok(None);
     };
@@ -86,25 +81,23 @@ fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>, String> {
     let checked = handle
         .try_clone()
         .map(|copy| std::fs::File::from(std::os::fd::OwnedFd::from(copy)))
-        .map_err(|err| format!("cannot inspect /{path} in the image: {err}"))?;
+        .map_err(|error| UserError::Handle { path, error })?;
     let meta = checked
         .metadata()
-        .map_err(|err| format!("cannot inspect /{path} in the image: {err}"))?;
-    require_regular(&meta).map_err(|err| {
-        format!("/{path} in the image is {err}; fix the image or set `user` to a numeric uid:gid")
-    })?;
+        .map_err(|error| UserError::Inspect { path, error })?;
+    require_regular(&meta).map_err(|error| UserError::NotRegular { path, error })?;
     let file = handle
         .reopen(OpenFlags::O_RDONLY | OpenFlags::O_NONBLOCK | OpenFlags::O_NOFOLLOW)
-        .map_err(|err| format!("cannot open /{path} in the image: {err}"))?;
+        .map_err(|error| UserError::Open { path, error })?;
     let mut bytes = Vec::new();
     file.take(MAX_ACCOUNT_FILE + 1)
         .read_to_end(&mut bytes)
-        .map_err(|err| format!("cannot read /{path} in the image: {err}"))?;
+        .map_err(|error| UserError::Read { path, error })?;
     if bytes.len() as u64 > MAX_ACCOUNT_FILE {
-        return Err(format!(
-            "/{path} in the image is larger than {} MiB; fix the image or set `user` to a numeric uid:gid",
-            MAX_ACCOUNT_FILE >> 20
-        ));
+        return Err(UserError::TooLarge {
+            path,
+            mib: MAX_ACCOUNT_FILE >> 20,
+        });
     }
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
@@ -123,7 +116,7 @@ mod tests {
         )
         .expect("write");
         std::fs::write(rootfs.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("write");
-        let resolve = |user| resolve_user(rootfs.path(), user);
+        let resolve = |user| resolve_user(rootfs.path(), user).map_err(|err| err.to_string());
         assert_eq!(resolve(None), Ok(ResolvedUser { uid: 0, gid: 0 }));
         assert_eq!(
             resolve(Some("web")),
@@ -166,15 +159,17 @@ mod tests {
             nix::sys::stat::Mode::from_bits_truncate(0o644),
         )
         .expect("mkfifo");
-        let err = resolve_user(rootfs.path(), Some("web")).expect_err("refused");
+        let err = resolve_user(rootfs.path(), Some("web"))
+            .expect_err("refused")
+            .to_string();
         assert!(
             err.contains("/etc/passwd in the image is not a regular file"),
             "{err}"
         );
         // What the error suggests works: a numeric uid:gid reads nothing.
         assert_eq!(
-            resolve_user(rootfs.path(), Some("5:6")),
-            Ok(ResolvedUser { uid: 5, gid: 6 })
+            resolve_user(rootfs.path(), Some("5:6")).ok(),
+            Some(ResolvedUser { uid: 5, gid: 6 })
         );
     }
 
@@ -190,13 +185,17 @@ mod tests {
             nix::sys::stat::makedev(1, 5),
         )
         .expect("mknod");
-        let err = resolve_user(rootfs.path(), Some("web")).expect_err("refused");
+        let err = resolve_user(rootfs.path(), Some("web"))
+            .expect_err("refused")
+            .to_string();
         assert!(err.contains("not a regular file"), "{err}");
         // A huge regular file is read up to the bound only.
         std::fs::remove_file(rootfs.path().join("etc/passwd")).expect("rm");
         let file = std::fs::File::create(rootfs.path().join("etc/passwd")).expect("create");
         file.set_len(1 << 30).expect("sparse 1 GiB");
-        let err = resolve_user(rootfs.path(), Some("web")).expect_err("refused");
+        let err = resolve_user(rootfs.path(), Some("web"))
+            .expect_err("refused")
+            .to_string();
         assert!(err.contains("larger than 4 MiB"), "{err}");
     }
 }

@@ -16,6 +16,87 @@ use sha2::{Digest as _, Sha256};
 
 use crate::manifest::{is_manifest_name, load_paths};
 
+/// Why a sync did not move the manifest directory to the ref's commit.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("cannot create {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating the bare repository failed.
+    #[error(transparent)]
+    Init(GitError),
+    #[error("cannot fetch {reference} from {url}")]
+    Fetch {
+        reference: String,
+        url: String,
+        #[source]
+        source: GitError,
+    },
+    /// What was fetched does not name a commit.
+    #[error(transparent)]
+    NotACommit(GitError),
+    /// `commit` (abbreviated) has no directory `path`.
+    #[error("commit {commit}: no directory {path} ({git})")]
+    NoDirectory {
+        commit: String,
+        path: String,
+        git: GitError,
+    },
+    #[error("commit {commit}: cannot read git archive")]
+    Archive {
+        commit: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("commit {commit}: cannot read {name} from git archive")]
+    ArchiveFile {
+        commit: String,
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The commit's manifests do not load; `errors` are their diagnostics, placed at
+    /// `commit:path/file`.
+    #[error(
+        "commit {commit} has invalid manifests, staying at {}: {}",
+        staying_at.as_deref().unwrap_or("no commit yet"),
+        errors.join("; ")
+    )]
+    InvalidManifests {
+        commit: String,
+        /// The last good commit, abbreviated.
+        staying_at: Option<String>,
+        errors: Vec<String>,
+    },
+    /// Writing the checked manifests or mirroring them failed.
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The record for `wharf status` could not be written.
+    #[error("cannot write {}", path.display())]
+    WriteRecord {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A `git` command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run git: {0} (install git)")]
+    Spawn(std::io::Error),
+    /// It exited unsuccessfully; what it wrote to stderr.
+    #[error("{stderr}")]
+    Failed { stderr: String },
+}
+
 /// Where manifests come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitSource {
@@ -88,7 +169,7 @@ pub fn records(root: &Path) -> Vec<SyncRecord> {
 /// Fetches the source's ref and, if its manifests are valid, mirrors them into the
 /// manifest directory. On error the directory keeps the last good commit, and the
 /// error is recorded for `wharf status`.
-pub fn sync(root: &Path, source: &GitSource) -> Result<Synced, String> {
+pub fn sync(root: &Path, source: &GitSource) -> Result<Synced, SyncError> {
     let base = source.base(root);
     let record_path = base.join("sync.json");
     let mut record: SyncRecord = fs::read(&record_path)
@@ -110,11 +191,13 @@ pub fn sync(root: &Path, source: &GitSource) -> Result<Synced, String> {
             record.commit = Some(synced.commit.clone());
             record.error = None;
         }
-        Err(error) => record.error = Some(error.clone()),
+        Err(error) => record.error = Some(crate::error_chain(error)),
     }
     let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
-    fs::write(&record_path, json)
-        .map_err(|err| format!("cannot write {}: {err}", record_path.display()))?;
+    fs::write(&record_path, json).map_err(|source| SyncError::WriteRecord {
+        path: record_path.clone(),
+        source,
+    })?;
     result
 }
 
@@ -122,15 +205,19 @@ fn fetch_and_mirror(
     base: &Path,
     source: &GitSource,
     previous: Option<&str>,
-) -> Result<Synced, String> {
+) -> Result<Synced, SyncError> {
     let repo = base.join("repo.git");
-    fs::create_dir_all(base).map_err(|err| format!("cannot create {}: {err}", base.display()))?;
+    fs::create_dir_all(base).map_err(|source| SyncError::CreateDir {
+        path: base.to_owned(),
+        source,
+    })?;
     if !repo.join("HEAD").exists() {
         run_git(
             Command::new("git")
                 .args(["init", "--quiet", "--bare"])
                 .arg(&repo),
-        )?;
+        )
+        .map_err(SyncError::Init)?;
     }
     git(
         &repo,
@@ -143,29 +230,27 @@ fn fetch_and_mirror(
             &source.reference,
         ],
     )
-    .map_err(|err| {
-        format!(
-            "cannot fetch {} from {}: {err}",
-            source.reference, source.url
-        )
+    .map_err(|source_error| SyncError::Fetch {
+        reference: source.reference.clone(),
+        url: source.url.clone(),
+        source: source_error,
     })?;
-    let commit = String::from_utf8_lossy(&git(
-        &repo,
-        &["rev-parse", "--verify", "FETCH_HEAD^{commit}"],
-    )?)
+    let commit = String::from_utf8_lossy(
+        &git(&repo, &["rev-parse", "--verify", "FETCH_HEAD^{commit}"])
+            .map_err(SyncError::NotACommit)?,
+    )
     .trim()
     .to_owned();
     let short = &commit[..commit.len().min(12)];
-    let files = manifests_at(&repo, &commit, &source.path)
-        .map_err(|err| format!("commit {short}: {err}"))?;
+    let files = manifests_at(&repo, &commit, &source.path)?;
 
     // Check the commit's manifests before anything changes.
     let incoming = base.join("incoming");
     let _ = fs::remove_dir_all(&incoming);
-    fs::create_dir_all(&incoming).map_err(|err| format!("{}: {err}", incoming.display()))?;
+    fs::create_dir_all(&incoming).map_err(io(&incoming))?;
     for (name, bytes) in &files {
-        fs::write(incoming.join(name), bytes)
-            .map_err(|err| format!("{}: {err}", incoming.join(name).display()))?;
+        let path = incoming.join(name);
+        fs::write(&path, bytes).map_err(io(&path))?;
     }
     let loaded = load_paths(std::slice::from_ref(&incoming));
     if !loaded.errors.is_empty() {
@@ -177,11 +262,11 @@ fn fetch_and_mirror(
             .map(|e| e.to_string().replace(&shown, &place))
             .collect();
         let _ = fs::remove_dir_all(&incoming);
-        return Err(format!(
-            "commit {short} has invalid manifests, staying at {}: {}",
-            previous.map_or("no commit yet", |p| &p[..p.len().min(12)]),
-            errors.join("; ")
-        ));
+        return Err(SyncError::InvalidManifests {
+            commit: short.to_owned(),
+            staying_at: previous.map(|p| p[..p.len().min(12)].to_owned()),
+            errors,
+        });
     }
     let files_changed = mirror(&incoming, &base.join("manifests"))?;
     let _ = fs::remove_dir_all(&incoming);
@@ -192,7 +277,12 @@ fn fetch_and_mirror(
 }
 
 /// The manifest files directly in `path` at `commit`: (file name, contents).
-fn manifests_at(repo: &Path, commit: &str, path: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+fn manifests_at(
+    repo: &Path,
+    commit: &str,
+    path: &str,
+) -> Result<Vec<(String, Vec<u8>)>, SyncError> {
+    let short = || commit[..commit.len().min(12)].to_owned();
     let prefix = match path.trim_matches('/') {
         "" | "." => String::new(),
         dir => format!("{dir}/"),
@@ -201,14 +291,20 @@ fn manifests_at(repo: &Path, commit: &str, path: &str) -> Result<Vec<(String, Ve
     if !prefix.is_empty() {
         args.extend(["--", prefix.as_str()]);
     }
-    let tar = git(repo, &args).map_err(|err| format!("no directory {path} ({err})"))?;
+    let tar = git(repo, &args).map_err(|git| SyncError::NoDirectory {
+        commit: short(),
+        path: path.to_owned(),
+        git,
+    })?;
     let mut archive = tar::Archive::new(tar.as_slice());
     let mut files = Vec::new();
-    let entries = archive
-        .entries()
-        .map_err(|err| format!("cannot read git archive: {err}"))?;
+    let archive_error = |source: std::io::Error| SyncError::Archive {
+        commit: short(),
+        source,
+    };
+    let entries = archive.entries().map_err(archive_error)?;
     for entry in entries {
-        let mut entry = entry.map_err(|err| format!("cannot read git archive: {err}"))?;
+        let mut entry = entry.map_err(archive_error)?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
@@ -221,9 +317,13 @@ fn manifests_at(repo: &Path, commit: &str, path: &str) -> Result<Vec<(String, Ve
             continue;
         };
         let mut bytes = Vec::new();
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|err| format!("cannot read {name} from git archive: {err}"))?;
+        if let Err(source) = entry.read_to_end(&mut bytes) {
+            return Err(SyncError::ArchiveFile {
+                commit: short(),
+                name,
+                source,
+            });
+        }
         files.push((name, bytes));
     }
     Ok(files)
@@ -231,11 +331,7 @@ fn manifests_at(repo: &Path, commit: &str, path: &str) -> Result<Vec<(String, Ve
 
 /// Makes the manifest files of `target` those of `source`: changed files are renamed
 /// in (atomically, one by one), files gone are removed. Returns how many changed.
-fn mirror(source: &Path, target: &Path) -> Result<usize, String> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |err: std::io::Error| format!("{path}: {err}")
-    };
+fn mirror(source: &Path, target: &Path) -> Result<usize, SyncError> {
     fs::create_dir_all(target).map_err(io(target))?;
     let mut changed = 0;
     let mut wanted = Vec::new();
@@ -259,20 +355,28 @@ fn mirror(source: &Path, target: &Path) -> Result<usize, String> {
     Ok(changed)
 }
 
+/// An I/O error at `path`, for `map_err`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SyncError {
+    let path = path.to_owned();
+    move |source| SyncError::Io { path, source }
+}
+
 /// Runs `git --git-dir REPO ARGS...`; its stdout, or its stderr as the error.
-fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
+fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
     run_git(Command::new("git").arg("--git-dir").arg(repo).args(args))
 }
 
-fn run_git(command: &mut Command) -> Result<Vec<u8>, String> {
+fn run_git(command: &mut Command) -> Result<Vec<u8>, GitError> {
     let output = command
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .output()
-        .map_err(|err| format!("cannot run git: {err} (install git)"))?;
+        .map_err(GitError::Spawn)?;
     if output.status.success() {
         Ok(output.stdout)
     } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        Err(GitError::Failed {
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
     }
 }
