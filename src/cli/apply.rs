@@ -111,10 +111,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     let timeout = args.lock_timeout.map(|d| d.as_std());
     let _lock = match ReconcileLock::acquire(&session.root, timeout) {
         Ok(lock) => lock,
-        Err(err) => {
-            eprintln!("error: {}", crate::error_chain(&err));
-            return exit::FAILURE;
-        }
+        Err(err) => return session.fail(&err),
     };
     // Opened first, so that a damaged database is set aside (and said) even when there
     // is nothing to apply.
@@ -128,10 +125,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     let saved = if args.source.dir.is_file() {
         match read_saved_plan(&args.source.dir) {
             Ok(saved) => Some(saved),
-            Err(message) => {
-                eprintln!("error: {message}");
-                return exit::FAILURE;
-            }
+            Err(message) => return session.fail_with(message),
         }
     } else {
         None
@@ -146,19 +140,15 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     };
     let planned = match make_plan(session, &dir, prune, allow_empty) {
         Ok(planned) => planned,
-        Err(lines) => {
-            lines.iter().for_each(|line| eprintln!("{line}"));
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Some(saved) = &saved {
         if saved.fingerprint != planned.fingerprint || saved.steps != planned.plan.steps {
-            eprintln!(
-                "error: the manifests in {} or the containers changed since {} was made; nothing was changed. Run `wharf plan` again.",
+            return session.fail_with(format!(
+                "the manifests in {} or the containers changed since {} was made; nothing was changed. Run `wharf plan` again.",
                 dir.display(),
                 args.source.dir.display()
-            );
-            return exit::FAILURE;
+            ));
         }
     }
     let plan = &planned.plan;
@@ -177,8 +167,9 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!("error: refusing to apply without confirmation: stdin is not a terminal; pass --yes");
-            return exit::FAILURE;
+            return session.fail_with(
+                "refusing to apply without confirmation: stdin is not a terminal; pass --yes",
+            );
         }
         print!("Apply these changes? [y/N] ");
         let _ = std::io::stdout().flush();

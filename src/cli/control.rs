@@ -3,6 +3,7 @@
 use clap::Parser;
 use nix::sys::signal::Signal;
 
+use super::output::Failure;
 use super::target::matching;
 use super::Session;
 use crate::runtime::{stop_settings, Runtime};
@@ -56,11 +57,7 @@ enum Action {
 
 fn act(session: &Session, target: &str, action: Action) -> u8 {
     let result = session.block_on(async {
-        let containers = session
-            .runtime
-            .list()
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
+        let containers = session.runtime.list().await?;
         for container in matching(&containers, target)? {
             let done = match action {
                 Action::Stop => {
@@ -70,12 +67,12 @@ fn act(session: &Session, target: &str, action: Action) -> u8 {
                 Action::Remove => session.runtime.remove(&container.id).await,
                 Action::Kill(signal) => session.runtime.kill(&container.id, signal).await,
             };
-            done.map_err(|e| crate::error_chain(&e))?;
+            done?;
             println!("{}", container.id);
         }
-        Ok::<_, String>(())
+        Ok::<_, Failure>(())
     });
-    super::output::exit_code(result)
+    session.exit_code(result)
 }
 
 pub fn stop(session: &Session, args: &StopArgs) -> u8 {

@@ -1,6 +1,7 @@
 use clap::Parser;
 
-use super::{exit, Session};
+use super::output::Failure;
+use super::Session;
 use crate::reconcile::ReconcileLock;
 use crate::runtime::{stop_and_remove, Runtime};
 use crate::state::StateStore;
@@ -21,17 +22,10 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     // Serialised with apply and the agent, which write the same state database.
     let _lock = match ReconcileLock::acquire(&session.root, None) {
         Ok(lock) => lock,
-        Err(err) => {
-            eprintln!("error: {}", crate::error_chain(&err));
-            return exit::FAILURE;
-        }
+        Err(err) => return session.fail(&err),
     };
     let result = session.block_on(async {
-        let containers = session
-            .runtime
-            .list()
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
+        let containers = session.runtime.list().await?;
         let chosen: Vec<_> = containers
             .iter()
             .filter(|c| args.all || args.services.contains(&c.service))
@@ -41,21 +35,18 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             .iter()
             .find(|s| !containers.iter().any(|c| &c.service == *s))
         {
-            return Err(format!(
+            return Err(Failure::from(format!(
                 "no containers of service \"{missing}\" (see `wharf status`)"
-            ));
+            )));
         }
         let mut services: Vec<String> = chosen.iter().map(|c| c.service.clone()).collect();
         services.dedup();
         for container in chosen {
-            stop_and_remove(&session.runtime, container)
-                .await
-                .map_err(|e| crate::error_chain(&e))?;
+            stop_and_remove(&session.runtime, container).await?;
             println!("removed {}", container.id);
         }
-        StateStore::open(&session.root)
-            .and_then(|store| store.forget(&services))
-            .map_err(|e| crate::error_chain(&e))
+        StateStore::open(&session.root).and_then(|store| store.forget(&services))?;
+        Ok::<_, Failure>(())
     });
-    super::output::exit_code(result)
+    session.exit_code(result)
 }

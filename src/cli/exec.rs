@@ -31,10 +31,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     });
     let container = match running {
         Ok(container) => container,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return exit::FAILURE;
-        }
+        Err(message) => return session.fail_with(message),
     };
     match session
         .runtime

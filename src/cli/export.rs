@@ -35,7 +35,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
     let errors = output::for_stderr(cli.color);
     if !loaded.errors.is_empty() {
         for error in &loaded.errors {
-            eprintln!("{} {error}", errors.red("error:"));
+            output::fail_with(error, &errors);
         }
         return exit::FAILURE;
     }
@@ -46,10 +46,7 @@ pub fn run(cli: &Cli, args: &Args) -> u8 {
     for object in &objects {
         let yaml = match serde_yaml::to_string(object) {
             Ok(yaml) => yaml,
-            Err(err) => {
-                eprintln!("{} cannot write YAML: {err}", errors.red("error:"));
-                return exit::FAILURE;
-            }
+            Err(err) => return output::fail_with(format!("cannot write YAML: {err}"), &errors),
         };
         if !print_line(format_args!("---\n{}", yaml.trim_end())) {
             break;

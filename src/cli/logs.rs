@@ -41,10 +41,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     };
     let mut chosen = match matching(&containers, &target) {
         Ok(chosen) => chosen,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return exit::FAILURE;
-        }
+        Err(message) => return session.fail_with(message),
     };
     chosen.sort_by_key(|c| (c.slot, c.started_at));
     let prefix = |id: &str| {

@@ -189,10 +189,7 @@ impl Session {
     /// Opens the stores, or prints why not and returns the exit code.
     pub fn open(cli: &Cli) -> Result<Self, u8> {
         let errors = output::for_stderr(cli.color);
-        let fail = |err: &dyn std::error::Error| {
-            output::print_error(err, &errors);
-            exit::FAILURE
-        };
+        let fail = |err: &dyn std::error::Error| output::fail(err, &errors);
         let wharf = std::env::current_exe().map_err(|err| fail(&err))?;
         let (host, tightened) = Host::open(&cli.root, cli.insecure_registries.clone(), &wharf)
             .map_err(|err| fail(&err))?;
@@ -235,7 +232,19 @@ impl Session {
 
     /// Prints the error with its causes; returns the failure exit code.
     pub fn fail(&self, error: &dyn std::error::Error) -> u8 {
-        output::print_error(error, &self.errors);
-        exit::FAILURE
+        output::fail(error, &self.errors)
+    }
+
+    /// Prints an error that is only a message; returns the failure exit code.
+    pub fn fail_with(&self, message: impl std::fmt::Display) -> u8 {
+        output::fail_with(message, &self.errors)
+    }
+
+    /// The exit code for a command's outcome, printing the error if there is one.
+    pub fn exit_code(&self, result: Result<(), output::Failure>) -> u8 {
+        match result {
+            Ok(()) => exit::OK,
+            Err(err) => self.fail(&*err),
+        }
     }
 }

@@ -22,24 +22,33 @@ pub fn for_stdout(choice: ColorChoice) -> Palette {
     palette(choice, std::io::stdout().is_terminal())
 }
 
-/// Prints an error and the chain of its causes to stderr.
-pub fn print_error(error: &dyn std::error::Error, palette: &Palette) {
+/// What a command failed with when it has no more precise type: any error (`?`
+/// converts), or a message (`String` and `&str` convert too).
+pub type Failure = Box<dyn std::error::Error>;
+
+/// The one way the CLI reports an error: `error: <error>` on stderr, then each cause
+/// in its chain as `  caused by: <cause>`. Returns the failure exit code.
+pub fn fail(error: &dyn std::error::Error, palette: &Palette) -> u8 {
     eprintln!("{} {error}", palette.red("error:"));
     let mut source = error.source();
     while let Some(cause) = source {
         eprintln!("  caused by: {cause}");
         source = cause.source();
     }
+    super::exit::FAILURE
 }
 
-/// The exit code for a command's outcome, printing the error if there is one.
+/// [`fail`] for an error that is only a message (a usage problem, a refusal).
+pub fn fail_with(message: impl std::fmt::Display, palette: &Palette) -> u8 {
+    fail(&*Failure::from(message.to_string()), palette)
+}
+
+/// The exit code for an outcome whose error is a message, printing it if there is
+/// one (through [`fail`], uncoloured).
 pub fn exit_code(result: Result<(), String>) -> u8 {
     match result {
         Ok(()) => super::exit::OK,
-        Err(message) => {
-            eprintln!("error: {message}");
-            super::exit::FAILURE
-        }
+        Err(message) => fail_with(message, &Palette::new(false)),
     }
 }
 

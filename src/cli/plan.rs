@@ -27,10 +27,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         args.source.allow_empty,
     ) {
         Ok(planned) => planned,
-        Err(lines) => {
-            lines.iter().for_each(|line| eprintln!("{line}"));
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     if args.source.json {
         println!("{}", render_json(&planned.plan));
@@ -55,8 +52,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         };
         let json = serde_json::to_vec_pretty(&saved).unwrap_or_default();
         if let Err(err) = std::fs::write(out, json) {
-            eprintln!("error: cannot write {}: {err}", out.display());
-            return exit::FAILURE;
+            return session.fail_with(format!("cannot write {}: {err}", out.display()));
         }
         eprintln!(
             "Saved the plan to {0}; `wharf apply {0}` runs exactly it.",

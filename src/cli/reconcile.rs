@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use super::Session;
 use crate::manifest::load_paths;
 use crate::reconcile::{current_digests, prepare, Facts, Options, Planned};
-use crate::runtime::Runtime;
 
 /// What to reconcile: the options `plan` and `apply` share.
 #[derive(Debug, clap::Args)]
@@ -28,27 +27,28 @@ pub struct Source {
     pub json: bool,
 }
 
-/// Loads `dir`, observes the host and plans. Manifest errors are returned as the
-/// lines to print; nothing is touched.
+/// Loads `dir`, observes the host and plans; nothing is touched. Err: the exit
+/// code, after printing the manifests' errors (as `validate` does) or why no plan
+/// could be made.
 pub fn make_plan(
     session: &Session,
     dir: &Path,
     prune: bool,
     allow_empty: bool,
-) -> Result<Planned, Vec<String>> {
+) -> Result<Planned, u8> {
     let loaded = load_paths(&[dir.to_owned()]);
     if !loaded.errors.is_empty() {
-        let mut lines: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
-        lines.push(format!("{} invalid: nothing was changed", dir.display()));
-        return Err(lines);
+        for diagnostic in &loaded.errors {
+            eprintln!("{diagnostic}");
+        }
+        eprintln!("{} invalid: nothing was changed", dir.display());
+        return Err(super::exit::FAILURE);
     }
     if !dir.is_dir() {
-        return Err(vec![format!("{} is not a directory", dir.display())]);
+        return Err(session.fail_with(format!("{} is not a directory", dir.display())));
     }
     let manifest_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-    let observed = session
-        .block_on(session.runtime.list())
-        .map_err(|err| vec![crate::error_chain(&err)])?;
+    let observed = session.containers()?;
     let facts = Facts {
         current_digests: session.block_on(current_digests(
             &session.registries,
@@ -59,5 +59,5 @@ pub fn make_plan(
     };
     let options = Options { prune, allow_empty };
     prepare(loaded.services, observed, &facts, &manifest_dir, options)
-        .map_err(|err| vec![err.to_string()])
+        .map_err(|err| session.fail(&err))
 }

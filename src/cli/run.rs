@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use super::output::Failure;
 use super::progress::Progress;
 use super::{exit, Session};
 use crate::manifest::load_file;
@@ -40,23 +41,18 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     };
     let Some(service) = chosen else {
         let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
-        eprintln!(
-            "error: {} defines {}; choose one with --service",
+        return session.fail_with(format!(
+            "{} defines {}; choose one with --service",
             args.manifest.display(),
             if names.is_empty() {
                 "no service".into()
             } else {
                 names.join(", ")
             }
-        );
-        return exit::FAILURE;
+        ));
     };
     let result = session.block_on(async {
-        let reference = service
-            .spec
-            .image
-            .parse::<crate::manifest::ImageRef>()
-            .map_err(|err| crate::error_chain(&err))?;
+        let reference = service.spec.image.parse::<crate::manifest::ImageRef>()?;
         session
             .images
             .pull(
@@ -65,14 +61,10 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 service.spec.pull,
                 &Progress::for_stderr(),
             )
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+            .await?;
         let executor = session.executor();
-        let id = executor
-            .create(service, args.replica)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
-        Ok::<_, String>(id)
+        let id = executor.create(service, args.replica).await?;
+        Ok::<_, Failure>(id)
     });
-    super::output::exit_code(result.map(|id| println!("{id}")))
+    session.exit_code(result.map(|id| println!("{id}")))
 }

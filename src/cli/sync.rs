@@ -62,13 +62,13 @@ pub struct Args {
 
 pub fn run(session: &Session, args: &Args) -> u8 {
     let Some(source) = args.git.source() else {
-        eprintln!("error: give the repository with --git URL");
-        return exit::FAILURE;
+        return session.fail_with("give the repository with --git URL");
     };
-    // As text: the agent reads it as the helper's JSON answer.
-    let synced = sync(&session.root, &source).map_err(|err| crate::error_chain(&err));
+    let synced = sync(&session.root, &source);
     if args.checkout_only {
-        println!("{}", serde_json::to_string(&synced).unwrap_or_default());
+        // The error as one line of text: the agent reads it as the helper's JSON answer.
+        let answer = synced.as_ref().map_err(|err| crate::error_chain(err));
+        println!("{}", serde_json::to_string(&answer).unwrap_or_default());
         return if synced.is_ok() {
             exit::OK
         } else {
@@ -77,10 +77,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     }
     let synced = match synced {
         Ok(synced) => synced,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return exit::FAILURE;
-        }
+        Err(err) => return session.fail(&err),
     };
     eprintln!(
         "{} is at commit {} ({} manifest files changed)",

@@ -25,7 +25,12 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> u8 {
     let loaded = load_paths(&args.paths);
     if args.json {
-        print_json(&loaded);
+        if let Err(err) = print_json(&loaded) {
+            return output::fail_with(
+                format!("cannot encode the report as JSON: {err}"),
+                &output::for_stderr(cli.color),
+            );
+        }
     } else {
         print_human(cli, &loaded);
     }
@@ -99,7 +104,7 @@ struct JsonService<'a> {
     spec_hash: &'a str,
 }
 
-fn print_json(loaded: &Loaded) {
+fn print_json(loaded: &Loaded) -> serde_json::Result<()> {
     let report = JsonReport {
         valid: loaded.errors.is_empty(),
         files: loaded.files,
@@ -116,8 +121,6 @@ fn print_json(loaded: &Loaded) {
             .collect(),
         errors: &loaded.errors,
     };
-    match serde_json::to_string_pretty(&report) {
-        Ok(json) => println!("{json}"),
-        Err(err) => eprintln!("error: cannot encode the report as JSON: {err}"),
-    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
