@@ -23,10 +23,12 @@ pub mod image;
 pub mod state;
 pub mod sync;
 
-// Host-level helpers: the state directory, bounded reads, locks, child processes.
+// Host-level helpers: the state directory, bounded reads, locks, child processes, the
+// log.
 pub mod bounded_read;
 pub mod hostroot;
 pub mod lockfile;
+pub mod logging;
 pub mod process;
 
 // Output: the command line, plan styling, the Kubernetes export.

@@ -3,12 +3,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
+use tracing::Level;
 
 use super::sync::GitArgs;
 use super::Session;
 use crate::manifest::only_root_can_write;
 use crate::process::ask_helper;
-use crate::reconcile::{log, run_agent, stop_containers_of, Agent, Periodic};
+use crate::reconcile::{run_agent, stop_containers_of, Agent, Periodic};
 use crate::sync::{GitSource, Synced};
 use crate::watch::{Trigger, Triggers};
 
@@ -55,7 +56,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     if let Some(source) = &git {
         // The first fetch, before anything is watched: a failure is retried later.
         if let Err(message) = sync_in_child(session, source) {
-            log(&format!("cannot sync {}: {message}", source.describe()));
+            tracing::warn!("cannot sync {}: {message}", source.describe());
         }
         if let Err(err) = std::fs::create_dir_all(&manifests) {
             return super::output::exit_code(Err(format!("{}: {err}", manifests.display())));
@@ -87,11 +88,11 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         }
         agent.check_tags_every(args.resync.as_std());
         let resync = args.resync.as_std();
-        log(&format!(
+        tracing::info!(
             "watching {} (resync every {})",
             manifests.display(),
             humantime::format_duration(resync)
-        ));
+        );
         let mut sync = git.as_ref().map(|source| GitSync {
             session,
             source,
@@ -104,9 +105,9 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             stop_containers_of(&session.runtime, &manifests)
                 .await
                 .map_err(|e| crate::error_chain(&e))?;
-            log("agent stopped; its containers were removed");
+            tracing::info!("agent stopped; its containers were removed");
         } else {
-            log("agent stopped; containers are left running");
+            tracing::info!("agent stopped; containers are left running");
         }
         Ok::<_, String>(())
     });
@@ -126,20 +127,26 @@ impl Periodic for GitSync<'_> {
         self.period
     }
 
-    fn run(&mut self) -> Option<String> {
+    fn run(&mut self) -> Option<(Level, String)> {
         let outcome = sync_in_child(self.session, self.source).map(|s| s.commit);
         if self.last.as_ref() == Some(&outcome) {
             return None;
         }
         let note = match &outcome {
-            Ok(commit) => format!(
-                "synced {} at commit {}",
-                self.source.describe(),
-                short(commit)
+            Ok(commit) => (
+                Level::INFO,
+                format!(
+                    "synced {} at commit {}",
+                    self.source.describe(),
+                    short(commit)
+                ),
             ),
-            Err(message) => format!(
-                "kept the last good commit of {}: {message}",
-                self.source.describe()
+            Err(message) => (
+                Level::WARN,
+                format!(
+                    "kept the last good commit of {}: {message}",
+                    self.source.describe()
+                ),
             ),
         };
         self.last = Some(outcome);

@@ -25,10 +25,12 @@ mod target;
 mod validate;
 
 use std::future::Future;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing::level_filters::LevelFilter;
 
 pub use output::Palette;
 
@@ -76,6 +78,17 @@ pub struct Cli {
     #[arg(long = "insecure-registry", global = true, env = INSECURE_REGISTRIES_ENV, value_delimiter = ',')]
     pub insecure_registries: Vec<String>,
 
+    /// The least severe log events shown on stderr [default: info, or RUST_LOG when it
+    /// is one of these names]. Libraries' events (libcontainer's...) show at debug and
+    /// trace only.
+    #[arg(long, global = true, value_enum)]
+    pub log_level: Option<LogLevel>,
+
+    /// How log events are written on stderr: lines for people, or one JSON object per
+    /// event for log shippers.
+    #[arg(long, global = true, value_enum, env = "WHARF_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -85,6 +98,33 @@ pub enum ColorChoice {
     Auto,
     Always,
     Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn filter(self) -> LevelFilter {
+        match self {
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Trace => LevelFilter::TRACE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +167,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     crate::hostroot::set_private_umask();
     let cli = Cli::parse();
+    start_logging(&cli);
     let code = match &cli.command {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Plan(args) => with_session(&cli, |s| plan::run(s, args)),
@@ -157,6 +198,40 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(code)
+}
+
+/// Installs the process's log on stderr: at `--log-level`, else at the level RUST_LOG
+/// names, else info; as `--log-format` says; coloured as `--color` says for stderr.
+fn start_logging(cli: &Cli) {
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let from_env = rust_log.as_deref().map(crate::logging::parse_level);
+    let level = match (cli.log_level, from_env) {
+        (Some(level), _) => level.filter(),
+        (None, Some(Some(level))) => level,
+        (None, _) => LevelFilter::INFO,
+    };
+    let format = match cli.log_format {
+        LogFormat::Text => crate::logging::Format::Text,
+        LogFormat::Json => crate::logging::Format::Json,
+    };
+    let ansi = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+        }
+    };
+    if let Err(err) = crate::logging::install(level, format, ansi) {
+        eprintln!("wharf: cannot set up the log: {err}");
+    }
+    if let (None, Some(value), Some(None)) = (cli.log_level, &rust_log, from_env) {
+        tracing::warn!(
+            "RUST_LOG={value:?} is not one of error, warn, info, debug, trace: logging at info"
+        );
+    }
 }
 
 /// Runs a command that needs the host's stores, or prints why they cannot be opened.

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 // tokio's clock, so that tests can pause it.
 use tokio::time::Instant;
+use tracing::Level;
 
 use super::backoff::{LogLine, RegistryHealth};
 use super::{
@@ -77,34 +78,47 @@ pub struct Agent<'a, R: Runtime> {
     published_tag_checks: Option<BTreeMap<String, TagCheckFailing>>,
 }
 
-/// Logs what the agent does, one timestamped line each, on stderr.
-pub fn log(message: &str) {
-    eprintln!(
-        "{} {message}",
-        humantime::format_rfc3339_seconds(SystemTime::now())
-    );
-}
-
+/// Logs each step as it finishes: info when done, error when it failed.
 struct Log;
 
 impl StepObserver for Log {
     fn finished(&self, step: &Step, outcome: Result<(), &StepError>) {
+        let (service, replica, verb) = (step.service.as_str(), step.slot, step.action.verb());
+        let container = step.container.as_deref();
         match outcome {
-            Ok(()) => log(&format!(
-                "{} {}/{}: {}",
+            Ok(()) => tracing::info!(
+                service,
+                replica,
+                container,
+                step = verb,
+                reason = step.reason.as_str(),
+                "{} {service}/{replica}: {}",
                 step.action.done(),
-                step.service,
-                step.slot,
                 step.reason
-            )),
-            Err(cause) => log(&format!(
-                "failed to {} {}/{}: {}",
-                step.action.verb(),
-                step.service,
-                step.slot,
-                crate::error_chain(cause)
-            )),
+            ),
+            Err(cause) => {
+                let cause = crate::error_chain(cause);
+                tracing::error!(
+                    service,
+                    replica,
+                    container,
+                    step = verb,
+                    reason = cause.as_str(),
+                    "failed to {verb} {service}/{replica}: {cause}"
+                )
+            }
         }
+    }
+}
+
+/// Logs a line at `level` (info unless warn or error).
+fn log_at(level: Level, message: &str) {
+    if level == Level::ERROR {
+        tracing::error!("{message}");
+    } else if level == Level::WARN {
+        tracing::warn!("{message}");
+    } else {
+        tracing::info!("{message}");
     }
 }
 
@@ -215,10 +229,12 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         for step in report.done.iter().filter(|s| s.action == Action::Restart) {
             let slot = format!("{}/{}", step.service, step.slot);
             let delay = self.backoff.restarted(&slot, Instant::now());
-            log(&format!(
+            tracing::info!(
+                service = step.service.as_str(),
+                replica = step.slot,
                 "{slot}: next restart no sooner than {}",
                 humantime::format_duration(delay)
-            ));
+            );
         }
         for (step, cause) in report
             .failed
@@ -245,12 +261,17 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 );
                 self.failed_rollouts.insert(step.service.clone(), stopped);
                 self.publish_stopped_rollouts();
-                log(&message);
+                tracing::warn!(
+                    service = step.service.as_str(),
+                    replica = step.slot,
+                    reason = cause.as_str(),
+                    "{message}"
+                );
                 self.log_event(message);
             }
         }
         if let Err(err) = record(&self.root, &self.dir, &desired, &report) {
-            log(&format!("warning: the reconcile was not recorded: {err}"));
+            tracing::warn!("the reconcile was not recorded: {err}");
         }
         // The record ended the stopped rollouts of the services it applied.
         if !self.failed_rollouts.is_empty() {
@@ -258,10 +279,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         }
         match self.executor.runtime.list().await {
             Ok(now_running) => self.follow_health(&now_running),
-            Err(err) => log(&format!(
-                "cannot list containers: {}",
-                crate::error_chain(&err)
-            )),
+            Err(err) => tracing::error!("cannot list containers: {}", crate::error_chain(&err)),
         }
         drop(lock);
         Ok(next_restart)
@@ -314,13 +332,16 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 self.registry_health
                     .failed(registry, &errors.join("; "), at, wall)
             };
-            match line {
-                Some(LogLine {
-                    message,
-                    event: true,
-                }) => self.note(message),
-                Some(LogLine { message, .. }) => log(&message),
-                None => {}
+            // A failing registry is a warning; its return is news.
+            if let Some(LogLine { message, event }) = line {
+                if errors.is_empty() {
+                    tracing::info!(registry = registry.as_str(), "{message}");
+                } else {
+                    tracing::warn!(registry = registry.as_str(), "{message}");
+                }
+                if event {
+                    self.log_event(message);
+                }
             }
         }
         if asked {
@@ -372,10 +393,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             StateStore::open(&self.root).and_then(|store| store.set_tag_checks_failing(&failing));
         match stored {
             Ok(()) => self.published_tag_checks = Some(failing),
-            Err(err) => log(&format!(
-                "warning: cannot record the failing tag checks: {}",
+            Err(err) => tracing::warn!(
+                "cannot record the failing tag checks: {}",
                 crate::error_chain(&err)
-            )),
+            ),
         }
     }
 
@@ -417,10 +438,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             .and_then(|store| store.set_stopped_rollouts(&self.failed_rollouts));
         self.rollouts_published = stored.is_ok();
         if let Err(err) = stored {
-            log(&format!(
-                "warning: cannot record the stopped rollouts: {}",
+            tracing::warn!(
+                "cannot record the stopped rollouts: {}",
                 crate::error_chain(&err)
-            ));
+            );
         }
     }
 
@@ -434,10 +455,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         let stored = StateStore::open(&self.root).and_then(|store| store.set_health(&verdicts));
         match stored {
             Ok(()) => self.published_health = verdicts,
-            Err(err) => log(&format!(
-                "warning: cannot record health: {}",
-                crate::error_chain(&err)
-            )),
+            Err(err) => tracing::warn!("cannot record health: {}", crate::error_chain(&err)),
         }
     }
 
@@ -463,17 +481,18 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             Ok(())
         });
         if let Err(err) = result {
-            log(&format!(
-                "warning: cannot record pending restarts: {}",
+            tracing::warn!(
+                "cannot record pending restarts: {}",
                 crate::error_chain(&err)
-            ));
+            );
         }
         self.published = waiting.iter().map(|(slot, _)| slot.clone()).collect();
     }
 
-    /// Logs and records something the agent did outside a reconcile.
-    pub fn note(&mut self, message: String) {
-        log(&message);
+    /// Logs (at `level`) and records something the agent did or saw outside a
+    /// reconcile.
+    pub fn note(&mut self, level: Level, message: String) {
+        log_at(level, &message);
         self.log_event(message);
     }
 
@@ -486,10 +505,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         let stored = StateStore::open(&self.root)
             .and_then(|store| store.log_events(std::slice::from_ref(&message)));
         if let Err(err) = stored {
-            log(&format!(
-                "warning: cannot record an event: {}",
-                crate::error_chain(&err)
-            ));
+            tracing::warn!("cannot record an event: {}", crate::error_chain(&err));
         }
         self.last_event = Some(message);
     }
@@ -539,7 +555,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 }
                 Err(errors) => {
                     for error in &errors {
-                        log(&error.to_string());
+                        tracing::warn!(file = %file.display(), "{error}");
                     }
                     let first = errors.first().map(ToString::to_string).unwrap_or_default();
                     let kept: Vec<String> = self
@@ -558,7 +574,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                             file.display()
                         )
                     };
-                    log(&message);
+                    tracing::warn!(file = %file.display(), "{message}");
                     self.log_event(message);
                 }
             }

@@ -48,7 +48,7 @@ impl ReconcileLock {
                 }
                 Ok(None) => {
                     if !told {
-                        eprintln!(
+                        tracing::info!(
                             "waiting for another wharf apply or agent to finish (lock {})...",
                             path.display()
                         );

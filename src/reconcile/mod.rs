@@ -12,7 +12,7 @@ mod lock;
 mod prepare;
 mod run;
 
-pub use agent::{log, Agent, ReconcileError};
+pub use agent::{Agent, ReconcileError};
 pub use backoff::Backoff;
 pub use host::{Host, HostError};
 pub use lock::{LockError, ReconcileLock};

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Level;
 
-use super::agent::{log, Agent};
+use super::agent::Agent;
 use crate::runtime::{stop_and_remove, Runtime, RuntimeError};
 use crate::watch::Triggers;
 
@@ -16,10 +17,11 @@ use crate::watch::Triggers;
 const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// Work the loop does every `period()` besides reconciling (the Git fetch). What it
-/// returns, when something changed, goes to the event log.
+/// returns, when something changed, goes to the log (at that level) and to the event
+/// log.
 pub trait Periodic {
     fn period(&self) -> Duration;
-    fn run(&mut self) -> Option<String>;
+    fn run(&mut self) -> Option<(Level, String)>;
 }
 
 /// Runs `agent` until `shutdown` completes: reconciles at once (then tells systemd it
@@ -48,8 +50,8 @@ pub async fn run<R: Runtime + Clone + 'static>(
             _ = triggers.next(wait, DEBOUNCE) => {}
             _ = tick.tick(), if periodic.is_some() => {
                 // New files (if any) wake the watcher; this reconcile is a resync.
-                if let Some(note) = periodic.as_mut().and_then(|p| p.run()) {
-                    agent.note(note);
+                if let Some((level, note)) = periodic.as_mut().and_then(|p| p.run()) {
+                    agent.note(level, note);
                 }
             }
         }
@@ -62,7 +64,7 @@ async fn reconcile_logged<R: Runtime + Clone + 'static>(
     agent: &mut Agent<'_, R>,
 ) -> Option<Instant> {
     agent.reconcile().await.unwrap_or_else(|err| {
-        log(&format!("cannot reconcile: {}", crate::error_chain(&err)));
+        tracing::error!("cannot reconcile: {}", crate::error_chain(&err));
         None
     })
 }
@@ -78,7 +80,13 @@ pub async fn stop_containers_of<R: Runtime>(runtime: &R, dir: &Path) -> Result<(
         .filter(|c| c.manifest_dir.as_deref() == Some(dir.as_path()))
     {
         stop_and_remove(runtime, container).await?;
-        log(&format!("removed {} (--stop-on-exit)", container.id));
+        tracing::info!(
+            service = container.service.as_str(),
+            replica = container.slot,
+            container = container.id.as_str(),
+            "removed {} (--stop-on-exit)",
+            container.id
+        );
     }
     Ok(())
 }
@@ -99,8 +107,6 @@ fn notify_systemd(state: &str) {
     let sent = UnixDatagram::unbound()
         .and_then(|sock| address.and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr)));
     if let Err(err) = sent {
-        log(&format!(
-            "warning: cannot notify systemd at {socket}: {err}"
-        ));
+        tracing::warn!("cannot notify systemd at {socket}: {err}");
     }
 }

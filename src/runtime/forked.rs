@@ -9,6 +9,12 @@
 //! Builds use libcontainer's `as_sibling`: the processes it starts are created with
 //! `CLONE_PARENT`, i.e. as children of this process (not of the short-lived copy), and
 //! the reaper collects their exit statuses as before.
+//!
+//! Nothing is logged in the copy: a lock that another thread held at the fork (the
+//! log subscriber's, stderr's) stays locked there too. The copy's first act is
+//! `logging::forbid_in_this_process`, which turns every later event and span of the
+//! copy (libcontainer's own included, and those of the processes it clones from the
+//! copy) into a no-op before it reaches the subscriber; see `crate::logging`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -31,10 +37,12 @@ pub(super) fn in_forked_copy(
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ForkedError::Pipe)?;
     let since = SystemTime::now();
     // SAFETY: the copy only runs `build` (libcontainer, which expects a process of its
-    // own), writes one line and leaves with `_exit`, skipping this process's exit
-    // handlers and buffered output.
+    // own) with logging forbidden, writes one line and leaves with `_exit`, skipping
+    // this process's exit handlers and buffered output.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            // Before anything else: from here on nothing may log (see above).
+            crate::logging::forbid_in_this_process();
             drop(read);
             reset_signals();
             // wharf's own umask (077) is for wharf's files, not the container's: youki

@@ -274,9 +274,9 @@ impl LogTarget for LogFile {
     }
 
     fn first_failure(&mut self, error: &io::Error) {
-        // Ignored if it fails: writing to stderr must not stop the shim either.
-        let _ = writeln!(
-            io::stderr(),
+        // On the shim's stderr; the log ignores a failure to write it, which must not
+        // stop the shim either.
+        tracing::warn!(
             "wharf log-shim: cannot write {}: {error}; dropping the container's output until \
              it can be written (free space on its filesystem)",
             self.path.display()

@@ -65,7 +65,7 @@ impl Reaper {
                 .name("wharf-reaper".into())
                 .spawn(move || reaper.run())
                 .map(drop)
-                .unwrap_or_else(|err| eprintln!("warning: cannot start the child reaper: {err}"));
+                .unwrap_or_else(|err| tracing::error!("cannot start the child reaper: {err}"));
         });
         reaper
     }

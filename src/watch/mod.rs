@@ -50,8 +50,8 @@ impl Triggers {
                 .map(|()| watcher)
         });
         if let Err(err) = &watcher {
-            eprintln!(
-                "warning: cannot watch {}: {err}; relying on the periodic resync",
+            tracing::warn!(
+                "cannot watch {}: {err}; relying on the periodic resync",
                 dir.display()
             );
         }
@@ -72,7 +72,7 @@ impl Triggers {
                 }
             })
             .map(drop)
-            .unwrap_or_else(|err| eprintln!("warning: cannot watch container exits: {err}"));
+            .unwrap_or_else(|err| tracing::warn!("cannot watch container exits: {err}"));
         Triggers {
             receiver,
             sender,

@@ -175,6 +175,42 @@ fn apply_needs_confirmation_or_yes_and_waits_for_the_lock() {
 }
 
 #[test]
+fn log_events_follow_the_log_level_and_format() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    write_service(dir.path(), "locked", "");
+    let dir_arg = dir.path().to_str().expect("UTF-8");
+    let _lock = wharf::lockfile::FileLock::acquire(&root.path().join("lock")).expect("lock");
+    let apply = |options: &[&str]| {
+        let mut args = options.to_vec();
+        args.extend(["apply", "--yes", "--lock-timeout", "200ms", dir_arg]);
+        wharf_at(root.path(), &args)
+    };
+    let waiting = "waiting for another wharf apply";
+
+    // JSON for log shippers: one object per line, the same message, its level.
+    let run = apply(&["--log-format", "json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let events: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|event: &serde_json::Value| {
+            event["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(waiting))
+        })
+        .collect();
+    assert_eq!(events.len(), 1, "{}", run.stderr);
+    assert_eq!(events[0]["level"], "INFO", "{}", run.stderr);
+
+    // Below the chosen level: not shown.
+    let run = apply(&["--log-level", "warn"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains(waiting), "{}", run.stderr);
+}
+
+#[test]
 fn containers_wharf_did_not_create_survive_prune_and_down() {
     let root = tempfile::tempdir().expect("root");
     let dir = tempfile::tempdir().expect("manifests");
