@@ -10,7 +10,7 @@ use super::{exit, output, Session};
 use crate::health::wait_until_ready;
 use crate::manifest::Service;
 use crate::plan::{render_human, SavedPlan, Step, PLAN_FORMAT_VERSION};
-use crate::reconcile::{record, summary, ReconcileLock, Report, StepError, StepObserver};
+use crate::reconcile::{apply, summary, Outcome, ReconcileLock, Report, StepError, StepObserver};
 
 /// How long `--wait` waits when `--timeout` is not given.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -181,17 +181,14 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         }
     }
     let executor = session.executor();
-    let report = {
+    let Outcome { report, recorded } = {
         let progress = StepProgress::new(plan.steps.len());
-        session.block_on(executor.execute(plan, &planned.desired, &planned.observed, &progress))
+        session.block_on(apply(&executor, &session.root, &dir, &planned, &progress))
     };
-    let generation = match record(&session.root, &dir, &planned.desired, &report) {
-        Ok(generation) => generation,
-        Err(err) => {
-            eprintln!("warning: the apply was not recorded: {err}");
-            0
-        }
-    };
+    let generation = recorded.unwrap_or_else(|err| {
+        eprintln!("warning: the apply was not recorded: {err}");
+        0
+    });
     if args.source.json {
         print_json(&report);
     } else if report.failed.is_empty() {

@@ -14,7 +14,7 @@ use tracing::Level;
 
 use super::backoff::{LogLine, RegistryHealth};
 use super::{
-    current_digests, prepare, record, Backoff, Executor, Facts, Options, Planned, PrepareError,
+    apply, current_digests, prepare, Backoff, Executor, Facts, Options, Outcome, PrepareError,
     ReconcileLock, StepError, StepObserver,
 };
 use crate::health::{HealthMonitor, Verdict};
@@ -198,13 +198,9 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             prune: true,
             allow_empty: true,
         };
-        let Planned {
-            desired,
-            observed,
-            plan: planned,
-            ..
-        } = prepare(desired, observed, &facts, &self.dir, options)?;
+        let planned = prepare(desired, observed, &facts, &self.dir, options)?;
         let waiting: Vec<(String, Instant)> = planned
+            .plan
             .held
             .iter()
             .filter(|step| step.action == Action::Restart)
@@ -218,14 +214,15 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         let next_restart = waiting.iter().map(|(_, due)| *due).min();
         // `wharf status` shows crash-looping replicas and when they restart next.
         self.publish_waiting(&waiting, now);
-        if planned.is_empty() {
-            self.follow_health(&observed);
+        if planned.plan.is_empty() {
+            self.follow_health(&planned.observed);
             return Ok(next_restart);
         }
-        let report = self
-            .executor
-            .execute(&planned, &desired, &observed, &Log)
-            .await;
+        let Outcome { report, recorded } =
+            apply(&self.executor, &self.root, &self.dir, &planned, &Log).await;
+        if let Err(err) = recorded {
+            tracing::warn!("the reconcile was not recorded: {err}");
+        }
         for step in report.done.iter().filter(|s| s.action == Action::Restart) {
             let slot = format!("{}/{}", step.service, step.slot);
             let delay = self.backoff.restarted(&slot, Instant::now());
@@ -241,7 +238,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             .iter()
             .filter(|(s, _)| s.action == Action::Replace)
         {
-            let Some(service) = desired.iter().find(|d| d.name() == step.service) else {
+            let Some(service) = planned.desired.iter().find(|d| d.name() == step.service) else {
                 continue;
             };
             let (hash, digest) = self.rollout_target(service);
@@ -270,10 +267,8 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 self.log_event(message);
             }
         }
-        if let Err(err) = record(&self.root, &self.dir, &desired, &report) {
-            tracing::warn!("the reconcile was not recorded: {err}");
-        }
-        // The record ended the stopped rollouts of the services it applied.
+        // The record ended the stopped rollouts of the services it applied; the ones
+        // still held back are published again.
         if !self.failed_rollouts.is_empty() {
             self.publish_stopped_rollouts();
         }

@@ -429,9 +429,32 @@ pub fn summary(report: &Report) -> String {
     text
 }
 
+/// What applying a plan did: each step's outcome, and the generation recorded (or
+/// why it was not: the containers are the truth, so that is only a warning).
+pub struct Outcome {
+    pub report: Report,
+    pub recorded: Result<u64, String>,
+}
+
+/// Executes a prepared plan and records the outcome: the one path from a plan to
+/// recorded state, for apply, sync and the agent.
+pub async fn apply<R: Runtime>(
+    executor: &Executor<'_, R>,
+    root: &std::path::Path,
+    manifest_dir: &std::path::Path,
+    planned: &Planned,
+    observer: &dyn StepObserver,
+) -> Outcome {
+    let report = executor
+        .execute(&planned.plan, &planned.desired, &planned.observed, observer)
+        .await;
+    let recorded = record(root, manifest_dir, &planned.desired, &report);
+    Outcome { report, recorded }
+}
+
 /// Records the apply in the state database: services whose steps all succeeded are
 /// now applied as their manifests say; pruned services are forgotten.
-pub fn record(
+fn record(
     root: &std::path::Path,
     dir: &std::path::Path,
     desired: &[Service],
