@@ -1,11 +1,10 @@
-//! What `wharf plan` and `wharf apply` share: loading the directory, observing the
-//! host, resolving moved tags, planning, and the one-reconciler-at-a-time lock.
+//! What `wharf plan` and `wharf apply` share: their options, and printing what the
+//! library's `Host::plan_dir` found.
 
 use std::path::{Path, PathBuf};
 
 use super::Session;
-use crate::manifest::load_paths;
-use crate::reconcile::{current_digests, prepare, Facts, Options, Planned};
+use crate::reconcile::{Options, PlanDirError, Planned};
 
 /// What to reconcile: the options `plan` and `apply` share.
 #[derive(Debug, clap::Args)]
@@ -36,28 +35,21 @@ pub fn make_plan(
     prune: bool,
     allow_empty: bool,
 ) -> Result<Planned, u8> {
-    let loaded = load_paths(&[dir.to_owned()]);
-    if !loaded.errors.is_empty() {
-        for diagnostic in &loaded.errors {
-            eprintln!("{diagnostic}");
-        }
-        eprintln!("{} invalid: nothing was changed", dir.display());
-        return Err(super::exit::FAILURE);
-    }
-    if !dir.is_dir() {
-        return Err(session.fail_with(format!("{} is not a directory", dir.display())));
-    }
-    let manifest_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-    let observed = session.containers()?;
-    let facts = Facts {
-        current_digests: session.block_on(current_digests(
-            &session.registries,
-            &loaded.services,
-            |warning| eprintln!("warning: {warning}"),
-        )),
-        ..Facts::default()
-    };
     let options = Options { prune, allow_empty };
-    prepare(loaded.services, observed, &facts, &manifest_dir, options)
-        .map_err(|err| session.fail(&err))
+    match session.block_on(session.plan_dir(dir, options)) {
+        Ok((planned, warnings)) => {
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(planned)
+        }
+        Err(PlanDirError::Invalid { diagnostics, .. }) => {
+            for diagnostic in &diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            eprintln!("{} invalid: nothing was changed", dir.display());
+            Err(super::exit::FAILURE)
+        }
+        Err(err) => Err(session.fail(&err)),
+    }
 }

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Executor;
+use super::{current_digests, prepare, Executor, Facts, Options, Planned, PrepareError};
 use crate::hostroot::{RootError, Tightened};
 use crate::image::{ImageStore, Registries, StoreError};
-use crate::runtime::{LibcontainerRuntime, RuntimeError};
+use crate::manifest::{load_paths, Diagnostic};
+use crate::runtime::{LibcontainerRuntime, Runtime, RuntimeError};
 
 pub struct Host {
     pub root: PathBuf,
@@ -23,6 +24,23 @@ pub enum HostError {
     Images(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+}
+
+/// Why no plan could be made for a manifest directory; nothing was touched.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanDirError {
+    /// Every error of every manifest, as `validate` reports them.
+    #[error("{} invalid: nothing was changed", dir.display())]
+    Invalid {
+        dir: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("cannot list containers")]
+    List(#[source] RuntimeError),
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
 }
 
 impl Host {
@@ -42,6 +60,38 @@ impl Host {
             registries: Registries::new(insecure_registries).with_login_process(wharf),
         };
         Ok((host, tightened))
+    }
+
+    /// Loads the manifest directory `dir`, observes the host, resolves `pull: always`
+    /// tags and prepares the plan: the path of plan, apply and sync. A tag that cannot
+    /// be checked is returned as a warning (no replacement on that ground).
+    pub async fn plan_dir(
+        &self,
+        dir: &Path,
+        options: Options,
+    ) -> Result<(Planned, Vec<String>), PlanDirError> {
+        let loaded = load_paths(&[dir.to_owned()]);
+        if !loaded.errors.is_empty() {
+            return Err(PlanDirError::Invalid {
+                dir: dir.to_owned(),
+                diagnostics: loaded.errors,
+            });
+        }
+        if !dir.is_dir() {
+            return Err(PlanDirError::NotADirectory(dir.to_owned()));
+        }
+        let manifest_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+        let observed = self.runtime.list().await.map_err(PlanDirError::List)?;
+        let warnings = std::cell::RefCell::new(Vec::new());
+        let facts = Facts {
+            current_digests: current_digests(&self.registries, &loaded.services, |warning| {
+                warnings.borrow_mut().push(warning)
+            })
+            .await,
+            ..Facts::default()
+        };
+        let planned = prepare(loaded.services, observed, &facts, &manifest_dir, options)?;
+        Ok((planned, warnings.into_inner()))
     }
 
     /// Runs plans on this host: the one way to build an executor.
