@@ -182,7 +182,9 @@ impl Runtime for FakeRuntime {
             .map(|(_, code)| *code);
         let mut state = self.lock();
         state.journal.push(format!("start {id}"));
-        let pid = 1000 + i32::try_from(state.created).unwrap_or(0);
+        // Above the kernel's PID_MAX_LIMIT (4,194,304): no real process has it, so a
+        // probe that enters its namespaces fails instead of reaching a host process.
+        let pid = 5_000_000 + i32::try_from(state.created).unwrap_or(0);
         let container = state.containers.get_mut(id).ok_or_else(|| not_found(id))?;
         container.started_at = Some(SystemTime::now());
         (container.status, container.pid) = match exit {
@@ -231,6 +233,18 @@ impl Runtime for FakeRuntime {
     }
 
     async fn exec(&self, id: &str, _: &[String], _: Duration) -> Result<ExecOutput, RuntimeError> {
+        let running = self
+            .lock()
+            .containers
+            .get(id)
+            .is_some_and(|c| c.status == ContainerStatus::Running);
+        if !running {
+            // As the real runtime: nothing runs in a container that is not running.
+            return Err(RuntimeError::Container {
+                what: format!("container {id}"),
+                message: "is not running".into(),
+            });
+        }
         let spec = self.spec_of(id)?;
         let unhealthy = self.rules().unhealthy.iter().any(|rule| rule(&spec));
         Ok(ExecOutput {

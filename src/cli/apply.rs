@@ -109,7 +109,7 @@ struct JsonFailure<'a> {
 
 pub fn run(session: &Session, args: &Args) -> u8 {
     let timeout = args.lock_timeout.map(|d| d.as_std());
-    let _lock = match ReconcileLock::acquire(&session.root, timeout) {
+    let lock = match ReconcileLock::acquire(&session.root, timeout) {
         Ok(lock) => lock,
         Err(err) => return session.fail(&err),
     };
@@ -159,7 +159,9 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         if args.source.json {
             print_json(&Report::default());
         }
-        // Converged containers may still be unhealthy or exited: --wait says so.
+        // Converged containers may still be unhealthy or exited: --wait says so,
+        // without holding the lock the agent and other applies need meanwhile.
+        drop(lock);
         return match wait_if_asked(session, args, &planned.desired) {
             Ok(()) => exit::OK,
             Err(code) => code,
@@ -185,6 +187,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         let progress = StepProgress::new(plan.steps.len());
         session.block_on(apply(&executor, &session.root, &dir, &planned, &progress))
     };
+    drop(lock);
     let generation = recorded.unwrap_or_else(|err| {
         eprintln!("warning: the apply was not recorded: {err}");
         0

@@ -32,10 +32,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing::level_filters::LevelFilter;
 
-pub use output::Palette;
-
 use crate::image::INSECURE_REGISTRIES_ENV;
 use crate::reconcile::Host;
+use crate::style::Palette;
 
 /// Exit codes shared by all commands (documented in the README). A wrong command
 /// line exits with 2, from clap.

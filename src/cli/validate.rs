@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Serialize;
 
-use super::{exit, output, Cli, Palette};
+use super::{exit, output, Cli};
 use crate::manifest::{load_paths, Diagnostic, Loaded};
+use crate::style::Palette;
 
 /// Check manifests without touching any container.
 #[derive(Debug, Parser)]

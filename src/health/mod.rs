@@ -9,7 +9,10 @@ mod monitor;
 mod probe;
 mod ready;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that tests can pause it.
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -162,7 +165,7 @@ pub async fn wait_until_healthy<R: Runtime>(
     loop {
         let delay = tracker.next_check(health, Instant::now());
         if Instant::now() + delay > give_up {
-            tokio::time::sleep_until(give_up.into()).await;
+            tokio::time::sleep_until(give_up).await;
             return Err(HealthError::NotHealthyWithin {
                 deadline,
                 verdict: tracker.verdict().clone(),

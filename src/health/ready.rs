@@ -6,7 +6,9 @@
 //! once: waiting longer would not make it ready.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use super::{probe, HealthState, Tracker, Verdict};
 use crate::manifest::{Health, Service};
@@ -216,7 +218,7 @@ pub async fn wait_until_ready<R: Runtime>(
             (outcome, Instant::now())
         });
         let probed =
-            tokio::time::timeout_at(deadline.into(), futures_util::future::join_all(probes)).await;
+            tokio::time::timeout_at(deadline, futures_util::future::join_all(probes)).await;
         let Ok(outcomes) = probed else {
             return Err(timed_out);
         };
@@ -238,7 +240,7 @@ pub async fn wait_until_ready<R: Runtime>(
             .filter(|due| *due > now)
             .fold(now + POLL, Instant::min)
             .min(deadline);
-        tokio::time::sleep_until(wake.into()).await;
+        tokio::time::sleep_until(wake).await;
     }
 }
 

@@ -506,8 +506,8 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
     }
 
     /// The services defined in the directory, keeping the last good definition of
-    /// files that are broken now. None (touch nothing) when the directory cannot be
-    /// read or names clash.
+    /// files that are broken now. An error (touch nothing) when the directory cannot
+    /// be read or names clash.
     fn load(&mut self) -> Result<Vec<Service>, ReconcileError> {
         let files = manifest_files(&self.dir).map_err(|source| ReconcileError::Unreadable {
             dir: self.dir.clone(),

@@ -36,7 +36,7 @@ pub async fn run<R: Runtime + Clone + 'static>(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut next_restart = reconcile_logged(agent).await;
+    let mut next_restart = reconcile_logged(agent, None).await;
     notify_systemd("READY=1");
     let period = periodic.as_ref().map_or(resync, |p| p.period());
     let mut tick = tokio::time::interval(period);
@@ -55,17 +55,21 @@ pub async fn run<R: Runtime + Clone + 'static>(
                 }
             }
         }
-        next_restart = reconcile_logged(agent).await;
+        next_restart = reconcile_logged(agent, next_restart).await;
     }
     notify_systemd("STOPPING=1");
 }
 
+/// Reconciles; on failure, logs why and keeps a restart that is still to come due
+/// (one already due would make the loop spin on a lasting failure: the resync
+/// retries then).
 async fn reconcile_logged<R: Runtime + Clone + 'static>(
     agent: &mut Agent<'_, R>,
+    pending: Option<Instant>,
 ) -> Option<Instant> {
     agent.reconcile().await.unwrap_or_else(|err| {
         tracing::error!("cannot reconcile: {}", crate::error_chain(&err));
-        None
+        pending.filter(|due| *due > Instant::now())
     })
 }
 
