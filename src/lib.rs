@@ -30,6 +30,7 @@ pub mod hostroot;
 pub mod lockfile;
 pub mod logging;
 pub mod process;
+pub mod reaper;
 
 // Output: the command line, plan styling, the Kubernetes export.
 pub mod cli;

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::runtime::Reaper;
+use crate::reaper::Reaper;
 
 /// libcontainer's work (builds run in a forked copy, see `runtime::forked`) must not race
 /// other process spawning, whose locks a fork would copy while held: one at a time.

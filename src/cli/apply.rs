@@ -185,11 +185,14 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     let executor = session.executor();
     let Outcome { report, recorded } = {
         let progress = StepProgress::new(plan.steps.len());
-        session.block_on(apply(&executor, &session.root, &dir, &planned, &progress))
+        session.block_on(apply(&executor, &session.root, &planned, &progress))
     };
     drop(lock);
     let generation = recorded.unwrap_or_else(|err| {
-        eprintln!("warning: the apply was not recorded: {err}");
+        eprintln!(
+            "warning: the apply was not recorded: {}",
+            crate::error_chain(&err)
+        );
         0
     });
     if args.source.json {

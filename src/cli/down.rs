@@ -2,9 +2,8 @@ use clap::Parser;
 
 use super::output::Failure;
 use super::Session;
-use crate::reconcile::ReconcileLock;
-use crate::runtime::{stop_and_remove, Runtime};
-use crate::state::StateStore;
+use crate::reconcile::{take_down, ReconcileLock};
+use crate::runtime::Runtime;
 
 /// Stop and remove the containers of services (named volumes stay).
 #[derive(Debug, Parser)]
@@ -39,13 +38,10 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 "no containers of service \"{missing}\" (see `wharf status`)"
             )));
         }
-        let mut services: Vec<String> = chosen.iter().map(|c| c.service.clone()).collect();
-        services.dedup();
-        for container in chosen {
-            stop_and_remove(&session.runtime, container).await?;
+        take_down(&session.runtime, &session.root, &chosen, |container| {
             println!("removed {}", container.id);
-        }
-        StateStore::open(&session.root).and_then(|store| store.forget(&services))?;
+        })
+        .await?;
         Ok::<_, Failure>(())
     });
     session.exit_code(result)

@@ -218,10 +218,12 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             self.follow_health(&planned.observed);
             return Ok(next_restart);
         }
-        let Outcome { report, recorded } =
-            apply(&self.executor, &self.root, &self.dir, &planned, &Log).await;
+        let Outcome { report, recorded } = apply(&self.executor, &self.root, &planned, &Log).await;
         if let Err(err) = recorded {
-            tracing::warn!("the reconcile was not recorded: {err}");
+            tracing::warn!(
+                "the reconcile was not recorded: {}",
+                crate::error_chain(&err)
+            );
         }
         for step in report.done.iter().filter(|s| s.action == Action::Restart) {
             let slot = format!("{}/{}", step.service, step.slot);

@@ -17,7 +17,7 @@ pub use backoff::Backoff;
 pub use host::{Host, HostError, PlanDirError};
 pub use lock::{LockError, ReconcileLock};
 pub use prepare::{prepare, Facts, Options, Planned, PrepareError};
-pub use run::{run as run_agent, stop_containers_of, Periodic};
+pub use run::{run as run_agent, stop_containers_of, take_down, Periodic, TakeDownError};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use crate::plan::{Action, Plan, Step};
 use crate::runtime::{
     stop_and_remove, stop_settings, CreateRequest, ObservedContainer, Runtime, RuntimeError,
 };
-use crate::state::StateStore;
+use crate::state::{StateError, StateStore};
 
 /// What happened to each step.
 #[derive(Debug, Default)]
@@ -433,7 +433,7 @@ pub fn summary(report: &Report) -> String {
 /// why it was not: the containers are the truth, so that is only a warning).
 pub struct Outcome {
     pub report: Report,
-    pub recorded: Result<u64, String>,
+    pub recorded: Result<u64, StateError>,
 }
 
 /// Executes a prepared plan and records the outcome: the one path from a plan to
@@ -441,14 +441,13 @@ pub struct Outcome {
 pub async fn apply<R: Runtime>(
     executor: &Executor<'_, R>,
     root: &std::path::Path,
-    manifest_dir: &std::path::Path,
     planned: &Planned,
     observer: &dyn StepObserver,
 ) -> Outcome {
     let report = executor
         .execute(&planned.plan, &planned.desired, &planned.observed, observer)
         .await;
-    let recorded = record(root, manifest_dir, &planned.desired, &report);
+    let recorded = record(root, &planned.manifest_dir, &planned.desired, &report);
     Outcome { report, recorded }
 }
 
@@ -459,8 +458,8 @@ fn record(
     dir: &std::path::Path,
     desired: &[Service],
     report: &Report,
-) -> Result<u64, String> {
-    let store = StateStore::open(root).map_err(|e| error_chain(&e))?;
+) -> Result<u64, StateError> {
+    let store = StateStore::open(root)?;
     let failed: Vec<&str> = report
         .failed
         .iter()
@@ -499,16 +498,14 @@ fn record(
         )
     }));
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-    store
-        .record_apply(
-            &dir,
-            &applied,
-            &removed,
-            &restarted,
-            &summary(report),
-            &events,
-        )
-        .map_err(|e| error_chain(&e))
+    store.record_apply(
+        &dir,
+        &applied,
+        &removed,
+        &restarted,
+        &summary(report),
+        &events,
+    )
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use crate::runtime::ObservedContainer;
 
 /// A plan with what it was made from.
 pub struct Planned {
+    /// The manifest directory the services came from (canonical).
+    pub manifest_dir: PathBuf,
     pub desired: Vec<Service>,
     /// The containers the plan was made from.
     pub observed: Vec<ObservedContainer>,
@@ -79,6 +81,7 @@ pub fn prepare(
     });
     let fingerprint = fingerprint(&desired, &observed, &facts.current_digests);
     Ok(Planned {
+        manifest_dir: manifest_dir.to_owned(),
         desired,
         observed,
         plan,

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use tracing::Level;
 
 use super::agent::Agent;
-use crate::runtime::{stop_and_remove, Runtime, RuntimeError};
+use super::{LockError, ReconcileLock};
+use crate::runtime::{stop_and_remove, ObservedContainer, Runtime, RuntimeError};
+use crate::state::{StateError, StateStore};
 use crate::watch::Triggers;
 
 /// Events arriving together within this window are one reconcile.
@@ -73,26 +75,58 @@ async fn reconcile_logged<R: Runtime + Clone + 'static>(
     })
 }
 
-/// Stops and removes the containers created from the manifest directory `dir`
-/// (`wharf agent --stop-on-exit`).
-pub async fn stop_containers_of<R: Runtime>(runtime: &R, dir: &Path) -> Result<(), RuntimeError> {
+#[derive(Debug, thiserror::Error)]
+pub enum TakeDownError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Stops and removes `containers` (each with its own stop signal and timeout) and
+/// forgets their services in the state database: `wharf down` and `--stop-on-exit`.
+/// The caller holds the reconcile lock. `removed` is told of each one.
+pub async fn take_down<R: Runtime>(
+    runtime: &R,
+    root: &Path,
+    containers: &[&ObservedContainer],
+    removed: impl Fn(&ObservedContainer),
+) -> Result<(), TakeDownError> {
+    let mut services: Vec<String> = containers.iter().map(|c| c.service.clone()).collect();
+    services.sort();
+    services.dedup();
+    for container in containers {
+        stop_and_remove(runtime, container).await?;
+        removed(container);
+    }
+    StateStore::open(root)?.forget(&services)?;
+    Ok(())
+}
+
+/// Takes down the containers created from the manifest directory `dir`
+/// (`wharf agent --stop-on-exit`), under the reconcile lock.
+pub async fn stop_containers_of<R: Runtime>(
+    runtime: &R,
+    root: &Path,
+    dir: &Path,
+) -> Result<(), TakeDownError> {
+    let _lock = ReconcileLock::acquire(root, None)?;
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-    for container in runtime
-        .list()
-        .await?
+    let containers = runtime.list().await?;
+    let chosen: Vec<&ObservedContainer> = containers
         .iter()
         .filter(|c| c.manifest_dir.as_deref() == Some(dir.as_path()))
-    {
-        stop_and_remove(runtime, container).await?;
+        .collect();
+    take_down(runtime, root, &chosen, |container| {
         tracing::info!(
-            service = container.service.as_str(),
-            replica = container.slot,
             container = container.id.as_str(),
             "removed {} (--stop-on-exit)",
             container.id
         );
-    }
-    Ok(())
+    })
+    .await
 }
 
 /// sd_notify: a datagram to $NOTIFY_SOCKET (a path, or `@name` in the abstract

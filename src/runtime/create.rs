@@ -24,14 +24,14 @@ use super::error::{CreateError, RuntimeError};
 use super::forked::in_forked_copy;
 use super::libcontainer::LibcontainerRuntime;
 use super::netns::bring_up_loopback;
-use super::process::start_time;
-use super::reaper::Reaper;
+use super::proc::start_time;
 use super::records::{LayersRecord, ProcessRecord, Role, StartedRecord};
 use super::users::resolve_user;
 use super::CreateRequest;
 use crate::image::{mount_rootfs, ImageConfig};
 use crate::manifest::{Network, ServiceSpec, VolumeKind};
 use crate::process::libcontainer_lock;
+use crate::reaper::Reaper;
 
 impl LibcontainerRuntime {
     pub(super) fn create_blocking(&self, request: &CreateRequest) -> Result<String, RuntimeError> {

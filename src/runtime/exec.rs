@@ -14,8 +14,8 @@ use nix::sys::signal::Signal;
 use super::error::{ForkedError, RuntimeError};
 use super::forked::in_forked_copy;
 use super::libcontainer::LibcontainerRuntime;
-use super::reaper::Reaper;
 use crate::process::libcontainer_lock;
+use crate::reaper::Reaper;
 
 /// How long an exec's output may still arrive after its process ended.
 const EXEC_OUTPUT_GRACE: Duration = Duration::from_secs(1);

@@ -26,7 +26,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use super::error::ForkedError;
-use super::reaper::Reaper;
+use crate::reaper::Reaper;
 
 /// Runs `build` in a forked copy of this process and returns the pid it answers.
 /// The caller holds the libcontainer lock, so no other thread is spawning a process.

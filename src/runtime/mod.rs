@@ -12,8 +12,7 @@ mod libcontainer;
 mod logs;
 mod netns;
 mod observe;
-mod process;
-mod reaper;
+mod proc;
 mod records;
 mod stats;
 mod stop;
@@ -23,6 +22,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+pub use crate::reaper::{Exit, Reaper};
 pub use config::{
     annotation, command_line, environment, runtime_config, working_dir, HostFacts, MountSource,
     ResolvedUser,
@@ -32,11 +32,9 @@ pub use exec::ExecOutput;
 pub use libcontainer::LibcontainerRuntime;
 pub use logs::{copy_timestamped, LogLine, LogStream, Logs};
 pub use netns::tcp_socket_in;
-pub use reaper::{Exit, Reaper};
 pub use stats::{read_usage, Usage};
 
 // The runtime tests spawn their helpers through this path.
-pub use crate::process::spawn_beside_containers;
 
 use crate::image::LocalImage;
 use crate::manifest::{ServiceSpec, SpecHash};

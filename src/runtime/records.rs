@@ -15,7 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::process::{is_same_process, start_time};
+use super::proc::{is_same_process, start_time};
 use crate::image::Digest;
 
 #[derive(Debug, thiserror::Error)]

@@ -10,11 +10,11 @@ use nix::sys::signal::Signal;
 
 use super::error::RuntimeError;
 use super::libcontainer::{lock, LibcontainerRuntime};
-use super::process::is_our_exited_child;
-use super::reaper::Reaper;
+use super::proc::is_our_exited_child;
 use super::records::ExitRecord;
 use crate::image::unmount_rootfs;
 use crate::process::libcontainer_lock;
+use crate::reaper::Reaper;
 
 /// How long a killed container may take to disappear.
 const KILL_GRACE: Duration = Duration::from_secs(10);

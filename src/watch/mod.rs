@@ -10,7 +10,7 @@ use std::time::Duration;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::runtime::Reaper;
+use crate::reaper::Reaper;
 
 /// Why the agent wakes up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -119,7 +119,7 @@ async fn containers_cannot_create_namespaces() {
     let log = std::fs::File::create(probe.path().join("gcc.log")).expect("log file");
     let since = std::time::SystemTime::now();
     #[allow(clippy::zombie_processes, reason = "wharf's reaper collects it")]
-    let gcc = wharf::runtime::spawn_beside_containers(
+    let gcc = wharf::process::spawn_beside_containers(
         std::process::Command::new("gcc")
             .args(["-static", "-O1", "-o", "probe", "probe.c"])
             .current_dir(probe.path())
