@@ -5,6 +5,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::Level;
 
+use super::output::Failure;
 use super::sync::GitArgs;
 use super::Session;
 use crate::manifest::only_root_can_write;
@@ -49,9 +50,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
     let manifests = match (&git, &args.manifests) {
         (Some(source), _) => source.manifest_dir(&session.root),
         (None, Some(dir)) => dir.clone(),
-        (None, None) => {
-            return super::output::exit_code(Err("give --manifests DIR or --git URL".into()))
-        }
+        (None, None) => return session.fail_with("give --manifests DIR or --git URL"),
     };
     if let Some(source) = &git {
         // The first fetch, before anything is watched: a failure is retried later.
@@ -59,17 +58,17 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             tracing::warn!("cannot sync {}: {message}", source.describe());
         }
         if let Err(err) = std::fs::create_dir_all(&manifests) {
-            return super::output::exit_code(Err(format!("{}: {err}", manifests.display())));
+            return session.fail_with(format!("{}: {err}", manifests.display()));
         }
     }
     if !args.allow_insecure_manifests {
         if let Err(message) = only_root_can_write(&manifests) {
-            return super::output::exit_code(Err(format!("refusing to run: {message}")));
+            return session.fail_with(format!("refusing to run: {message}"));
         }
     }
     let result = session.block_on(async {
-        let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
         let shutdown = async {
             tokio::select! {
                 _ = terminate.recv() => {}
@@ -102,16 +101,14 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         let periodic = sync.as_mut().map(|sync| sync as &mut dyn Periodic);
         run_agent(&mut agent, &mut triggers, resync, periodic, shutdown).await;
         if args.stop_on_exit {
-            stop_containers_of(&session.runtime, &session.root, &manifests)
-                .await
-                .map_err(|e| crate::error_chain(&e))?;
+            stop_containers_of(&session.runtime, &session.root, &manifests).await?;
             tracing::info!("agent stopped; its containers were removed");
         } else {
             tracing::info!("agent stopped; containers are left running");
         }
-        Ok::<_, String>(())
+        Ok::<_, Failure>(())
     });
-    super::output::exit_code(result)
+    session.exit_code(result)
 }
 
 /// The Git fetch the agent runs every `--interval`: what changed goes to the event log.

@@ -123,9 +123,9 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         Err(err) => eprintln!("warning: {}", crate::error_chain(&err)),
     }
     let saved = if args.source.dir.is_file() {
-        match read_saved_plan(&args.source.dir) {
+        match SavedPlan::read(&args.source.dir) {
             Ok(saved) => Some(saved),
-            Err(message) => return session.fail_with(message),
+            Err(err) => return session.fail(&err),
         }
     } else {
         None
@@ -143,7 +143,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         Err(code) => return code,
     };
     if let Some(saved) = &saved {
-        if saved.fingerprint != planned.fingerprint || saved.steps != planned.plan.steps {
+        if !planned.is(saved) {
             return session.fail_with(format!(
                 "the manifests in {} or the containers changed since {} was made; nothing was changed. Run `wharf plan` again.",
                 dir.display(),
@@ -243,25 +243,6 @@ fn print_json(report: &Report) {
         "{}",
         serde_json::to_string_pretty(&result).unwrap_or_default()
     );
-}
-
-fn read_saved_plan(path: &std::path::Path) -> Result<SavedPlan, String> {
-    let bytes =
-        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    let saved: SavedPlan = serde_json::from_slice(&bytes).map_err(|err| {
-        format!(
-            "{} is not a plan saved by `wharf plan -o`: {err}",
-            path.display()
-        )
-    })?;
-    if saved.format_version != PLAN_FORMAT_VERSION {
-        return Err(format!(
-            "{} has plan format {}; this wharf reads format {PLAN_FORMAT_VERSION}",
-            path.display(),
-            saved.format_version
-        ));
-    }
-    Ok(saved)
 }
 
 /// With `--wait`: waits until every replica of `desired` runs its current spec and

@@ -43,15 +43,6 @@ pub fn fail_with(message: impl std::fmt::Display, palette: &Palette) -> u8 {
     fail(&*Failure::from(message.to_string()), palette)
 }
 
-/// The exit code for an outcome whose error is a message, printing it if there is
-/// one (through [`fail`], uncoloured).
-pub fn exit_code(result: Result<(), String>) -> u8 {
-    match result {
-        Ok(()) => super::exit::OK,
-        Err(message) => fail_with(message, &Palette::new(false)),
-    }
-}
-
 /// Writes a line to stdout; false when it cannot, e.g. because the reader stopped
 /// early (`wharf logs web | head`): the command should then end quietly.
 pub fn print_line(line: std::fmt::Arguments) -> bool {

@@ -4,7 +4,8 @@ use clap::Parser;
 
 use super::reconcile::{make_plan, Source};
 use super::{exit, output, Session};
-use crate::plan::{render_human, render_json, SavedPlan, PLAN_FORMAT_VERSION};
+use crate::plan::{render_human, render_json};
+use crate::reconcile::Options;
 
 /// Show what `wharf apply DIR` would do, without changing anything.
 #[derive(Debug, Parser)]
@@ -38,18 +39,10 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         );
     }
     if let Some(out) = &args.out {
-        let saved = SavedPlan {
-            format_version: PLAN_FORMAT_VERSION,
-            dir: args
-                .source
-                .dir
-                .canonicalize()
-                .unwrap_or_else(|_| args.source.dir.clone()),
+        let saved = planned.saved(Options {
             prune: args.source.prune,
             allow_empty: args.source.allow_empty,
-            fingerprint: planned.fingerprint.clone(),
-            steps: planned.plan.steps.clone(),
-        };
+        });
         let json = serde_json::to_vec_pretty(&saved).unwrap_or_default();
         if let Err(err) = std::fs::write(out, json) {
             return session.fail_with(format!("cannot write {}: {err}", out.display()));

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use render::{render_human, render_json, SavedPlan, PLAN_FORMAT_VERSION};
+pub use render::{render_human, render_json, SavedPlan, SavedPlanError, PLAN_FORMAT_VERSION};
 
 use crate::manifest::{PullPolicy, RestartPolicy, Service, ServiceSpec};
 use crate::runtime::{ContainerStatus, ObservedContainer};

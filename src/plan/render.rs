@@ -26,6 +26,50 @@ pub struct SavedPlan {
     pub steps: Vec<Step>,
 }
 
+/// Larger than any plan wharf writes (a plan file is input like any other).
+const MAX_SAVED_PLAN: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SavedPlanError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: crate::bounded_read::ReadError,
+    },
+    #[error("{} is not a plan saved by `wharf plan -o`: {source}", path.display())]
+    NotAPlan {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{} has plan format {found}; this wharf reads format {PLAN_FORMAT_VERSION}", path.display())]
+    Format { path: PathBuf, found: u32 },
+}
+
+impl SavedPlan {
+    /// Reads a plan file written by `wharf plan -o`.
+    pub fn read(path: &std::path::Path) -> Result<SavedPlan, SavedPlanError> {
+        let bytes = crate::bounded_read::read_regular(path, MAX_SAVED_PLAN).map_err(|source| {
+            SavedPlanError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        let saved: SavedPlan =
+            serde_json::from_slice(&bytes).map_err(|source| SavedPlanError::NotAPlan {
+                path: path.to_owned(),
+                source,
+            })?;
+        if saved.format_version != PLAN_FORMAT_VERSION {
+            return Err(SavedPlanError::Format {
+                path: path.to_owned(),
+                found: saved.format_version,
+            });
+        }
+        Ok(saved)
+    }
+}
+
 pub fn render_human(plan: &Plan, palette: &Palette) -> String {
     let mut out = String::new();
     for change in &plan.changes {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::manifest::Service;
-use crate::plan::{plan, HoldBack, Inputs, Plan};
+use crate::plan::{plan, HoldBack, Inputs, Plan, SavedPlan, PLAN_FORMAT_VERSION};
 use crate::runtime::ObservedContainer;
 
 /// A plan with what it was made from.
@@ -23,6 +23,25 @@ pub struct Planned {
     pub plan: Plan,
     /// Identifies the inputs: a saved plan is applied only if they are unchanged.
     pub fingerprint: String,
+}
+
+impl Planned {
+    /// The plan as `wharf plan -o` saves it, for `wharf apply FILE`.
+    pub fn saved(&self, options: Options) -> SavedPlan {
+        SavedPlan {
+            format_version: PLAN_FORMAT_VERSION,
+            dir: self.manifest_dir.clone(),
+            prune: options.prune,
+            allow_empty: options.allow_empty,
+            fingerprint: self.fingerprint.clone(),
+            steps: self.plan.steps.clone(),
+        }
+    }
+
+    /// Whether `saved` is this plan, made from the same manifests and containers.
+    pub fn is(&self, saved: &SavedPlan) -> bool {
+        saved.fingerprint == self.fingerprint && saved.steps == self.plan.steps
+    }
 }
 
 /// What the planner is told besides the manifests and the containers.
