@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::manifest::{is_manifest_name, load_paths};
+use crate::manifest::{is_manifest_name, load_paths, MAX_MANIFEST_BYTES};
 
 /// Why a sync did not move the manifest directory to the ref's commit.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,14 @@ pub enum SyncError {
         #[source]
         source: std::io::Error,
     },
+    #[error("commit {commit}: {name} is {size} bytes, more than the {} MiB limit for a manifest file; split its services into several files", MAX_MANIFEST_BYTES >> 20)]
+    ManifestTooLarge {
+        commit: String,
+        name: String,
+        size: u64,
+    },
+    #[error("commit {commit}: more than {MAX_MANIFEST_FILES} manifest files in one directory")]
+    TooManyManifests { commit: String },
     #[error("commit {commit}: cannot read {name} from git archive")]
     ArchiveFile {
         commit: String,
@@ -291,12 +299,69 @@ fn manifests_at(
     if !prefix.is_empty() {
         args.extend(["--", prefix.as_str()]);
     }
-    let tar = git(repo, &args).map_err(|git| SyncError::NoDirectory {
+    // Streamed: a commit is hostile input, and its directory may hold anything (a
+    // huge file beside the manifests) that must not be held in memory.
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(&args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| SyncError::NoDirectory {
+            commit: short(),
+            path: path.to_owned(),
+            git: GitError::Spawn(source),
+        })?;
+    // Read beside stdout, so that a chatty git cannot block on a full stderr pipe.
+    let stderr = child.stderr.take().map(|mut stderr| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.by_ref().take(64 * 1024).read_to_string(&mut text);
+            text
+        })
+    });
+    let files = child.stdout.take().map_or_else(
+        || Ok(Vec::new()),
+        |stdout| read_manifests(stdout, &prefix, &short),
+    );
+    let status = child.wait();
+    let stderr = stderr
+        .and_then(|reader| reader.join().ok())
+        .unwrap_or_default();
+    let failed = |git| SyncError::NoDirectory {
         commit: short(),
         path: path.to_owned(),
         git,
-    })?;
-    let mut archive = tar::Archive::new(tar.as_slice());
+    };
+    match status {
+        Ok(status) if status.success() => files,
+        Ok(_) => match files {
+            // Refused here, so reading stopped: git then fails on its closed pipe.
+            Err(
+                err @ (SyncError::ManifestTooLarge { .. } | SyncError::TooManyManifests { .. }),
+            ) => Err(err),
+            _ => Err(failed(GitError::Failed {
+                stderr: stderr.trim().to_owned(),
+            })),
+        },
+        Err(source) => Err(failed(GitError::Spawn(source))),
+    }
+}
+
+/// More than any directory of one host's manifests holds.
+const MAX_MANIFEST_FILES: usize = 10_000;
+
+/// The manifest files directly under `prefix` in a `git archive` tar stream, each
+/// refused when over the manifest size limit before it is read.
+fn read_manifests(
+    tar: impl Read,
+    prefix: &str,
+    short: &dyn Fn() -> String,
+) -> Result<Vec<(String, Vec<u8>)>, SyncError> {
+    let mut archive = tar::Archive::new(tar);
     let mut files = Vec::new();
     let archive_error = |source: std::io::Error| SyncError::Archive {
         commit: short(),
@@ -312,12 +377,26 @@ fn manifests_at(
             .path()
             .ok()
             .and_then(|p| p.to_str().map(str::to_owned))
-            .and_then(|p| p.strip_prefix(&prefix).map(str::to_owned));
+            .and_then(|p| p.strip_prefix(prefix).map(str::to_owned));
         let Some(name) = name.filter(|n| !n.contains('/') && is_manifest_name(n)) else {
             continue;
         };
+        if entry.size() > MAX_MANIFEST_BYTES {
+            return Err(SyncError::ManifestTooLarge {
+                commit: short(),
+                name: format!("{prefix}{name}"),
+                size: entry.size(),
+            });
+        }
+        if files.len() >= MAX_MANIFEST_FILES {
+            return Err(SyncError::TooManyManifests { commit: short() });
+        }
         let mut bytes = Vec::new();
-        if let Err(source) = entry.read_to_end(&mut bytes) {
+        if let Err(source) = entry
+            .by_ref()
+            .take(MAX_MANIFEST_BYTES)
+            .read_to_end(&mut bytes)
+        {
             return Err(SyncError::ArchiveFile {
                 commit: short(),
                 name,

@@ -268,3 +268,33 @@ fn the_agent_follows_a_git_ref() {
     let _ = agent.wait();
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
 }
+
+#[test]
+fn a_commit_is_read_with_bounds_an_oversized_manifest_is_refused_and_big_files_are_skipped() {
+    let root = tempfile::tempdir().expect("root");
+    let root = root.path();
+    let repo = Repo::new();
+    // A large file that is not a manifest, beside one: streamed past, never held.
+    let mut blob = vec![b'x'; 8 << 20];
+    blob.push(b'\n');
+    std::fs::write(repo.work.join("hosts/data.bin"), &blob).expect("write");
+    repo.commit("web.yaml", Some(&service("web", "a")), "web and data");
+    let run = sync(root, &repo);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let first = running(root);
+    assert_eq!(first.len(), 1);
+
+    // A manifest over the limit is refused by its size, and what runs stays.
+    let padding = "# padding\n".repeat(110_000);
+    repo.commit("big.yaml", Some(&padding), "a 1.1 MB manifest");
+    let run = sync(root, &repo);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("hosts/big.yaml is 1100000 bytes, more than the 1 MiB limit"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(running(root), first);
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
