@@ -42,6 +42,7 @@ fn observed(services: &[Service]) -> Vec<ObservedContainer> {
                 manifest: None,
                 manifest_dir: Some(PathBuf::from("/srv/m")),
                 spec: Some(Box::new(service.spec.clone())),
+                unmonitored: false,
             })
         })
         .collect()

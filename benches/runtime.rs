@@ -64,8 +64,8 @@ fn main() {
     let service = parse_manifest(Path::new("bench.yaml"), text.as_bytes())
         .expect("valid")
         .remove(0);
-    let runtime =
-        LibcontainerRuntime::open(&root, Path::new(env!("CARGO_BIN_EXE_wharf"))).expect("runtime");
+    let runtime = LibcontainerRuntime::open(&root, Path::new(env!("CARGO_BIN_EXE_wharf-monitor")))
+        .expect("runtime");
     let request = CreateRequest {
         service: service.spec.clone(),
         slot: 0,

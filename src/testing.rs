@@ -82,6 +82,7 @@ impl FakeRuntime {
             container.status = ContainerStatus::Exited {
                 code: Some(code),
                 at: Some(SystemTime::now()),
+                oom_killed: false,
             };
             container.pid = None;
         }
@@ -167,6 +168,7 @@ impl Runtime for FakeRuntime {
                     .and_then(|m| m.parent())
                     .map(Into::into),
                 spec: Some(Box::new(request.service.clone())),
+                unmonitored: false,
             },
         );
         Ok(id)
@@ -192,6 +194,7 @@ impl Runtime for FakeRuntime {
                 ContainerStatus::Exited {
                     code: Some(code),
                     at: Some(SystemTime::now()),
+                    oom_killed: false,
                 },
                 None,
             ),
@@ -208,6 +211,7 @@ impl Runtime for FakeRuntime {
             container.status = ContainerStatus::Exited {
                 code: Some(0),
                 at: Some(SystemTime::now()),
+                oom_killed: false,
             };
             container.pid = None;
         }

@@ -1,17 +1,19 @@
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 
 use super::output::print_line;
 use super::target::matching;
 use super::{exit, Session};
-use crate::runtime::{copy_timestamped, LogLine, LogStream};
+use crate::manifest::LogDriver;
+use crate::runtime::{LogLine, LogStream};
 
-/// Show a service's output (stdout and stderr as written).
+/// Show a service's output (stdout and stderr as written), its rotated log files
+/// included.
 #[derive(Debug, Parser)]
 #[command(
-    after_help = "Examples:\n  wharf logs web\n  wharf logs worker --replica 2 --tail 20 --follow"
+    after_help = "Examples:\n  wharf logs web\n  wharf logs web --since 10m\n  wharf logs worker --replica 2 --tail 20 --follow\n  wharf logs worker --since 1h30m --tail 100"
 )]
 pub struct Args {
     /// Service name (or SERVICE/N, or a container id).
@@ -25,9 +27,19 @@ pub struct Args {
     /// Only the last N lines of each container.
     #[arg(long)]
     pub tail: Option<usize>,
+    /// Only output written in the last DURATION (e.g. 30s, 10m, 1h30m); with --tail,
+    /// the last N lines of it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+    pub since: Option<Duration>,
     /// Prefix each line with the time it was written (RFC 3339).
     #[arg(long, short)]
     pub timestamps: bool,
+}
+
+/// `--since`'s value: a duration such as `10m` or `1h30m`.
+fn parse_since(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("not a duration ({err}); give one such as 30s, 10m or 1h30m"))
 }
 
 pub fn run(session: &Session, args: &Args) -> u8 {
@@ -76,24 +88,38 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             }
         }
     };
+    // One time for every container; a duration longer than the clock's past is all.
+    let since = args.since.map(|ago| {
+        SystemTime::now()
+            .checked_sub(ago)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    });
     let mut streams = Vec::new();
     for container in &chosen {
-        let label = prefix(&container.id);
+        let id = container.id.as_str();
+        // Its output was never in a file here: say where it is.
+        if container.spec.as_deref().map(|spec| spec.logs.driver) == Some(LogDriver::Journald) {
+            eprintln!(
+                "warning: {id}: its output goes to the journal: journalctl CONTAINER_NAME={id}"
+            );
+            continue;
+        }
+        let label = prefix(id);
         // The tail is read from the end of the log, and following goes on from
         // where it ends: nothing written in between is missed.
-        let logs = session.runtime.logs(&container.id);
-        let mut stream = match logs.open(args.tail, args.follow) {
+        let logs = session.runtime.logs(id);
+        let mut stream = match logs.open(args.tail, since, args.follow) {
             Ok(stream) => stream,
             Err(err) => {
-                eprintln!("warning: {}: no output yet ({err})", container.id);
+                eprintln!("warning: {id}: no output yet ({err})");
                 continue;
             }
         };
-        if !show_available(container.id.as_str(), label.as_str(), &mut stream) {
+        if !show_available(id, label.as_str(), &mut stream) {
             return exit::OK;
         }
         if args.follow {
-            streams.push((container.id.as_str(), label, stream));
+            streams.push((id, label, stream));
         }
     }
     if args.follow {
@@ -109,33 +135,4 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         }
     }
     exit::OK
-}
-
-/// `wharf log-shim LOG`: the container's stdout arrives on fd 0 and its stderr on
-/// fd 1 (both pipe read ends); lines go to LOG, timestamped, until both close.
-pub fn shim(log: &std::path::Path) -> u8 {
-    use std::fs::File;
-    use std::os::fd::AsFd;
-    let stdout = std::io::stdin().as_fd().try_clone_to_owned();
-    let stderr = std::io::stdout().as_fd().try_clone_to_owned();
-    let copied = match stdout.and_then(|out| Ok((out, stderr?))) {
-        Ok((out, err)) => {
-            copy_timestamped(File::from(out), File::from(err), log).map_err(|err| err.to_string())
-        }
-        Err(err) => Err(format!(
-            "cannot take the container's pipes (fds 0 and 1): {err}"
-        )),
-    };
-    match copied {
-        Ok(()) => exit::OK,
-        Err(message) => {
-            // To the shim's stderr, wherever its starter sent it; ignored if that fails.
-            let _ = writeln!(
-                std::io::stderr(),
-                "wharf log-shim: {}: {message}",
-                log.display()
-            );
-            exit::FAILURE
-        }
-    }
 }

@@ -149,11 +149,6 @@ pub enum Command {
     Stats(stats::Args),
     Export(export::Args),
     Sync(sync::Args),
-    /// Internal: collects one container's output (started by wharf with the container).
-    #[command(hide = true)]
-    LogShim {
-        log: PathBuf,
-    },
     /// Internal: prints the Docker-config login for a registry as JSON (run by wharf
     /// processes that run containers, which cannot wait for credential helpers).
     #[command(hide = true)]
@@ -189,7 +184,6 @@ pub fn main() -> ExitCode {
         Command::Logs(args) => with_session(&cli, |s| logs::run(s, args)),
         Command::Exec(args) => with_session(&cli, |s| exec::run(s, args)),
         Command::Stats(args) => with_session(&cli, |s| stats::run(s, args)),
-        Command::LogShim { log } => logs::shim(log),
         Command::CredentialLookup { registry } => {
             let login = crate::image::docker_login(registry);
             println!("{}", serde_json::to_string(&login).unwrap_or_default());

@@ -1,7 +1,9 @@
 use clap::Parser;
 use serde::Serialize;
 
+use super::status::state_of;
 use super::{exit, Session};
+use crate::reconcile::AgentPresence;
 
 /// List wharf's containers.
 #[derive(Debug, Parser)]
@@ -17,6 +19,9 @@ struct Row {
     service: String,
     replica: u32,
     status: String,
+    /// How it ended, once it has and its monitor recorded it.
+    exit_code: Option<i32>,
+    oom_killed: bool,
     pid: Option<i32>,
     started: Option<String>,
     image: String,
@@ -29,10 +34,13 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         Ok(containers) => containers,
         Err(code) => return code,
     };
+    let agent_running = AgentPresence::any(&session.root);
     let rows: Vec<Row> = containers
         .into_iter()
         .map(|c| Row {
-            status: c.status.to_string(),
+            status: state_of(&c, agent_running),
+            exit_code: c.status.exit_code(),
+            oom_killed: c.status.oom_killed(),
             started: c
                 .started_at
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
@@ -49,13 +57,19 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         return session.print_json(&rows);
     }
     let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(0).max(2);
+    let status_width = rows
+        .iter()
+        .map(|r| r.status.len())
+        .max()
+        .unwrap_or(0)
+        .max(12);
     println!(
-        "{:width$}  {:12}  {:8}  STARTED               IMAGE",
+        "{:width$}  {:status_width$}  {:8}  STARTED               IMAGE",
         "ID", "STATUS", "PID"
     );
     for row in &rows {
         println!(
-            "{:width$}  {:12}  {:8}  {:20}  {}",
+            "{:width$}  {:status_width$}  {:8}  {:20}  {}",
             row.id,
             row.status,
             row.pid.map_or("-".into(), |p| p.to_string()),

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{exit, Session};
 use crate::health::{HealthState, Verdict};
+use crate::reconcile::AgentPresence;
 use crate::runtime::{ContainerStatus, ObservedContainer};
 use crate::state::{StateView, StoppedRollout, TagCheckFailing};
 use crate::sync::SyncRecord;
@@ -47,6 +48,9 @@ struct ContainerLine<'a> {
     id: &'a str,
     replica: u32,
     state: String,
+    /// How it ended, once it has and its monitor recorded it.
+    exit_code: Option<i32>,
+    oom_killed: bool,
     uptime_seconds: Option<u64>,
     /// Restarts recorded for this replica slot.
     restarts: u64,
@@ -82,6 +86,25 @@ fn desired(applied: Option<&LastApplied>, containers: &[&ObservedContainer]) -> 
     }
 }
 
+/// A container's state as `status` and `ps` show it: its status, and what will not
+/// be known or done about it.
+pub(super) fn state_of(container: &ObservedContainer, agent_running: bool) -> String {
+    let mut state = container.status.to_string();
+    if container.unmonitored {
+        state.push_str(" (its monitor is gone: its exit will not be known)");
+    }
+    if let ContainerStatus::Exited { code, .. } = container.status {
+        let policy = container.spec.as_ref().map(|spec| spec.restart);
+        if let Some(policy) = policy.filter(|p| p.restarts_after(code) && !agent_running) {
+            state.push_str(&format!(
+                "; restart: {}, but no agent is running",
+                policy.name()
+            ));
+        }
+    }
+    state
+}
+
 pub fn run(session: &Session, args: &Args) -> u8 {
     let containers = match session.containers() {
         Ok(containers) => containers,
@@ -95,6 +118,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             .push(container);
     }
     let now = SystemTime::now();
+    let agent_running = AgentPresence::any(&session.root);
     let state = StateView::open(&session.root).unwrap_or_else(|err| {
         // What runs is still worth showing; the history is what is missing.
         eprintln!("warning: {err}");
@@ -140,7 +164,9 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 .map(|c| ContainerLine {
                     id: &c.id,
                     replica: c.slot,
-                    state: c.status.to_string(),
+                    state: state_of(c, agent_running),
+                    exit_code: c.status.exit_code(),
+                    oom_killed: c.status.oom_killed(),
                     health: state
                         .as_ref()
                         .filter(|_| c.status == ContainerStatus::Running)

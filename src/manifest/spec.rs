@@ -80,6 +80,10 @@ pub struct ServiceSpec {
     /// Free-form key/value pairs recorded with the containers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Where the containers' output goes and how much of it is kept on disk. A change
+    /// applies to containers created after it (it does not recreate running ones).
+    #[serde(default)]
+    pub logs: LogPolicy,
 }
 
 fn default_replicas() -> u32 {
@@ -131,6 +135,26 @@ pub enum RestartPolicy {
     Never,
 }
 
+impl RestartPolicy {
+    /// The name the manifest uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        }
+    }
+
+    /// Whether a container that exited with `code` (None: unknown) is restarted.
+    pub fn restarts_after(self, code: Option<i32>) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => code != Some(0),
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[serde(expecting = "a mapping with cpus, memory and pids")]
@@ -149,6 +173,54 @@ pub struct Resources {
 impl Resources {
     fn is_unlimited(&self) -> bool {
         *self == Resources::default()
+    }
+}
+
+/// Output is kept in files rotated at `max_size`, at most `max_files` of them per
+/// container (as the kubelet and Nomad do by default), or sent to journald.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with driver, max_size and max_files")]
+pub struct LogPolicy {
+    /// `file` keeps output in rotated files read by `wharf logs`; `journald` sends it
+    /// to the systemd journal (`journalctl CONTAINER_NAME=<container id>`).
+    #[serde(default)]
+    pub driver: LogDriver,
+    /// Size at which a container's log file is rotated, at least 64Ki.
+    #[serde(default = "default_log_max_size")]
+    pub max_size: ByteSize,
+    /// Log files kept per container, the one being written included (1 to 100): at
+    /// most `max_size × max_files` on disk per container.
+    #[serde(default = "default_log_max_files")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_files: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogDriver {
+    /// Rotated files in the container's directory.
+    #[default]
+    File,
+    /// The systemd journal, through its native protocol.
+    Journald,
+}
+
+fn default_log_max_size() -> ByteSize {
+    ByteSize::from_bytes(10 << 20)
+}
+
+fn default_log_max_files() -> u32 {
+    3
+}
+
+impl Default for LogPolicy {
+    fn default() -> Self {
+        LogPolicy {
+            driver: LogDriver::default(),
+            max_size: default_log_max_size(),
+            max_files: default_log_max_files(),
+        }
     }
 }
 

@@ -12,6 +12,9 @@ use super::yaml::PathSegment;
 pub const MAX_NAME_LEN: usize = 48;
 pub const MAX_REPLICAS: u32 = 1000;
 const MIN_MEMORY: ByteSize = ByteSize::from_bytes(6 << 20);
+/// A log file holds at least one whole line (64 KiB at most) after a rotation.
+const MIN_LOG_SIZE: ByteSize = ByteSize::from_bytes(64 << 10);
+const MAX_LOG_FILES: u32 = 100;
 /// cpus becomes a CFS quota over a 100 ms period; the kernel needs at least 1 ms.
 const MIN_CPUS: f64 = 0.01;
 /// Environment variables wharf sets itself in every container.
@@ -75,6 +78,7 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec, Vec<Invalid>> {
         }
     }
     check_resources(&spec, &mut check);
+    check_logs(&spec, &mut check);
     match normalize_signal(&spec.stop.signal) {
         Ok(signal) => spec.stop.signal = signal,
         Err(message) => check.fail(&[key("stop"), key("signal")], message),
@@ -204,6 +208,22 @@ fn check_user(user: &str) -> Result<(), String> {
         Err(format!(
             "invalid user \"{user}\" (expected uid[:gid] or name[:group], e.g. 1000:1000 or nobody)"
         ))
+    }
+}
+
+fn check_logs(spec: &ServiceSpec, check: &mut Checker) {
+    let logs = &spec.logs;
+    if logs.max_size < MIN_LOG_SIZE {
+        check.fail(
+            &[key("logs"), key("max_size")],
+            format!("{} is below the minimum of {MIN_LOG_SIZE}", logs.max_size),
+        );
+    }
+    if !(1..=MAX_LOG_FILES).contains(&logs.max_files) {
+        check.fail(
+            &[key("logs"), key("max_files")],
+            format!("{} is not between 1 and {MAX_LOG_FILES}", logs.max_files),
+        );
     }
 }
 

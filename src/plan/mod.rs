@@ -368,29 +368,31 @@ fn restart_reason(
     policy: RestartPolicy,
     unhealthy: Option<&String>,
 ) -> Option<String> {
-    match (container.status, policy) {
-        (ContainerStatus::Running, RestartPolicy::Never) => None,
-        (ContainerStatus::Running, policy) => {
-            unhealthy.map(|why| format!("unhealthy ({why}); restart: {}", policy_name(policy)))
+    match container.status {
+        ContainerStatus::Running if policy == RestartPolicy::Never => None,
+        ContainerStatus::Running => {
+            unhealthy.map(|why| format!("unhealthy ({why}); restart: {}", policy.name()))
         }
-        (ContainerStatus::Created, _) => Some("created but never started".into()),
-        (ContainerStatus::Unknown, _) => Some("its state cannot be read".into()),
-        (ContainerStatus::Exited { .. }, RestartPolicy::Never) => None,
-        (ContainerStatus::Exited { code: Some(0), .. }, RestartPolicy::OnFailure) => None,
-        (ContainerStatus::Exited { code, .. }, policy) => {
-            let how = code.map_or("exited".to_owned(), |code| {
-                format!("exited with code {code}")
-            });
-            Some(format!("{how}; restart: {}", policy_name(policy)))
+        ContainerStatus::Created => Some("created but never started".into()),
+        ContainerStatus::Unknown => Some("its state cannot be read".into()),
+        ContainerStatus::Exited { code, .. } if !policy.restarts_after(code) => None,
+        ContainerStatus::Exited {
+            code, oom_killed, ..
+        } => {
+            let how = match code {
+                _ if oom_killed => {
+                    let limit = container
+                        .spec
+                        .as_ref()
+                        .and_then(|spec| spec.resources.memory)
+                        .map_or(String::new(), |limit| format!(" (memory limit {limit})"));
+                    format!("OOM killed{limit}")
+                }
+                Some(code) => format!("exited with code {code}"),
+                None => "exited".to_owned(),
+            };
+            Some(format!("{how}; restart: {}", policy.name()))
         }
-    }
-}
-
-fn policy_name(policy: RestartPolicy) -> &'static str {
-    match policy {
-        RestartPolicy::Always => "always",
-        RestartPolicy::OnFailure => "on-failure",
-        RestartPolicy::Never => "never",
     }
 }
 
@@ -446,6 +448,7 @@ mod tests {
             manifest: Some(PathBuf::from(DIR).join("s.yaml")),
             manifest_dir: Some(PathBuf::from(DIR)),
             spec: Some(Box::new(service.spec.clone())),
+            unmonitored: false,
         }
     }
 
@@ -476,6 +479,7 @@ mod tests {
         crashed.status = ContainerStatus::Exited {
             code: Some(1),
             at: None,
+            oom_killed: false,
         };
         let observed = [running(&old, 0), crashed, running(&old, 2)];
         let plan_holding = |hold_back: &HoldBack| {
@@ -524,6 +528,7 @@ mod tests {
             container.status = ContainerStatus::Exited {
                 code: Some(1),
                 at: None,
+                oom_killed: false,
             };
             container
         };
@@ -646,7 +651,11 @@ mod tests {
     #[test]
     fn exited_containers_restart_as_their_policy_says() {
         let exited = |service: &Service, code| ObservedContainer {
-            status: ContainerStatus::Exited { code, at: None },
+            status: ContainerStatus::Exited {
+                code,
+                at: None,
+                oom_killed: false,
+            },
             ..running(service, 0)
         };
         let always = service("a", "restart: always\n");

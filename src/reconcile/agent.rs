@@ -198,7 +198,16 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             prune: true,
             allow_empty: true,
         };
-        let planned = prepare(desired, observed, &facts, &self.dir, options)?;
+        let mut planned = prepare(desired, observed, &facts, &self.dir, options)?;
+        // The events say how long the next restart of each slot will wait.
+        for step in planned.plan.steps.iter_mut() {
+            if step.action == Action::Restart {
+                let slot = format!("{}/{}", step.service, step.slot);
+                let delay = self.backoff.delay_after_restart(&slot, now);
+                let delay = humantime::format_duration(delay);
+                step.reason.push_str(&format!("; backoff {delay}"));
+            }
+        }
         let waiting: Vec<(String, Instant)> = planned
             .plan
             .held
@@ -484,6 +493,11 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             );
         }
         self.published = waiting.iter().map(|(slot, _)| slot.clone()).collect();
+    }
+
+    /// The state directory the agent works in.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Logs (at `level`) and records something the agent did or saw outside a

@@ -57,14 +57,19 @@ impl Backoff {
     /// Records an attempt (a restart) of `slot` at `now`; returns the delay before the
     /// next one.
     pub fn restarted(&mut self, slot: &str, now: Instant) -> Duration {
-        let delay = match self.slots.get(slot) {
+        let delay = self.delay_after_restart(slot, now);
+        self.slots.insert(slot.to_owned(), (delay, now));
+        delay
+    }
+
+    /// The delay [`Backoff::restarted`] would return for an attempt at `now`.
+    pub fn delay_after_restart(&self, slot: &str, now: Instant) -> Duration {
+        match self.slots.get(slot) {
             Some((delay, last)) if now.duration_since(*last) < RESET_AFTER + *delay => {
                 (*delay * 2).min(MAX_DELAY.max(self.first))
             }
             _ => self.first,
-        };
-        self.slots.insert(slot.to_owned(), (delay, now));
-        delay
+        }
     }
 
     /// Starts `slot` over: its next attempt may be now, and the one after a failure of

@@ -45,8 +45,9 @@ pub enum PlanDirError {
 
 impl Host {
     /// Opens (creating, root-only) the state directory `root` and the stores in it.
-    /// `wharf` is this program, run beside containers as their log shim and for
-    /// credential lookups. Returns what was tightened, for the caller to say.
+    /// `wharf` is this program, run for credential lookups; `wharf-monitor`, installed
+    /// beside it, runs beside each container. Returns what was tightened, for the
+    /// caller to say.
     pub fn open(
         root: &Path,
         insecure_registries: Vec<String>,
@@ -56,7 +57,7 @@ impl Host {
         let host = Host {
             root: root.to_owned(),
             images: ImageStore::open(root)?,
-            runtime: LibcontainerRuntime::open(root, wharf)?,
+            runtime: LibcontainerRuntime::open(root, &wharf.with_file_name("wharf-monitor"))?,
             registries: Registries::new(insecure_registries).with_login_process(wharf),
         };
         Ok((host, tightened))

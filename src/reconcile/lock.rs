@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::lockfile::FileLock;
+use crate::lockfile::{record_lock, FileLock};
 
 /// Why the reconcile lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -60,3 +60,30 @@ impl ReconcileLock {
         }
     }
 }
+
+/// Held by every running agent for its lifetime (a shared lock on `agent.lock` under
+/// the root): without one, nothing restarts containers whose `restart` policy says
+/// they should be, and `wharf status` says so.
+pub struct AgentPresence {
+    _file: std::fs::File,
+}
+
+impl AgentPresence {
+    /// Announces a running agent until dropped; several agents may run on one root.
+    pub fn announce(root: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::create(root.join(AGENT_LOCK))?;
+        record_lock(&file, true, true)?;
+        Ok(AgentPresence { _file: file })
+    }
+
+    /// Whether an agent runs on `root` now.
+    pub fn any(root: &Path) -> bool {
+        // An exclusive lock is free only when no agent holds its shared one; taking it
+        // here is released at once (the file closes).
+        std::fs::File::create(root.join(AGENT_LOCK))
+            .and_then(|file| record_lock(&file, false, false))
+            .is_ok_and(|free| !free)
+    }
+}
+
+const AGENT_LOCK: &str = "agent.lock";

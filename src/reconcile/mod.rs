@@ -15,7 +15,7 @@ mod run;
 pub use agent::{Agent, ReconcileError};
 pub use backoff::Backoff;
 pub use host::{Host, HostError, PlanDirError};
-pub use lock::{LockError, ReconcileLock};
+pub use lock::{AgentPresence, LockError, ReconcileLock};
 pub use prepare::{prepare, Facts, Options, Planned, PrepareError};
 pub use run::{run as run_agent, stop_containers_of, take_down, Periodic, TakeDownError};
 

@@ -167,6 +167,7 @@ mod tests {
             manifest: Some(Path::new(dir).join("web.yaml")),
             manifest_dir: Some(PathBuf::from(dir)),
             spec: Some(Box::new(service.spec)),
+            unmonitored: false,
         }
     }
 
@@ -228,6 +229,7 @@ mod tests {
         stopped.status = ContainerStatus::Exited {
             code: Some(1),
             at: None,
+            oom_killed: false,
         };
         assert_eq!(of(vec![running_from(DIR)]), of(vec![running_from(DIR)]));
         assert_ne!(of(vec![running_from(DIR)]), of(vec![stopped]));

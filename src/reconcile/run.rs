@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::Level;
 
 use super::agent::Agent;
-use super::{LockError, ReconcileLock};
+use super::{AgentPresence, LockError, ReconcileLock};
 use crate::runtime::{stop_and_remove, ObservedContainer, Runtime, RuntimeError};
 use crate::state::{StateError, StateStore};
 use crate::watch::Triggers;
@@ -38,6 +38,11 @@ pub async fn run<R: Runtime + Clone + 'static>(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let _presence = AgentPresence::announce(agent.root())
+        .inspect_err(|err| {
+            tracing::warn!("cannot announce the agent (wharf status will say none runs): {err}")
+        })
+        .ok();
     let mut next_restart = reconcile_logged(agent, None).await;
     notify_systemd("READY=1");
     let period = periodic.as_ref().map_or(resync, |p| p.period());

@@ -1,15 +1,12 @@
 //! Creating a container: its bundle (config.json), overlay root filesystem, /etc
-//! files and volumes, its log shim, and the build itself in a forked copy of this
-//! process; and starting it.
+//! files and volumes, and the build itself in a forked copy of this process, which
+//! becomes the container's monitor; and starting it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -21,8 +18,9 @@ use super::config::{
     annotation, command_line, environment, runtime_config, HostFacts, MountSource,
 };
 use super::error::{CreateError, RuntimeError};
-use super::forked::in_forked_copy;
+use super::forked::in_forked_copy_becoming;
 use super::libcontainer::LibcontainerRuntime;
+use super::monitor::MonitorCommand;
 use super::netns::bring_up_loopback;
 use super::proc::start_time;
 use super::records::{LayersRecord, ProcessRecord, Role, StartedRecord};
@@ -107,7 +105,7 @@ impl LibcontainerRuntime {
             });
         }
 
-        let pid = self.build_in_forked_copy(id, dir)?;
+        let pid = self.build_in_forked_copy(id, dir, service)?;
         if service.network == Network::None {
             bring_up_loopback(pid).map_err(CreateError::Loopback)?;
         }
@@ -121,25 +119,36 @@ impl LibcontainerRuntime {
         Ok(())
     }
 
-    /// Starts the log shim and builds the container from its bundle in a forked copy
-    /// of this process (see `forked`); returns the pid of its init process.
-    fn build_in_forked_copy(&self, id: &str, dir: &Path) -> Result<i32, CreateError> {
+    /// Builds the container from its bundle in a forked copy of this process (see
+    /// `forked`), which then becomes the container's monitor (see `monitor`): the
+    /// init process libcontainer starts is a child of the copy (a sibling of
+    /// libcontainer's intermediate process), and stays its child across the exec.
+    /// Records the init and the monitor; returns the init's pid.
+    fn build_in_forked_copy(
+        &self,
+        id: &str,
+        dir: &Path,
+        service: &ServiceSpec,
+    ) -> Result<i32, CreateError> {
         let _one_at_a_time = libcontainer_lock();
-        // Spawned under the same lock: a fork by libcontainer while another thread
-        // is inside Command::spawn (which holds std's environment lock) leaves a
-        // child that deadlocks on that lock.
-        let (stdout, stderr) = self.start_log_shim(dir)?;
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(CreateError::Pipe);
+        let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);
+        // Made before the fork: the copy only execs it.
+        let monitor = MonitorCommand::new(&self.monitor, dir, &Self::cgroups_path(id), id, service)
+            .map_err(CreateError::MonitorArguments)?;
         let state = &self.state;
         let since = SystemTime::now();
-        let pid = in_forked_copy(move || {
+        let build = move || {
+            // A session of its own for the container and its monitor: Ctrl-C on the
+            // wharf command that created them reaches neither.
+            nix::unistd::setsid().map_err(|err| format!("cannot start a session: {err}"))?;
             let container = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
-                .with_stdout(stdout)
-                .with_stderr(stderr)
+                .with_stdout(out_write)
+                .with_stderr(err_write)
                 .with_root_path(state)
                 .and_then(|builder| {
                     builder
                         .as_init(dir)
-                        .as_sibling(true)
                         .with_systemd(false)
                         .with_detach(true)
                         .build()
@@ -151,34 +160,16 @@ impl LibcontainerRuntime {
                 .pid()
                 .map(|pid| pid.as_raw())
                 .ok_or_else(|| "libcontainer reported no process for the new container".into())
+        };
+        let answered = in_forked_copy_becoming(build, |init, answer| {
+            monitor.exec(init, out_read, err_read, answer)
         })?;
-        Reaper::global().watch_container(pid, since);
-        Ok(pid)
-    }
-
-    /// Starts the log shim for a container; returns the write ends of its stdout and
-    /// stderr pipes. The shim reads the container's stdout on its fd 0 and stderr on
-    /// its fd 1, and ends when both close. It runs in its own process group, so that
-    /// Ctrl-C on the wharf command that created the container does not end it.
-    fn start_log_shim(&self, dir: &Path) -> Result<(OwnedFd, OwnedFd), CreateError> {
-        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(CreateError::Pipe);
-        let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);
-        let shim = Command::new(&self.log_shim)
-            .arg("log-shim")
-            .arg(dir.join("output.log"))
-            .stdin(Stdio::from(out_read))
-            .stdout(Stdio::from(err_read))
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|error| CreateError::StartLogShim {
-                path: self.log_shim.clone(),
-                error,
-            })?;
-        ProcessRecord::of(shim.id() as i32)
-            .write(dir, Role::Shim)
-            .map_err(CreateError::RecordLogShim)?;
-        Ok((out_write, err_write))
+        // The monitor's exit wakes an agent: it ends after recording the container's.
+        Reaper::global().watch_container(answered.copy, since);
+        ProcessRecord::of(answered.copy)
+            .write(dir, Role::Monitor)
+            .map_err(CreateError::RecordMonitor)?;
+        Ok(answered.pid)
     }
 
     /// Host directories for the service's volumes, in manifest order: named volumes

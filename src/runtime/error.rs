@@ -47,7 +47,7 @@ impl RuntimeError {
     }
 }
 
-/// Why a container could not be created (its bundle, root filesystem, log shim or
+/// Why a container could not be created (its bundle, root filesystem, monitor or
 /// build). Each message carries its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
@@ -78,10 +78,10 @@ pub enum CreateError {
     WriteConfig { path: PathBuf, error: io::Error },
     #[error("cannot create a pipe: {0}")]
     Pipe(Errno),
-    #[error("cannot start the log shim {}: {error}", path.display())]
-    StartLogShim { path: PathBuf, error: io::Error },
-    #[error("cannot record the log shim: {0}")]
-    RecordLogShim(io::Error),
+    #[error("the monitor's command line: {0}")]
+    MonitorArguments(std::ffi::NulError),
+    #[error("cannot record the container's monitor: {0}")]
+    RecordMonitor(io::Error),
     /// The build in a forked copy of this process failed.
     #[error(transparent)]
     Forked(#[from] ForkedError),

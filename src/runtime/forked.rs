@@ -17,7 +17,7 @@
 //! copy) into a no-op before it reaches the subscriber; see `crate::logging`.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::SystemTime;
 
@@ -34,11 +34,58 @@ use crate::reaper::Reaper;
 pub(super) fn in_forked_copy(
     build: impl FnOnce() -> Result<i32, String>,
 ) -> Result<i32, ForkedError> {
+    let answered = fork_copy(build, |pid, answer| write_answer(answer, &Ok(pid)))?;
+    Ok(answered.pid)
+}
+
+/// Runs `build` in a forked copy of this process, which then becomes another program:
+/// `exec_program` is given the pid `build` answered and the write end of the answer pipe,
+/// execs, and returns only on failure (the error). The new program answers the pid
+/// itself ([`answer_line`]), once it runs. The copy's processes (the container's init)
+/// stay its children across the exec.
+pub(super) fn in_forked_copy_becoming(
+    build: impl FnOnce() -> Result<i32, String>,
+    exec_program: impl FnOnce(i32, &OwnedFd) -> String,
+) -> Result<Answered, ForkedError> {
+    fork_copy(build, |pid, answer| {
+        let error = exec_program(pid, answer);
+        write_answer(answer, &Err(error));
+    })
+}
+
+/// The pid a forked copy answered, and the copy's own pid.
+pub(super) struct Answered {
+    pub pid: i32,
+    pub copy: i32,
+}
+
+/// The answer a copy (or the program it became) writes: one line of JSON,
+/// `Result<i32, String>`.
+pub(super) fn answer_line(answer: &Result<i32, String>) -> Vec<u8> {
+    let mut line = serde_json::to_vec(answer).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+fn write_answer(answer: &OwnedFd, result: &Result<i32, String>) {
+    let line = answer_line(result);
+    let mut rest = line.as_slice();
+    while let Ok(written @ 1..) = nix::unistd::write(answer, rest) {
+        rest = &rest[written..];
+    }
+}
+
+/// Forks the copy: it runs `build`, then `after_build` with the pid built and the
+/// answer pipe (after a failed build, the error is answered), and exits.
+fn fork_copy(
+    build: impl FnOnce() -> Result<i32, String>,
+    after_build: impl FnOnce(i32, &OwnedFd),
+) -> Result<Answered, ForkedError> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ForkedError::Pipe)?;
     let since = SystemTime::now();
     // SAFETY: the copy only runs `build` (libcontainer, which expects a process of its
-    // own) with logging forbidden, writes one line and leaves with `_exit`, skipping
-    // this process's exit handlers and buffered output.
+    // own) with logging forbidden, answers on the pipe and leaves with `_exit` (or an
+    // exec), skipping this process's exit handlers and buffered output.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             // Before anything else: from here on nothing may log (see above).
@@ -49,18 +96,27 @@ pub(super) fn in_forked_copy(
             // creates mount points with it and the container's processes inherit it.
             // 022, as runc and Docker give.
             rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
                 .unwrap_or_else(|_| Err("the container build panicked".into()));
-            let mut line = serde_json::to_vec(&answer).unwrap_or_default();
-            line.push(b'\n');
-            let _ = File::from(write).write_all(&line);
+            match built {
+                Ok(pid) => {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        after_build(pid, &write)
+                    }));
+                }
+                Err(error) => write_answer(&write, &Err(error)),
+            }
             // SAFETY: ends the copy without running anything of this process.
             unsafe { nix::libc::_exit(0) }
         }
         Ok(ForkResult::Parent { child }) => {
             drop(write);
             Reaper::global().children_spawned();
-            answer_of(child, read, since)
+            let pid = answer_of(child, read, since)?;
+            Ok(Answered {
+                pid,
+                copy: child.as_raw(),
+            })
         }
         Err(err) => Err(ForkedError::Fork(err)),
     }
@@ -108,7 +164,7 @@ fn answer_of(copy: Pid, read: OwnedFd, since: SystemTime) -> Result<i32, ForkedE
                 BufReader::new(File::from(read))
                     .read_line(&mut line)
                     .map_err(ForkedError::Read)?;
-                // The copy's answer, as `in_forked_copy` wrote it.
+                // The copy's answer, as `answer_line` makes it.
                 return serde_json::from_str::<Result<i32, String>>(&line)
                     .map_err(|_| ForkedError::NoAnswer)?
                     .map_err(ForkedError::Build);

@@ -7,10 +7,11 @@
 //! Layout under the wharf root:
 //! - `containers/<id>/`: the bundle (config.json), the overlay rootfs with its upper
 //!   and work dirs, `etc/` (hosts, hostname, resolv.conf), anonymous volumes,
-//!   `output.log` (stdout and stderr, timestamped by the log shim), and the records:
-//!   `creator`, `init` and `shim` (pid and start time of the wharf process creating
-//!   it, of the container's process and of its log shim), `layers`, `started`,
-//!   `exit` (code and time, once seen);
+//!   `output.log` and its rotated files `output.log.1`... (stdout and stderr,
+//!   timestamped by the monitor), and the records: `creator`, `init` and `monitor`
+//!   (pid and start time of the wharf process creating it, of the container's process
+//!   and of its monitor), `layers`, `started`, `exit` (code, time and OOM kill,
+//!   written by the monitor);
 //! - `state/<id>/`: libcontainer's state;
 //! - `volumes/<name>/`: named volumes, kept when containers go.
 //!
@@ -35,24 +36,24 @@ pub struct LibcontainerRuntime {
     pub(super) containers: PathBuf,
     pub(super) state: PathBuf,
     volumes: PathBuf,
-    /// The wharf executable, run as `wharf log-shim` to collect each container's output.
-    pub(super) log_shim: PathBuf,
+    /// The `wharf-monitor` program, run beside each container (see `monitor`).
+    pub(super) monitor: PathBuf,
     /// What each container's config.json says of it (never changed after creation),
     /// read once rather than at every listing: the agent lists at every reconcile.
     pub(super) described: Arc<Mutex<HashMap<String, ObservedContainer>>>,
 }
 
 impl LibcontainerRuntime {
-    /// Opens the runtime under `root`; `wharf_executable` is run as `wharf log-shim`
-    /// beside each container to timestamp its output.
-    pub fn open(root: &Path, wharf_executable: &Path) -> Result<Self, RuntimeError> {
+    /// Opens the runtime under `root`; `monitor` is the `wharf-monitor` program, run
+    /// beside each container.
+    pub fn open(root: &Path, monitor: &Path) -> Result<Self, RuntimeError> {
         fs::create_dir_all(root).map_err(RuntimeError::io(root))?;
         let root = root.canonicalize().map_err(RuntimeError::io(root))?;
         let runtime = LibcontainerRuntime {
             containers: root.join("containers"),
             state: root.join("state"),
             volumes: root.join("volumes"),
-            log_shim: wharf_executable.to_owned(),
+            monitor: monitor.to_owned(),
             described: Arc::default(),
         };
         for dir in [&runtime.containers, &runtime.state, &runtime.volumes] {
@@ -66,7 +67,7 @@ impl LibcontainerRuntime {
     }
 
     pub fn logs(&self, id: &str) -> Logs {
-        Logs::new(self.container_dir(id).join("output.log"))
+        Logs::new(self.container_dir(id))
     }
 
     /// The cgroup of a container (under every controller, for cgroup v1).

@@ -10,8 +10,10 @@ mod exec;
 mod forked;
 mod libcontainer;
 mod logs;
+mod monitor;
 mod netns;
 mod observe;
+mod output;
 mod proc;
 mod records;
 mod stats;
@@ -30,8 +32,10 @@ pub use config::{
 pub use error::{CreateError, ForkedError, RuntimeError, UserError};
 pub use exec::ExecOutput;
 pub use libcontainer::LibcontainerRuntime;
-pub use logs::{copy_timestamped, LogLine, LogStream, Logs};
+pub use logs::{LogLine, LogStream, Logs};
+pub use monitor::monitor_main;
 pub use netns::tcp_socket_in;
+pub use output::{Output, OutputError, Stream};
 pub use stats::{read_usage, Usage};
 
 // The runtime tests spawn their helpers through this path.
@@ -68,6 +72,8 @@ pub struct ObservedContainer {
     pub manifest_dir: Option<PathBuf>,
     /// The normalised service spec the container was created from.
     pub spec: Option<Box<ServiceSpec>>,
+    /// Its monitor is gone (killed) while it runs: how it ends will not be known.
+    pub unmonitored: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +81,36 @@ pub enum ContainerStatus {
     /// Built, its process waiting to be started.
     Created,
     Running,
-    /// Its process ended; the code is known when this process (or the one that
-    /// created it) saw the exit.
+    /// Its process ended; the code is known when its monitor recorded it.
     Exited {
         code: Option<i32>,
         at: Option<SystemTime>,
+        /// The kernel's OOM killer ended it (the code is 137).
+        oom_killed: bool,
     },
     /// Its state could not be read.
     Unknown,
+}
+
+impl ContainerStatus {
+    /// The exit code, once the container has exited and its monitor recorded it.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            ContainerStatus::Exited { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// Whether the kernel's OOM killer ended the container.
+    pub fn oom_killed(&self) -> bool {
+        matches!(
+            self,
+            ContainerStatus::Exited {
+                oom_killed: true,
+                ..
+            }
+        )
+    }
 }
 
 impl std::fmt::Display for ContainerStatus {
@@ -90,6 +118,11 @@ impl std::fmt::Display for ContainerStatus {
         match self {
             ContainerStatus::Created => f.write_str("created"),
             ContainerStatus::Running => f.write_str("running"),
+            ContainerStatus::Exited {
+                code: Some(code),
+                oom_killed: true,
+                ..
+            } => write!(f, "exited ({code}, OOM killed)"),
             ContainerStatus::Exited {
                 code: Some(code), ..
             } => write!(f, "exited ({code})"),

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libcontainer::container::Container;
 
@@ -14,6 +14,11 @@ use super::libcontainer::{lock, LibcontainerRuntime};
 use super::records::{ExitRecord, LayersRecord, ProcessRecord, Role, StartedRecord};
 use super::{ContainerStatus, ObservedContainer};
 use crate::image::Digest;
+use crate::reaper::Reaper;
+
+/// How long a monitor may take to record an exit after the init ended: it reads what
+/// is left in the pipes first (at most 2 s).
+pub(super) const MONITOR_GRACE: Duration = Duration::from_secs(3);
 
 impl LibcontainerRuntime {
     pub(super) fn list_blocking(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
@@ -46,14 +51,17 @@ impl LibcontainerRuntime {
             (Some(_), Some(_)) if container.started_at.is_some() => ContainerStatus::Running,
             (Some(_), Some(_)) => ContainerStatus::Created,
             (Some(_), None) => {
-                self.record_exit(id);
+                // Its monitor records the exit as soon as the output is read.
+                self.wait_for_monitor(id, MONITOR_GRACE);
                 let exit = ExitRecord::read(&dir).ok().flatten();
                 ContainerStatus::Exited {
                     code: exit.map(|exit| exit.code),
                     at: exit.map(|exit| exit.at),
+                    oom_killed: exit.is_some_and(|exit| exit.oom_killed),
                 }
             }
         };
+        container.unmonitored = container.pid.is_some() && !self.monitor_alive(id);
         Some(container)
     }
 
@@ -91,6 +99,7 @@ impl LibcontainerRuntime {
             spec: get(annotation::SPEC)
                 .and_then(|json| serde_json::from_str(&json).ok())
                 .map(Box::new),
+            unmonitored: false,
         };
         lock(&self.described).insert(id.to_owned(), container.clone());
         Some(container)
@@ -117,14 +126,45 @@ impl LibcontainerRuntime {
             .collect()
     }
 
-    /// Whether all of the container's output has been written to its log: its log
-    /// shim has ended (it ends after the container's last output).
+    /// Whether all of the container's output has been written to its log and its exit
+    /// recorded: its monitor has ended.
     pub fn output_complete(&self, id: &str) -> bool {
-        match ProcessRecord::read(&self.container_dir(id), Role::Shim) {
-            Ok(Some(shim)) => !shim.is_alive(),
-            // Without a readable record there is no shim to wait for.
-            Ok(None) | Err(_) => true,
+        !self.monitor_alive(id)
+    }
+
+    /// Whether the container's monitor runs (false without a readable record: there
+    /// is none to wait for).
+    fn monitor_alive(&self, id: &str) -> bool {
+        ProcessRecord::read(&self.container_dir(id), Role::Monitor)
+            .ok()
+            .flatten()
+            .is_some_and(|monitor| monitor.is_alive())
+    }
+
+    /// Waits up to `timeout` for the container's monitor to end; returns whether it
+    /// has. A monitor this process started wakes the reaper; any other is polled.
+    pub(super) fn wait_for_monitor(&self, id: &str, timeout: Duration) -> bool {
+        let Some(monitor) = ProcessRecord::read(&self.container_dir(id), Role::Monitor)
+            .ok()
+            .flatten()
+        else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        let since = self.created_at(id);
+        while monitor.is_alive() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            let step = left.min(Duration::from_millis(10));
+            if Reaper::global()
+                .wait_for(monitor.pid, since, step)
+                .is_some()
+            {
+                break;
+            }
         }
+        true
     }
 
     /// The container's init process, if it is still the one wharf started.

@@ -13,7 +13,6 @@ pub struct ProcessInfo {
     pub start_time: u64,
     /// Exited, waiting for its parent to collect the status.
     pub zombie: bool,
-    pub parent: i32,
 }
 
 pub fn info(pid: i32) -> Option<ProcessInfo> {
@@ -23,12 +22,10 @@ pub fn info(pid: i32) -> Option<ProcessInfo> {
     let mut fields = after_name.split_whitespace();
     let state = fields.next()?;
     // After the name come state (3), ppid (4) ... starttime is field 22.
-    let parent = fields.next()?.parse().ok()?;
-    let start_time = fields.nth(17)?.parse().ok()?;
+    let start_time = fields.nth(18)?.parse().ok()?;
     Some(ProcessInfo {
         start_time,
         zombie: matches!(state, "Z" | "X"),
-        parent,
     })
 }
 
@@ -40,15 +37,6 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// Whether `pid` is alive and still the process that started at `started`.
 pub fn is_same_process(pid: i32, started: u64) -> bool {
     start_time(pid) == Some(started)
-}
-
-/// Whether `pid` is the process that started at `started`, a child of this process
-/// that exited and that the reaper is about to collect. (Another process's zombie is
-/// for its own parent to collect.)
-pub fn is_our_exited_child(pid: i32, started: u64) -> bool {
-    info(pid).is_some_and(|p| {
-        p.zombie && p.start_time == started && p.parent == std::process::id() as i32
-    })
 }
 
 #[cfg(test)]

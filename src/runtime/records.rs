@@ -1,10 +1,11 @@
 //! The small text records wharf keeps in each container's directory, each a line of
 //! space-separated fields (the format earlier versions wrote, so that the containers
 //! they created are still read):
-//! - `creator`, `init`, `shim`: `<pid> <start time>` of the wharf process creating the
-//!   container, of its init process and of its log shim ([`ProcessRecord`]);
+//! - `creator`, `init`, `monitor`: `<pid> <start time>` of the wharf process creating
+//!   the container, of its init process and of its monitor ([`ProcessRecord`]);
 //! - `started`: `<unix seconds>` when it was started ([`StartedRecord`]);
-//! - `exit`: `<code> <unix seconds>` once its exit was seen ([`ExitRecord`]);
+//! - `exit`: `<code> <unix seconds>[ oom-killed]`, written by the monitor when the init
+//!   ended ([`ExitRecord`]);
 //! - `layers`: the diff_ids its root filesystem is made of, one a line ([`LayersRecord`]).
 //!
 //! A missing record reads as `None` and a damaged one as an error; callers treat both
@@ -47,8 +48,8 @@ pub enum Role {
     Creator,
     /// The container's init process.
     Init,
-    /// Its log shim, which ends after the container's last output.
-    Shim,
+    /// Its monitor, which ends after the container's last output and its exit record.
+    Monitor,
 }
 
 impl Role {
@@ -56,7 +57,7 @@ impl Role {
         match self {
             Role::Creator => "creator",
             Role::Init => "init",
-            Role::Shim => "shim",
+            Role::Monitor => "monitor",
         }
     }
 }
@@ -120,12 +121,13 @@ impl StartedRecord {
     }
 }
 
-/// How the container's init process ended, as the process that collected it saw it:
-/// its exit code (or 128 + signal) and when, to the second.
+/// How the container's init process ended, as its monitor saw it: its exit code (or
+/// 128 + signal) and when, to the second, and whether the kernel's OOM killer ended it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitRecord {
     pub code: i32,
     pub at: SystemTime,
+    pub oom_killed: bool,
 }
 
 impl ExitRecord {
@@ -133,19 +135,35 @@ impl ExitRecord {
 
     pub fn read(dir: &Path) -> Result<Option<Self>, RecordError> {
         read_record(dir.join(Self::FILE), |text| {
-            let [code, at] = fields::<2>(text)?;
+            let (code, at, oom_killed) = match text.split_whitespace().collect::<Vec<_>>()[..] {
+                [code, at] => (code, at, false),
+                [code, at, OOM_KILLED] => (code, at, true),
+                _ => return None,
+            };
             Some(ExitRecord {
                 code: code.parse().ok()?,
                 at: from_unix_seconds(at.parse().ok()?)?,
+                oom_killed,
             })
         })
     }
 
+    /// Written whole or not at all (a new file renamed over): a reader never sees
+    /// half a record.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
-        let line = format!("{} {}\n", self.code, unix_seconds(self.at));
-        fs::write(dir.join(Self::FILE), line)
+        let mut line = format!("{} {}", self.code, unix_seconds(self.at));
+        if self.oom_killed {
+            line.push(' ');
+            line.push_str(OOM_KILLED);
+        }
+        line.push('\n');
+        let partial = dir.join(".exit.new");
+        fs::write(&partial, line)?;
+        fs::rename(partial, dir.join(Self::FILE))
     }
 }
+
+const OOM_KILLED: &str = "oom-killed";
 
 /// The layers (diff_ids, bottom first) the container's root filesystem is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +233,7 @@ mod tests {
         let dir = temp_dir();
         let dir = dir.path();
         let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        for role in [Role::Creator, Role::Init, Role::Shim] {
+        for role in [Role::Creator, Role::Init, Role::Monitor] {
             let record = ProcessRecord {
                 pid: 4242,
                 start_time: 987_654,
@@ -228,9 +246,15 @@ mod tests {
             StartedRecord::read(dir).expect("read"),
             Some(StartedRecord { at })
         );
-        let exit = ExitRecord { code: 137, at };
-        exit.write(dir).expect("write");
-        assert_eq!(ExitRecord::read(dir).expect("read"), Some(exit));
+        for oom_killed in [false, true] {
+            let exit = ExitRecord {
+                code: 137,
+                at,
+                oom_killed,
+            };
+            exit.write(dir).expect("write");
+            assert_eq!(ExitRecord::read(dir).expect("read"), Some(exit));
+        }
         let layers = LayersRecord {
             diff_ids: vec![Digest::of(b"bottom"), Digest::of(b"top")],
         };
@@ -255,7 +279,11 @@ mod tests {
         let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(
             ExitRecord::read(dir).expect("read"),
-            Some(ExitRecord { code: 1, at })
+            Some(ExitRecord {
+                code: 1,
+                at,
+                oom_killed: false
+            })
         );
         assert_eq!(
             StartedRecord::read(dir).expect("read"),
@@ -267,7 +295,7 @@ mod tests {
     fn a_missing_record_is_none() {
         let dir = temp_dir();
         assert_eq!(
-            ProcessRecord::read(dir.path(), Role::Shim).expect("read"),
+            ProcessRecord::read(dir.path(), Role::Monitor).expect("read"),
             None
         );
         assert_eq!(ExitRecord::read(dir.path()).expect("read"), None);
@@ -312,8 +340,10 @@ mod tests {
         fs::write(dir.join("layers"), "sha256:../../etc\n").expect("write");
         assert!(LayersRecord::read(dir).is_err());
         // Not text at all.
-        fs::write(dir.join("shim"), [0xff, 0xfe, b' ', b'1']).expect("write");
-        assert!(ProcessRecord::read(dir, Role::Shim).is_err());
+        fs::write(dir.join("monitor"), [0xff, 0xfe, b' ', b'1']).expect("write");
+        assert!(ProcessRecord::read(dir, Role::Monitor).is_err());
+        fs::write(dir.join("exit"), "137 1700000000 killed\n").expect("write");
+        assert!(ExitRecord::read(dir).is_err());
     }
 
     #[test]

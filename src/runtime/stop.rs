@@ -1,5 +1,5 @@
 //! Stopping and removing containers: signalling the init process, waiting for it to
-//! go and recording its exit, removing everything the container had on the host.
+//! go (and its monitor to record how), removing everything the container had on the host.
 
 use std::fs;
 use std::path::Path;
@@ -10,11 +10,9 @@ use nix::sys::signal::Signal;
 
 use super::error::RuntimeError;
 use super::libcontainer::{lock, LibcontainerRuntime};
-use super::proc::is_our_exited_child;
-use super::records::ExitRecord;
+use super::observe::MONITOR_GRACE;
 use crate::image::unmount_rootfs;
 use crate::process::libcontainer_lock;
-use crate::reaper::Reaper;
 
 /// How long a killed container may take to disappear.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -69,52 +67,20 @@ impl LibcontainerRuntime {
         Ok(())
     }
 
-    /// Waits until the container's process is gone; returns whether it went in time.
+    /// Waits until the container's process is gone and its monitor has recorded how
+    /// it ended; returns whether the process went in time.
     fn wait_gone(&self, id: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let Some(init) = self.init_record(id) else {
-            return true;
-        };
-        let since = self.created_at(id);
         while self.live_pid(id).is_some() {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
-            // A child of ours wakes the reaper; a container created by another
-            // process is polled.
-            if Reaper::global()
-                .wait_for(init.pid, since, left.min(Duration::from_millis(20)))
-                .is_some()
-            {
-                break;
-            }
+            // The monitor ends right after the init: a monitor of this process wakes
+            // the reaper; otherwise this polls.
+            self.wait_for_monitor(id, left.min(Duration::from_millis(20)));
         }
-        self.record_exit(id);
+        self.wait_for_monitor(id, MONITOR_GRACE);
         true
-    }
-
-    /// Records the exit code if this process saw the exit (it is the parent).
-    pub(super) fn record_exit(&self, id: &str) {
-        let dir = self.container_dir(id);
-        if dir.join(ExitRecord::FILE).exists() {
-            return;
-        }
-        if let Some(init) = self.init_record(id) {
-            // A zombie of ours is being reaped right now: wait for its status.
-            let since = self.created_at(id);
-            let exit = if is_our_exited_child(init.pid, init.start_time) {
-                Reaper::global().wait_for(init.pid, since, Duration::from_secs(1))
-            } else {
-                Reaper::global().exit_of(init.pid, since)
-            };
-            if let Some(exit) = exit {
-                let record = ExitRecord {
-                    code: exit.code,
-                    at: exit.at,
-                };
-                let _ = record.write(&dir);
-            }
-        }
     }
 
     /// Removes everything a container had on the host, whatever state it is in.

@@ -1,5 +1,5 @@
-//! Containers' output: the log shim run for real on a disk that fills up, and
-//! `wharf logs` on a big log.
+//! Containers' output: `wharf logs` on a big log and on rotated files, and
+//! [`SmallDisk`], a disk that fills up, for the monitor's tests.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::common::{ok, service_file, wharf_at};
@@ -18,12 +17,12 @@ const TIME: &str = "2025-01-01T00:00:00.000000000Z";
 
 /// A small tmpfs on a temp dir. Unmounted lazily when dropped, so that a failed test
 /// does not leave it behind even while a process still has a file open on it.
-struct SmallDisk {
+pub(crate) struct SmallDisk {
     dir: tempfile::TempDir,
 }
 
 impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
+    pub(crate) fn mount(size: &str) -> SmallDisk {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = format!("size={size},mode=0700");
         mount(
@@ -37,12 +36,12 @@ impl SmallDisk {
         SmallDisk { dir }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes the file `name` until the disk is full.
-    fn fill(&self, name: &str) {
+    pub(crate) fn fill(&self, name: &str) {
         let mut filler = File::create(self.path().join(name)).expect("filler");
         loop {
             if let Err(err) = filler.write_all(&[0; 4096]) {
@@ -60,80 +59,24 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Line `n` of a container's output: 100 bytes, newline included.
-fn numbered(n: usize) -> String {
-    format!("line {n:06} {}\n", "x".repeat(87))
+/// Waits until `wharf logs SERVICE` prints `expected`: the monitor writes a line a
+/// moment after the container prints it.
+fn wait_for_output(root: &Path, service: &str, expected: &str) {
+    let printed = (0..200).any(|_| {
+        let printed = ok(&wharf_at(root, &["logs", service])) == expected;
+        if !printed {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        printed
+    });
+    assert!(printed, "the container's output reaches its log");
 }
 
-#[test]
-fn the_log_shim_reads_on_through_a_full_disk_and_logs_how_much_it_dropped() {
-    let disk = SmallDisk::mount("1m");
-    disk.fill("filler");
-    let log = disk.path().join("output.log");
-    // As a container's runtime starts it: the container's stdout on the shim's fd 0,
-    // its stderr on fd 1.
-    let (stderr_read, stderr_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
-    let mut shim = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .arg("log-shim")
-        .arg(&log)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(stderr_read))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wharf log-shim starts");
-    let mut stdout = shim.stdin.take().expect("the container's stdout");
-    let stderr = File::from(stderr_write);
-
-    // 512 KiB while the disk is full: eight times what a pipe holds, so a shim that
-    // stopped reading would block the container (here: fail the write with EPIPE).
-    const LINES: usize = 5243;
-    for n in 0..LINES {
-        stdout
-            .write_all(numbered(n).as_bytes())
-            .expect("the shim keeps reading while the disk is full");
-    }
-    fs::remove_file(disk.path().join("filler")).expect("free the disk");
-    stdout.write_all(b"after\n").expect("write");
-    drop((stdout, stderr));
-    let ended = shim
-        .wait_with_output()
-        .expect("the shim ends with its pipes");
-    let notice = String::from_utf8_lossy(&ended.stderr);
-    assert!(ended.status.success(), "{notice}");
-    // Said once on the shim's stderr, however many lines were dropped.
-    assert_eq!(notice.lines().count(), 1, "{notice}");
-    assert!(
-        notice.contains("No space left on device") && notice.contains(&*log.to_string_lossy()),
-        "{notice}"
-    );
-
-    // The log says how much was dropped, then has every line read after the disk
-    // was freed, in order: nothing is lost without a word.
-    let written = fs::read_to_string(&log).expect("the log");
-    let lines: Vec<(&str, &str)> = written
-        .lines()
-        .map(|line| {
-            let (_time, rest) = line.split_once(' ').expect("time, stream, text");
-            rest.split_once(' ').expect("stream, text")
-        })
-        .collect();
-    let (stream, marker) = *lines.first().expect("a line saying what was dropped");
-    assert_eq!(stream, "stderr");
-    let dropped: usize = marker
-        .strip_prefix("wharf: ")
-        .and_then(|rest| {
-            rest.strip_suffix(" bytes of output dropped (No space left on device (os error 28))")
-        })
-        .and_then(|bytes| bytes.parse().ok())
-        .unwrap_or_else(|| panic!("not a line saying what was dropped: {marker}"));
-    let line_len = numbered(0).len();
-    assert!(dropped > 0 && dropped % line_len == 0, "{marker}");
-    let expected: Vec<String> = (dropped / line_len..LINES)
-        .map(|n| numbered(n).trim_end().to_owned())
-        .chain(["after".to_owned()])
-        .collect();
-    let logged: Vec<&str> = lines[1..].iter().map(|&(_, text)| text).collect();
-    assert_eq!(logged, expected);
+/// What `wharf logs talker EXTRA...` prints.
+fn talker_logs(root: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["logs", "talker"];
+    args.extend_from_slice(extra);
+    ok(&wharf_at(root, &args)).to_owned()
 }
 
 /// A `wharf` process, killed if the test ends before it does.
@@ -157,15 +100,7 @@ fn logs_are_root_only_and_a_tail_of_a_big_log_reads_only_its_end() {
     );
     let run = wharf_at(root.path(), &["run", &manifest]);
     let id = ok(&run).trim().to_owned();
-    // The shim writes the line a moment after the container prints it.
-    let ready = (0..200).any(|_| {
-        let printed = ok(&wharf_at(root.path(), &["logs", "talker"])) == "ready\n";
-        if !printed {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        printed
-    });
-    assert!(ready, "the container's output reaches its log");
+    wait_for_output(root.path(), "talker", "ready\n");
 
     let log = root.path().join("containers").join(&id).join("output.log");
     let mode = fs::metadata(&log).expect("the log").permissions().mode();
@@ -214,5 +149,48 @@ fn logs_are_root_only_and_a_tail_of_a_big_log_reads_only_its_end() {
     writeln!(file, "{TIME} stdout four").expect("append");
     assert_eq!(next(), "four\n");
     drop(follow);
+    ok(&wharf_at(root.path(), &["rm", "talker"]));
+}
+
+#[test]
+fn since_shows_only_recent_output_and_rotated_files_come_first() {
+    let root = tempfile::tempdir().expect("root");
+    let work = tempfile::tempdir().expect("work");
+    let manifest = service_file(
+        work.path(),
+        "talker",
+        "command: [/bin/sh, -c, 'echo recent; exec sleep 1000']\nstop: {signal: KILL}\n",
+    );
+    let run = wharf_at(root.path(), &["run", &manifest]);
+    let id = ok(&run).trim().to_owned();
+    wait_for_output(root.path(), "talker", "recent\n");
+
+    // Older output, in the file a rotation would have moved it to.
+    let rotated = root
+        .path()
+        .join("containers")
+        .join(&id)
+        .join("output.log.1");
+    fs::write(&rotated, format!("{TIME} stdout old\n")).expect("write output.log.1");
+
+    assert_eq!(
+        talker_logs(root.path(), &[]),
+        "old\nrecent\n",
+        "oldest first"
+    );
+    assert_eq!(talker_logs(root.path(), &["--since", "1h"]), "recent\n");
+    assert_eq!(
+        talker_logs(root.path(), &["--since", "1h", "--tail", "5"]),
+        "recent\n"
+    );
+    assert_eq!(talker_logs(root.path(), &["--tail", "2"]), "old\nrecent\n");
+
+    let run = wharf_at(root.path(), &["logs", "talker", "--since", "yesterday"]);
+    assert_eq!(run.code, 2, "a usage error: {}", run.stderr);
+    assert!(
+        run.stderr.contains("give one such as 30s, 10m or 1h30m"),
+        "{}",
+        run.stderr
+    );
     ok(&wharf_at(root.path(), &["rm", "talker"]));
 }

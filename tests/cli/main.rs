@@ -10,6 +10,7 @@ mod containers;
 mod host_safety;
 mod images;
 mod logs;
+mod monitor;
 mod schema;
 mod sync;
 mod trust;

@@ -39,7 +39,7 @@ impl Host {
             .expect("pull busybox");
         let runtime = LibcontainerRuntime::open(
             root.path(),
-            std::path::Path::new(env!("CARGO_BIN_EXE_wharf")),
+            std::path::Path::new(env!("CARGO_BIN_EXE_wharf-monitor")),
         )
         .expect("runtime");
         Host {
