@@ -41,7 +41,8 @@ replicas: 2
 #[test]
 fn scaling_and_policies_do_not_change_the_hash() {
     let changed = WEB.replace("replicas: 2", "replicas: 7")
-        + "restart: never\npull: always\nstop: {timeout: 30s}\nupdate: {order: start-first}\nhealth: {tcp: {port: 80}}\n";
+        + "restart: never\npull: always\nstop: {timeout: 30s}\nupdate: {order: start-first}\nhealth: {tcp: {port: 80}}\n\
+           logs: {driver: journald, max_size: 1Mi, max_files: 5}\n";
     assert_eq!(service(WEB).hash, service(&changed).hash);
 }
 

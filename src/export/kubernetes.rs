@@ -7,8 +7,8 @@ use serde_json::{json, Map, Value};
 
 use super::Warning;
 use crate::manifest::{
-    Health, Network, PullPolicy, RestartPolicy, Service, ServiceSpec, UpdateOrder, Volume,
-    VolumeKind,
+    Health, LogPolicy, Network, PullPolicy, RestartPolicy, Service, ServiceSpec, UpdateOrder,
+    Volume, VolumeKind,
 };
 
 /// Size given to the claim of each named volume (wharf volumes have none).
@@ -123,11 +123,14 @@ fn deployment(spec: &ServiceSpec, warn: &mut impl FnMut(&str, String)) -> Value 
         RestartPolicy::Always => {}
         other => warn(
             "restart",
-            format!("{} has no Deployment equivalent: a Deployment always restarts its containers (use a Job for run-to-completion work)", match other {
-                RestartPolicy::OnFailure => "on-failure",
-                _ => "never",
-            }),
+            format!("{} has no Deployment equivalent: a Deployment always restarts its containers (use a Job for run-to-completion work)", other.name()),
         ),
+    }
+    if spec.logs != LogPolicy::default() {
+        warn(
+            "logs",
+            "is per node in Kubernetes (the kubelet's containerLogMaxSize and containerLogMaxFiles), not per workload; the pod gets the node's".into(),
+        );
     }
     if !matches!(spec.stop.signal.as_str(), "SIGTERM") {
         warn(

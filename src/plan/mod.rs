@@ -709,6 +709,25 @@ mod tests {
     }
 
     #[test]
+    fn an_oom_killed_replica_is_restarted_and_the_reason_names_its_memory_limit() {
+        let web = service("web", "resources: {memory: 64Mi}\n");
+        let killed = ObservedContainer {
+            status: ContainerStatus::Exited {
+                code: Some(137),
+                at: None,
+                oom_killed: true,
+            },
+            ..running(&web, 0)
+        };
+        let plan = plan_of(&[web], &[killed], false);
+        assert_eq!(actions(&plan), [("web".into(), 0, Action::Restart)]);
+        assert_eq!(
+            plan.steps[0].reason,
+            "OOM killed (memory limit 64Mi); restart: always"
+        );
+    }
+
+    #[test]
     fn removed_services_are_pruned_only_with_prune_and_only_from_the_same_directory() {
         let gone = service("gone", "replicas: 2\n");
         let elsewhere = ObservedContainer {

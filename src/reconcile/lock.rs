@@ -71,7 +71,7 @@ pub struct AgentPresence {
 impl AgentPresence {
     /// Announces a running agent until dropped; several agents may run on one root.
     pub fn announce(root: &Path) -> std::io::Result<Self> {
-        let file = std::fs::File::create(root.join(AGENT_LOCK))?;
+        let file = open_agent_lock(root)?;
         record_lock(&file, true, true)?;
         Ok(AgentPresence { _file: file })
     }
@@ -80,10 +80,21 @@ impl AgentPresence {
     pub fn any(root: &Path) -> bool {
         // An exclusive lock is free only when no agent holds its shared one; taking it
         // here is released at once (the file closes).
-        std::fs::File::create(root.join(AGENT_LOCK))
+        open_agent_lock(root)
             .and_then(|file| record_lock(&file, false, false))
             .is_ok_and(|free| !free)
     }
 }
 
-const AGENT_LOCK: &str = "agent.lock";
+/// Opened for reading and writing: a shared lock needs the one, an exclusive one the
+/// other.
+fn open_agent_lock(root: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(root.join("agent.lock"))
+}

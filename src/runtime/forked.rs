@@ -6,9 +6,10 @@
 //!
 //! So each build runs in a copy of this process made by glibc's `fork()`, which leaves
 //! malloc usable in the copy; the copy has a single thread, so its clones are safe.
-//! Builds use libcontainer's `as_sibling`: the processes it starts are created with
-//! `CLONE_PARENT`, i.e. as children of this process (not of the short-lived copy), and
-//! the reaper collects their exit statuses as before.
+//! A container's build leaves its init process a child of the copy, and the copy then
+//! becomes the container's monitor (`in_forked_copy_becoming`, see `monitor`). An exec
+//! uses libcontainer's `as_sibling`: its processes are created with `CLONE_PARENT`, as
+//! children of this process, whose reaper collects their exit statuses.
 //!
 //! Nothing is logged in the copy: a lock that another thread held at the fork (the
 //! log subscriber's, stderr's) stays locked there too. The copy's first act is

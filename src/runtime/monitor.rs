@@ -209,6 +209,7 @@ pub fn monitor_main() -> i32 {
     };
     // No mount is kept busy by the monitor's working directory.
     let _ = std::env::set_current_dir("/");
+    leave_the_starters_cgroup();
     let children = match child_exits() {
         Ok(children) => children,
         Err(err) => {
@@ -236,6 +237,30 @@ pub fn monitor_main() -> i32 {
         }
     }
     0
+}
+
+/// Moves the monitor to the cgroup `/wharf/monitors` of each hierarchy that tracks
+/// processes for systemd (cgroup v2, or the named `systemd` one of v1): the wharf
+/// process that started it may run in a unit (`wharf.service`, a `wharf sync` job)
+/// whose processes systemd kills when it stops, and the monitor must outlive it as the
+/// container does (the container's init is in its own cgroup already). Best effort: a
+/// host without those hierarchies has no unit to leave.
+fn leave_the_starters_cgroup() {
+    for hierarchy in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/systemd",
+    ] {
+        let root = Path::new(hierarchy);
+        // On a cgroup v1 host /sys/fs/cgroup itself is a tmpfs of mount points.
+        if !root.join("cgroup.procs").exists() {
+            continue;
+        }
+        let monitors = root.join("wharf").join("monitors");
+        if std::fs::create_dir_all(&monitors).is_ok() {
+            let _ = std::fs::write(monitors.join("cgroup.procs"), "0");
+        }
+    }
 }
 
 fn answer_with(mut answer: File, result: &Result<i32, String>) {

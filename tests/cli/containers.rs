@@ -4,7 +4,7 @@
 use crate::common::{ok, service_file, wharf_at, write};
 use crate::support::{busybox, service_yaml};
 
-/// Output reaches the log through the log shim a moment after it is written: runs
+/// Output reaches the log through the monitor a moment after it is written: runs
 /// `wharf ARGS` until it prints `expected` (up to 10 s) and returns what it printed last.
 fn output_until(root: &std::path::Path, args: &[&str], expected: &str) -> String {
     let mut last = String::new();
@@ -74,8 +74,12 @@ fn a_container_outlives_its_creator_and_a_new_process_manages_it() {
     );
 
     ok(&wharf_at(root.path(), &["stop", "cli/1"]));
-    assert_eq!(ps(root.path())[0]["status"], "exited");
-    // Written after the creating process had exited: the log shim outlives it too.
+    // Its monitor recorded the exit; nothing restarts it without an agent.
+    assert_eq!(
+        ps(root.path())[0]["status"],
+        "exited (0); restart: always, but no agent is running"
+    );
+    // Written after the creating process had exited: the monitor outlives it too.
     assert_eq!(
         output_until(root.path(), &["logs", "cli", "--tail", "1"], "bye\n"),
         "bye\n"
