@@ -6,9 +6,10 @@
 //! How it becomes the parent: the forked copy of wharf that builds the container
 //! (see `forked`) is the init's parent, because libcontainer clones the init as a
 //! sibling of its intermediate process; the copy then execs `wharf-monitor`, and
-//! children stay children across an exec. It runs in a session of its own, holds no
-//! lock and no descriptor but the pipes, and outlives the wharf process that created
-//! the container, as the container does.
+//! children stay children across an exec. It runs in a session of its own and in the
+//! cgroup `/wharf/monitors` (out of the systemd unit of the wharf process that started
+//! it), holds no lock and no descriptor but the pipes, and outlives the wharf process
+//! that created the container, as the container does.
 //!
 //! When the init ends, the monitor reads what is left in the pipes (the kernel ends
 //! the container's other processes with its init, closing them), tells from the
