@@ -95,6 +95,21 @@ pub fn record_lock(file: &File, shared: bool, wait: bool) -> io::Result<bool> {
     }
 }
 
+/// Whether some process holds a lock on `file` that an exclusive one would conflict
+/// with. Nothing is taken (F_GETLK), so the file may be open read-only, and closing it
+/// drops no lock of this process.
+pub fn locked_by_another(file: &File) -> io::Result<bool> {
+    let mut request = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    fcntl(file.as_raw_fd(), FcntlArg::F_GETLK(&mut request))?;
+    Ok(request.l_type != libc::F_UNLCK as libc::c_short)
+}
+
 impl Drop for FileLock {
     fn drop(&mut self) {
         release(&self.path);

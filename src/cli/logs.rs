@@ -122,7 +122,8 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             streams.push((id, label, stream));
         }
     }
-    if args.follow {
+    // Nothing to follow (every container logs to the journal, say): done.
+    if args.follow && !streams.is_empty() {
         // Followed until interrupted (Ctrl-C ends the process).
         loop {
             for (id, label, stream) in &mut streams {

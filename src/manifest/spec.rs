@@ -206,6 +206,9 @@ pub enum LogDriver {
     Journald,
 }
 
+/// The most log files a container may keep.
+pub const MAX_LOG_FILES: u32 = 100;
+
 fn default_log_max_size() -> ByteSize {
     ByteSize::from_bytes(10 << 20)
 }

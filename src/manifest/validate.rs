@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::image_ref::ImageRef;
-use super::spec::{Health, ServiceSpec, Update, UpdateOrder, Volume, VolumeKind};
+use super::spec::{Health, ServiceSpec, Update, UpdateOrder, Volume, VolumeKind, MAX_LOG_FILES};
 use super::units::ByteSize;
 use super::yaml::PathSegment;
 
@@ -14,7 +14,6 @@ pub const MAX_REPLICAS: u32 = 1000;
 const MIN_MEMORY: ByteSize = ByteSize::from_bytes(6 << 20);
 /// A log file holds at least one whole line (64 KiB at most) after a rotation.
 const MIN_LOG_SIZE: ByteSize = ByteSize::from_bytes(64 << 10);
-const MAX_LOG_FILES: u32 = 100;
 /// cpus becomes a CFS quota over a 100 ms period; the kernel needs at least 1 ms.
 const MIN_CPUS: f64 = 0.01;
 /// Environment variables wharf sets itself in every container.

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::lockfile::{record_lock, FileLock};
+use crate::lockfile::{locked_by_another, record_lock, FileLock};
 
 /// Why the reconcile lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -76,18 +76,17 @@ impl AgentPresence {
         Ok(AgentPresence { _file: file })
     }
 
-    /// Whether an agent runs on `root` now.
+    /// Whether an agent runs on `root` now. Only looks: creates nothing, takes nothing.
     pub fn any(root: &Path) -> bool {
-        // An exclusive lock is free only when no agent holds its shared one; taking it
-        // here is released at once (the file closes).
-        open_agent_lock(root)
-            .and_then(|file| record_lock(&file, false, false))
-            .is_ok_and(|free| !free)
+        std::fs::File::open(root.join(AGENT_LOCK))
+            .and_then(|file| locked_by_another(&file))
+            .unwrap_or(false)
     }
 }
 
-/// Opened for reading and writing: a shared lock needs the one, an exclusive one the
-/// other.
+const AGENT_LOCK: &str = "agent.lock";
+
+/// Opened for reading (a shared lock needs it), created if missing.
 fn open_agent_lock(root: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -96,5 +95,5 @@ fn open_agent_lock(root: &Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(root.join("agent.lock"))
+        .open(root.join(AGENT_LOCK))
 }

@@ -130,6 +130,9 @@ impl LibcontainerRuntime {
         dir: &Path,
         service: &ServiceSpec,
     ) -> Result<i32, CreateError> {
+        if !self.monitor.is_file() {
+            return Err(CreateError::MonitorMissing(self.monitor.clone()));
+        }
         let _one_at_a_time = libcontainer_lock();
         let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(CreateError::Pipe);
         let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);

@@ -78,6 +78,12 @@ pub enum CreateError {
     WriteConfig { path: PathBuf, error: io::Error },
     #[error("cannot create a pipe: {0}")]
     Pipe(Errno),
+    #[error(
+        "{} is missing: wharf-monitor is installed beside wharf (cargo install and the \
+         release build put both there); install it",
+        .0.display()
+    )]
+    MonitorMissing(PathBuf),
     #[error("the monitor's command line: {0}")]
     MonitorArguments(std::ffi::NulError),
     #[error("cannot record the container's monitor: {0}")]

@@ -99,7 +99,7 @@ impl Runtime for LibcontainerRuntime {
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
         let (runtime, id) = (self.clone(), id.to_owned());
-        blocking(move || runtime.kill_blocking(&id, signal)).await
+        blocking(move || runtime.kill_on_request(&id, signal)).await
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {

@@ -153,17 +153,28 @@ impl Logs {
     fn parts(&self) -> Result<Vec<Part<File>>, LogError> {
         let mut parts = Vec::new();
         let mut seen = HashSet::new();
+        let mut missing_in_a_row = 0;
         for number in 0u64.. {
             let path = match number {
                 0 => self.dir.join(CURRENT),
                 number => self.dir.join(format!("{CURRENT}.{number}")),
             };
             let file = match File::open(&path) {
-                Ok(file) => file,
+                Ok(file) => {
+                    missing_in_a_row = 0;
+                    file
+                }
                 // Not written yet, or rotated and not begun again yet.
                 Err(err) if err.kind() == io::ErrorKind::NotFound && number == 0 => continue,
-                // Rotated files are numbered without gaps: the first missing ends them.
-                Err(err) if err.kind() == io::ErrorKind::NotFound => break,
+                // Rotated files are numbered without gaps, but a rotation under way
+                // (renaming from the oldest down) leaves one: two missing end them.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    missing_in_a_row += 1;
+                    if missing_in_a_row == 2 {
+                        break;
+                    }
+                    continue;
+                }
                 Err(source) => return Err(LogError::Read { path, source }),
             };
             let metadata = file.metadata().map_err(LogError::read(&path))?;

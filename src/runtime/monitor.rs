@@ -34,18 +34,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, SFlag};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{dup2, execv, Pid};
+use nix::unistd::{dup2, execve, Pid};
 
 use super::forked::answer_line;
 use super::output::{Output, Stream};
-use super::records::ExitRecord;
-use crate::manifest::{LogDriver, ServiceSpec};
+use super::records::{ExitRecord, StopRequest};
+use crate::manifest::{LogDriver, ServiceSpec, MAX_LOG_FILES};
 
 /// The descriptors the monitor is started with.
 const STDOUT_PIPE: RawFd = 0;
@@ -128,7 +128,8 @@ impl MonitorCommand {
         let mut argv: Vec<&CString> = self.before.iter().collect();
         argv.push(&init);
         argv.extend(&self.after);
-        let err = execv(&self.program, &argv).err();
+        // An empty environment: wharf's (a sync job's tokens...) is not the monitor's.
+        let err = execve::<&CString, &CString>(&self.program, &argv, &[]).err();
         format!(
             "cannot run the monitor {}: {}",
             self.program.to_string_lossy(),
@@ -137,8 +138,9 @@ impl MonitorCommand {
     }
 }
 
-/// Moves each descriptor to its number, and closes every other one from 4 on: the
-/// monitor holds nothing of the process it was forked from (its lock files above all).
+/// Moves each descriptor to its number, and marks every other one from 4 on
+/// close-on-exec: the monitor holds nothing of the process it was forked from (its lock
+/// files above all), while an exec that fails can still answer on the original pipe.
 fn place_descriptors(wanted: &[(BorrowedFd<'_>, RawFd)]) -> Result<(), Errno> {
     // Copied above the targets first, so that no dup2 overwrites a source still needed.
     let mut high = Vec::new();
@@ -150,10 +152,21 @@ fn place_descriptors(wanted: &[(BorrowedFd<'_>, RawFd)]) -> Result<(), Errno> {
         // dup2 clears close-on-exec on the target.
         dup2(copy, target)?;
     }
-    // SAFETY: closes descriptors only; nothing in this single-threaded copy uses them
-    // any more (it execs next).
-    let closed = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, ANSWER + 1, u32::MAX, 0) };
-    Errno::result(closed).map(drop)
+    // Listed from /proc rather than with close_range, which kernels before 5.9 lack.
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|err| Errno::from_raw(err.raw_os_error().unwrap_or(0)))?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > ANSWER)
+        .collect();
+    for fd in open {
+        // The directory listing's own descriptor is closed already: EBADF is fine.
+        match fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
+            Ok(_) | Err(Errno::EBADF) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 /// How the monitor was asked to run.
@@ -178,7 +191,10 @@ impl Arguments {
         let output = match output {
             [kind, size, files] if kind == "file" => OutputKind::Files {
                 max_size: size.parse().ok()?,
-                max_files: files.parse().ok()?,
+                max_files: files
+                    .parse()
+                    .ok()
+                    .filter(|files| (1..=MAX_LOG_FILES).contains(files))?,
             },
             [kind, container, service] if kind == "journald" => OutputKind::Journal {
                 container: container.clone(),
@@ -197,6 +213,13 @@ impl Arguments {
 
 /// The `wharf-monitor` program; returns its exit code.
 pub fn monitor_main() -> i32 {
+    if ![STDOUT_PIPE, STDERR_PIPE, ANSWER].into_iter().all(is_pipe) {
+        eprintln!(
+            "wharf-monitor: wharf starts it beside a container, with the container's pipes; \
+             it is not meant to be run by hand"
+        );
+        return 2;
+    }
     let args: Vec<String> = std::env::args().collect();
     // SAFETY: fd 3 is the answer pipe the forked copy passed (see `MonitorCommand`);
     // nothing else in this process owns it.
@@ -211,6 +234,9 @@ pub fn monitor_main() -> i32 {
     // No mount is kept busy by the monitor's working directory.
     let _ = std::env::set_current_dir("/");
     leave_the_starters_cgroup();
+    // Under memory pressure the OOM killer picks containers, not their monitors (conmon's
+    // is exempt the same way).
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     let children = match child_exits() {
         Ok(children) => children,
         Err(err) => {
@@ -231,7 +257,11 @@ pub fn monitor_main() -> i32 {
         let record = ExitRecord {
             code,
             at: SystemTime::now(),
-            oom_killed: code == 128 + Signal::SIGKILL as i32 && oom_kills(&args.cgroup) > 0,
+            // The counter counts any process of the container killed so far: a SIGKILL
+            // that wharf sent to stop it is not the OOM killer's.
+            oom_killed: code == 128 + Signal::SIGKILL as i32
+                && !StopRequest::exists(&args.dir)
+                && oom_kills(&args.cgroup) > 0,
         };
         if record.write(&args.dir).is_err() {
             return 1;
@@ -262,6 +292,11 @@ fn leave_the_starters_cgroup() {
             let _ = std::fs::write(monitors.join("cgroup.procs"), "0");
         }
     }
+}
+
+fn is_pipe(fd: RawFd) -> bool {
+    nix::sys::stat::fstat(fd)
+        .is_ok_and(|stat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO)
 }
 
 fn answer_with(mut answer: File, result: &Result<i32, String>) {
@@ -465,6 +500,8 @@ mod tests {
             &["wharf-monitor", "/d", "/c", "x", "file", "1", "1"],
             &["wharf-monitor", "/d", "/c", "1", "file", "1"],
             &["wharf-monitor", "/d", "/c", "1", "syslog", "a", "b"],
+            &["wharf-monitor", "/d", "/c", "1", "file", "1", "0"],
+            &["wharf-monitor", "/d", "/c", "1", "file", "1", "4000000000"],
         ] {
             assert!(Arguments::parse(&args(bad)).is_none(), "{bad:?}");
         }

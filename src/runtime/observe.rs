@@ -25,9 +25,12 @@ impl LibcontainerRuntime {
         let entries = fs::read_dir(&self.containers).map_err(RuntimeError::io(&self.containers))?;
         let mut found: Vec<ObservedContainer> = Vec::new();
         let mut present = HashSet::new();
+        // One wait for monitors still recording exits, however many there are (a
+        // monitor stuck on a hung disk must not hold up each listing for long).
+        let records_due = Instant::now() + MONITOR_GRACE;
         for entry in entries.flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
-            match self.observe(&id) {
+            match self.observe(&id, records_due) {
                 Some(container) => found.push(container),
                 None if self.is_abandoned(&id) => self.cleanup(&id, &Self::cgroups_path(&id)),
                 None => {}
@@ -39,7 +42,7 @@ impl LibcontainerRuntime {
         Ok(found)
     }
 
-    fn observe(&self, id: &str) -> Option<ObservedContainer> {
+    fn observe(&self, id: &str, records_due: Instant) -> Option<ObservedContainer> {
         let mut container = self.described(id)?;
         let dir = self.container_dir(id);
         let started = StartedRecord::read(&dir).ok().flatten();
@@ -52,7 +55,7 @@ impl LibcontainerRuntime {
             (Some(_), Some(_)) => ContainerStatus::Created,
             (Some(_), None) => {
                 // Its monitor records the exit as soon as the output is read.
-                self.wait_for_monitor(id, MONITOR_GRACE);
+                self.wait_for_monitor(id, records_due.saturating_duration_since(Instant::now()));
                 let exit = ExitRecord::read(&dir).ok().flatten();
                 ContainerStatus::Exited {
                     code: exit.map(|exit| exit.code),

@@ -6,7 +6,8 @@
 //! - `started`: `<unix seconds>` when it was started ([`StartedRecord`]);
 //! - `exit`: `<code> <unix seconds>[ oom-killed]`, written by the monitor when the init
 //!   ended ([`ExitRecord`]);
-//! - `layers`: the diff_ids its root filesystem is made of, one a line ([`LayersRecord`]).
+//! - `layers`: the diff_ids its root filesystem is made of, one a line ([`LayersRecord`]);
+//! - `stopping`: empty, once wharf asked it to stop or killed it ([`StopRequest`]).
 //!
 //! A missing record reads as `None` and a damaged one as an error; callers treat both
 //! alike, as a bundle still being built has none of them yet.
@@ -164,6 +165,22 @@ impl ExitRecord {
 }
 
 const OOM_KILLED: &str = "oom-killed";
+
+/// wharf asked the container to stop (or killed it): its exit is not the OOM killer's
+/// even when an earlier OOM kill in its cgroup is counted. An empty file.
+pub struct StopRequest;
+
+impl StopRequest {
+    const FILE: &'static str = "stopping";
+
+    pub fn write(dir: &Path) -> io::Result<()> {
+        fs::write(dir.join(Self::FILE), "")
+    }
+
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(Self::FILE).exists()
+    }
+}
 
 /// The layers (diff_ids, bottom first) the container's root filesystem is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use super::error::RuntimeError;
 use super::libcontainer::{lock, LibcontainerRuntime};
 use super::observe::MONITOR_GRACE;
+use super::records::StopRequest;
 use crate::image::unmount_rootfs;
 use crate::process::libcontainer_lock;
 
@@ -36,12 +37,23 @@ impl LibcontainerRuntime {
         }
     }
 
+    /// `wharf kill`: a SIGKILL from the user is no OOM kill either.
+    pub(super) fn kill_on_request(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
+        self.ensure_ours(id)?;
+        if signal == Signal::SIGKILL {
+            self.note_stop_request(id);
+        }
+        self.kill_blocking(id, signal)
+    }
+
     pub(super) fn stop_blocking(
         &self,
         id: &str,
         signal: Signal,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
+        self.ensure_ours(id)?;
+        self.note_stop_request(id);
         self.kill_blocking(id, signal)?;
         if self.wait_gone(id, timeout) {
             return Ok(());
@@ -60,11 +72,19 @@ impl LibcontainerRuntime {
     pub(super) fn remove_blocking(&self, id: &str) -> Result<(), RuntimeError> {
         self.ensure_ours(id)?;
         if self.live_pid(id).is_some() {
+            self.note_stop_request(id);
             self.kill_blocking(id, Signal::SIGKILL)?;
             self.wait_gone(id, KILL_GRACE);
         }
         self.cleanup(id, &Self::cgroups_path(id));
         Ok(())
+    }
+
+    /// Tells the container's monitor that an end coming now is wharf's doing, not the
+    /// OOM killer's (see `StopRequest`).
+    fn note_stop_request(&self, id: &str) {
+        // Without it, only an earlier OOM kill in the container could be misread.
+        let _ = StopRequest::write(&self.container_dir(id));
     }
 
     /// Waits until the container's process is gone and its monitor has recorded how
@@ -76,8 +96,12 @@ impl LibcontainerRuntime {
                 return false;
             };
             // The monitor ends right after the init: a monitor of this process wakes
-            // the reaper; otherwise this polls.
-            self.wait_for_monitor(id, left.min(Duration::from_millis(20)));
+            // the reaper; otherwise this polls. Without a monitor (killed, or a
+            // container of an older wharf), the init itself is polled.
+            let step = left.min(Duration::from_millis(20));
+            if self.wait_for_monitor(id, step) && self.live_pid(id).is_some() {
+                std::thread::sleep(step);
+            }
         }
         self.wait_for_monitor(id, MONITOR_GRACE);
         true

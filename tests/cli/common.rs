@@ -112,6 +112,11 @@ pub fn ok(run: &Run) -> &str {
     &run.stdout
 }
 
+/// The rows of `wharf --root ROOT ps --json`.
+pub fn ps(root: &Path) -> serde_json::Value {
+    serde_json::from_str(ok(&wharf_at(root, &["ps", "--json"]))).expect("JSON")
+}
+
 /// Running containers' ids by "service/replica", from the rows of `wharf ps --json`.
 pub fn running_by_slot(rows: &serde_json::Value) -> BTreeMap<String, String> {
     rows.as_array()

@@ -1,7 +1,7 @@
 //! Containers through the CLI: each command is a new wharf process, so these also
 //! show that containers outlive the process that created them.
 
-use crate::common::{ok, service_file, wharf_at, write};
+use crate::common::{ok, ps, service_file, wharf_at, write};
 use crate::support::{busybox, service_yaml};
 
 /// Output reaches the log through the monitor a moment after it is written: runs
@@ -18,9 +18,6 @@ fn output_until(root: &std::path::Path, args: &[&str], expected: &str) -> String
     last
 }
 
-fn ps(root: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(ok(&wharf_at(root, &["ps", "--json"]))).expect("JSON")
-}
 
 #[test]
 fn a_container_outlives_its_creator_and_a_new_process_manages_it() {

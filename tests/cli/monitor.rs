@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{ok, service_file, wharf_at, write};
+use crate::common::{ok, ps, service_file, wharf_at, write};
 use crate::logs::SmallDisk;
 use crate::support::busybox_yaml;
 
@@ -27,9 +27,6 @@ fn output_containing(root: &Path, args: &[&str], expected: &str) -> String {
     }
 }
 
-fn ps(root: &Path) -> serde_json::Value {
-    serde_json::from_str(ok(&wharf_at(root, &["ps", "--json"]))).expect("JSON")
-}
 
 fn apply(root: &Path, dir: &Path) {
     ok(&wharf_at(
@@ -215,4 +212,76 @@ fn a_killed_monitor_leaves_the_container_running_with_its_exit_unknown() {
     // It is still managed: stopped and removed as any other.
     ok(&wharf_at(root.path(), &["rm", "orphan"]));
     assert_eq!(ps(root.path()), serde_json::json!([]));
+}
+
+#[test]
+fn a_container_stopped_after_an_oom_kill_inside_it_is_not_reported_oom_killed() {
+    let root = tempfile::tempdir().expect("root");
+    let work = tempfile::tempdir().expect("work");
+    // dd (not the container's init) is OOM-killed; the shell lives on until stopped.
+    let manifest = service_file(
+        work.path(),
+        "survivor",
+        "command: [/bin/sh, -c, 'dd if=/dev/zero of=/dev/null bs=64M count=1; exec sleep 1000']\n\
+         resources: {memory: 16Mi}\nrestart: never\nstop: {signal: KILL}\n",
+    );
+    let id = ok(&wharf_at(root.path(), &["run", &manifest]))
+        .trim()
+        .to_owned();
+    let counter = format!("/sys/fs/cgroup/memory/wharf/{id}/memory.oom_control");
+    let counter = if Path::new(&counter).exists() {
+        counter
+    } else {
+        format!("/sys/fs/cgroup/wharf/{id}/memory.events")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(&counter).is_ok_and(|text| text.contains("oom_kill 1")) {
+        assert!(Instant::now() < deadline, "dd was never OOM-killed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    ok(&wharf_at(root.path(), &["stop", "survivor"]));
+    let rows = ps(root.path());
+    assert_eq!(rows[0]["status"], "exited (137)", "{rows}");
+    assert_eq!(rows[0]["oom_killed"], false);
+    ok(&wharf_at(root.path(), &["rm", "survivor"]));
+}
+
+#[test]
+fn without_its_monitor_beside_it_wharf_says_so_and_leaves_nothing_behind() {
+    let root = tempfile::tempdir().expect("root");
+    let work = tempfile::tempdir().expect("work");
+    let alone = work.path().join("wharf");
+    fs::copy(env!("CARGO_BIN_EXE_wharf"), &alone).expect("copy wharf alone");
+    let manifest = service_file(work.path(), "lonely", "command: [sleep, '1000']\n");
+    let run = std::process::Command::new(&alone)
+        .args([
+            "--root",
+            root.path().to_str().expect("UTF-8"),
+            "run",
+            &manifest,
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("wharf runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_ne!(run.status.code(), Some(0));
+    assert!(
+        stderr.contains("wharf-monitor is missing") || stderr.contains("is missing: wharf-monitor"),
+        "{stderr}"
+    );
+    assert_eq!(ps(root.path()), serde_json::json!([]));
+    let left = fs::read_dir(root.path().join("containers")).map_or(0, |entries| entries.count());
+    assert_eq!(left, 0, "no bundle is left behind");
+}
+
+#[test]
+fn the_monitor_refuses_to_run_by_hand() {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-monitor"))
+        .args(["/tmp", "/wharf/x", "1", "file", "1024", "3"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("wharf-monitor runs");
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("not meant to be run by hand"));
 }
