@@ -1,10 +1,18 @@
 //! The writing side of a container's output. Each container has a small monitor
 //! process, single-threaded, that polls the read ends of the container's stdout and
 //! stderr pipes and pushes what it reads into an [`Output`]. `Output` cuts it into lines
-//! and hands each line to one of two drivers, chosen by the manifest's `logs:` field:
+//! and hands the complete lines of each read, together, to one of two drivers, chosen
+//! by the manifest's `logs:` field:
 //!
 //! - **Files** (the default): `output.log` in the container's directory, one entry per
 //!   line as `<RFC 3339 time> <stdout|stderr> <text>`, which `wharf logs` reads back.
+//!   The lines of one read are a batch: one time for all of them, taken and formatted
+//!   once, and their entries written with one write() (more only around a rotation, or
+//!   every [`BATCH_BYTES`] of entries, which a read of very short lines passes). The
+//!   monitor is outside the container's cgroup, so its work per line is not bounded by
+//!   the container's `cpus`: with an entry and a write() each, a container printing
+//!   short lines cost its monitor most of a core. Invalid UTF-8 becomes U+FFFD, and an
+//!   entry's text is cut at [`MAX_LINE`] bytes (each invalid byte becomes three).
 //!   The log is bounded by rotation: before an entry would take `output.log` past
 //!   `max_size`, it becomes `output.log.1`, `output.log.1` becomes `output.log.2` and
 //!   so on, the oldest (`output.log.{max_files - 1}`) being removed; with one file the
@@ -17,12 +25,15 @@
 //!   `SYSLOG_IDENTIFIER` and `CONTAINER_TAG` (the service) and `CONTAINER_NAME` (the
 //!   container id), so that `journalctl CONTAINER_TAG=web` shows a service's output.
 //!
-//! Writing never blocks or stops the container. When a line cannot be written (a full
-//! disk, a rotation that fails, journald not listening or too busy), it is dropped and
-//! counted, the next line tries again (opening the log anew), and once writing works
-//! again a line on stderr records the loss before the next one:
-//! `wharf: 1234 lines dropped: no space left on device`, with the first error since the
-//! last successful write.
+//! Writing never blocks or stops the container. Output that cannot be written (a full
+//! disk, a rotation that fails, journald not listening or too busy) is dropped and
+//! counted in lines: with files, the lines of the batch not written whole (a part of
+//! one left in the log is ended by a newline before the next entry), and the next
+//! batch opens the log anew; with journald, the line whose datagram failed, and the
+//! next line tries again. Once writing works again a line on stderr records the loss
+//! before the next one: `wharf: 1234 lines dropped: no space left on device`, with the
+//! first error since the last successful write. A marker lost in turn keeps its count:
+//! the next one tells it with the lines lost since.
 //!
 //! An `Output` holds at most one partial line per stream, of at most [`MAX_LINE`]
 //! bytes: longer lines are split, so that one endless line cannot exhaust memory.
@@ -37,6 +48,11 @@ use std::time::SystemTime;
 /// Lines longer than this are split, so that one endless line cannot exhaust memory
 /// (and every line fits in one journald datagram).
 const MAX_LINE: usize = 64 * 1024;
+
+/// The file driver writes a batch's entries once they reach this many bytes: a read
+/// of very short lines (`yes`) formats to about twenty times its size, not worth
+/// holding in the monitor's memory for the sake of fewer write() calls.
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// The current log in a container's directory; rotated ones get `.1`, `.2`...
 const LOG_NAME: &str = "output.log";
@@ -114,29 +130,36 @@ impl Output {
         }
     }
 
-    /// Bytes just read from the container's `stream` pipe: complete lines are written,
-    /// a partial last line is kept until its newline comes (or [`MAX_LINE`] bytes of it
-    /// have, then it is written in pieces).
-    pub fn write(&mut self, stream: Stream, mut data: &[u8]) {
+    /// Bytes just read from the container's `stream` pipe: its complete lines are
+    /// written as one batch, a partial last line is kept until its newline comes (or
+    /// [`MAX_LINE`] bytes of it have, then it is written in pieces).
+    pub fn write(&mut self, stream: Stream, data: &[u8]) {
         let partial = &mut self.partial[stream as usize];
-        while !data.is_empty() {
-            let room = MAX_LINE - partial.len();
-            // A newline right after a full line still ends it.
-            match data.iter().take(room + 1).position(|&byte| byte == b'\n') {
-                Some(newline) => {
-                    self.delivery.line_from(stream, partial, &data[..newline]);
-                    data = &data[newline + 1..];
-                }
-                None if data.len() > room => {
-                    self.delivery.line_from(stream, partial, &data[..room]);
-                    data = &data[room..];
-                }
-                None => {
-                    partial.extend_from_slice(data);
-                    data = &[];
-                }
+        let room = MAX_LINE - partial.len();
+        // A newline right after a full line still ends it.
+        let (first, rest) = match data.iter().take(room + 1).position(|&byte| byte == b'\n') {
+            Some(newline) => (&data[..newline], &data[newline + 1..]),
+            None if data.len() > room => data.split_at(room),
+            None => {
+                partial.extend_from_slice(data);
+                return;
             }
-        }
+        };
+        let (rest, unended) = rest.split_at(complete_len(rest));
+        let first = if partial.is_empty() {
+            // The usual case, a line begun in this read: no copy.
+            first
+        } else {
+            partial.extend_from_slice(first);
+            partial.as_slice()
+        };
+        let mut lines = Lines {
+            first: Some(first),
+            rest,
+        };
+        self.delivery.deliver(stream, &mut lines);
+        partial.clear();
+        partial.extend_from_slice(unended);
     }
 
     /// The pipe of `stream` closed: its partial last line, if any, is written.
@@ -144,7 +167,7 @@ impl Output {
         // Taken, not cleared: the pipe is done with, so is its buffer.
         let partial = std::mem::take(&mut self.partial[stream as usize]);
         if !partial.is_empty() {
-            self.delivery.line(stream, &partial);
+            self.delivery.deliver(stream, &mut Lines::one(&partial));
         }
     }
 
@@ -158,66 +181,137 @@ impl Output {
     }
 }
 
+/// How much of `data`, which starts a line, is complete lines: up to its last newline,
+/// then the [`MAX_LINE`]-byte pieces of an endless line but its last, which waits for
+/// more (a newline right after it still ends it there).
+fn complete_len(data: &[u8]) -> usize {
+    let ended = data
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let unended = data.len() - ended;
+    ended + unended.saturating_sub(1) / MAX_LINE * MAX_LINE
+}
+
+/// The complete lines of one read, texts without their newline: `first` (which may
+/// have begun in an earlier read), then those of `rest`, which holds complete lines
+/// only (see [`complete_len`]).
+#[derive(Default)]
+struct Lines<'a> {
+    first: Option<&'a [u8]>,
+    rest: &'a [u8],
+}
+
+impl<'a> Lines<'a> {
+    fn one(line: &'a [u8]) -> Self {
+        Lines {
+            first: Some(line),
+            rest: &[],
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    /// Drops the lines left; how many they were.
+    fn drop_rest(&mut self) -> u64 {
+        self.by_ref().count() as u64
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let line = match self.first.take() {
+            Some(line) => line,
+            None if self.rest.is_empty() => return None,
+            None => {
+                let rest = self.rest;
+                let window = &rest[..rest.len().min(MAX_LINE + 1)];
+                let (line, next) = match window.iter().position(|&byte| byte == b'\n') {
+                    Some(newline) => (&rest[..newline], newline + 1),
+                    // A piece of an endless line.
+                    None => {
+                        let end = rest.len().min(MAX_LINE);
+                        (&rest[..end], end)
+                    }
+                };
+                self.rest = &rest[next..];
+                line
+            }
+        };
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    }
+}
+
 /// Where lines go: the seam between cutting output into lines and the drivers.
 trait Destination {
-    /// Writes one line of `stream` (its text, without newline). An error means that it
-    /// was not written, and is retried from scratch at the next line.
-    fn send(&mut self, stream: Stream, text: &[u8]) -> io::Result<()>;
+    /// Writes `lines`, all of `stream`, after `marker` (a line of stderr telling of
+    /// lines dropped earlier) if any. On a failure it takes from `lines` at least one
+    /// line if any are left, which are dropped; those it leaves are tried again.
+    fn send(
+        &mut self,
+        marker: Option<&[u8]>,
+        stream: Stream,
+        lines: &mut Lines<'_>,
+    ) -> Result<(), Failure>;
+}
+
+/// How a [`Destination::send`] failed.
+struct Failure {
+    /// The marker was written all the same: the loss it told is told.
+    told: bool,
+    /// Lines dropped: taken from the batch and not written whole.
+    lost: u64,
+    error: io::Error,
 }
 
 /// Hands lines to the destination and counts those it fails to take.
 struct Delivery {
     destination: Box<dyn Destination>,
-    /// Lines dropped since the last one written, and the first error among them.
+    /// Lines dropped since the last marker written, and the first error among them.
     dropped: u64,
     error: String,
 }
 
 impl Delivery {
-    /// Writes `partial` followed by `rest` as one line, and empties `partial`.
-    fn line_from(&mut self, stream: Stream, partial: &mut Vec<u8>, rest: &[u8]) {
-        if partial.is_empty() {
-            // The usual case, a whole line in one read: no copy.
-            self.line(stream, rest);
-        } else {
-            partial.extend_from_slice(rest);
-            self.line(stream, partial);
-            partial.clear();
+    fn deliver(&mut self, stream: Stream, lines: &mut Lines<'_>) {
+        // Each failure takes at least one line: this ends.
+        while !lines.is_empty() {
+            self.attempt(stream, lines);
         }
     }
 
-    fn line(&mut self, stream: Stream, line: &[u8]) {
-        let text = line.strip_suffix(b"\r").unwrap_or(line);
-        // The loss is told before anything that follows it.
-        if self.dropped > 0 && !self.tell_dropped() {
-            self.dropped += 1;
-            return;
-        }
-        if let Err(error) = self.destination.send(stream, text) {
-            if self.dropped == 0 {
-                self.error = reason(&error);
-            }
-            self.dropped += 1;
-        }
-    }
-
-    /// Tries to write the marker of the lines dropped; true when it is written.
-    fn tell_dropped(&mut self) -> bool {
-        let lines = if self.dropped == 1 { "line" } else { "lines" };
-        let marker = format!("wharf: {} {lines} dropped: {}", self.dropped, self.error);
-        let told = self
+    /// One try at writing `lines`, after the marker of those dropped if any: the loss
+    /// is told before anything that follows it.
+    fn attempt(&mut self, stream: Stream, lines: &mut Lines<'_>) {
+        let marker = (self.dropped > 0).then(|| {
+            let unit = if self.dropped == 1 { "line" } else { "lines" };
+            format!("wharf: {} {unit} dropped: {}", self.dropped, self.error)
+        });
+        let sent = self
             .destination
-            .send(Stream::Stderr, marker.as_bytes())
-            .is_ok();
-        if told {
-            self.dropped = 0;
+            .send(marker.as_deref().map(str::as_bytes), stream, lines);
+        match sent {
+            Ok(()) => self.dropped = 0,
+            Err(failure) => {
+                if failure.told {
+                    self.dropped = 0;
+                }
+                if self.dropped == 0 {
+                    self.error = reason(&failure.error);
+                }
+                // A marker not written keeps its count, told by the next one.
+                self.dropped += failure.lost;
+            }
         }
-        told
     }
 
     fn finish(mut self) -> Result<(), OutputError> {
         if self.dropped > 0 {
-            self.tell_dropped();
+            self.attempt(Stream::Stderr, &mut Lines::default());
         }
         match self.dropped {
             0 => Ok(()),
@@ -245,14 +339,22 @@ fn reason(error: &io::Error) -> String {
     }
 }
 
-/// A log entry, newline included.
-fn format_entry(stream: Stream, text: &[u8]) -> String {
-    let time = humantime::format_rfc3339_nanos(SystemTime::now());
-    format!(
-        "{time} {} {}\n",
-        stream.as_str(),
-        String::from_utf8_lossy(text)
-    )
+/// Appends a log entry, newline included. Its text is made valid UTF-8 and cut at
+/// [`MAX_LINE`] bytes on a character's boundary: a line is at most that long, but each
+/// invalid byte in it becomes a 3-byte U+FFFD, which would let an entry (and a log
+/// with a small `max_size`) grow threefold.
+fn push_entry(buffer: &mut Vec<u8>, time: &str, stream: Stream, text: &[u8]) {
+    let text = String::from_utf8_lossy(text);
+    let mut len = text.len().min(MAX_LINE);
+    while !text.is_char_boundary(len) {
+        len -= 1;
+    }
+    buffer.extend_from_slice(time.as_bytes());
+    buffer.push(b' ');
+    buffer.extend_from_slice(stream.as_str().as_bytes());
+    buffer.push(b' ');
+    buffer.extend_from_slice(&text.as_bytes()[..len]);
+    buffer.push(b'\n');
 }
 
 /// Where the file driver's log lives: the seam that lets tests make writing fail.
@@ -321,19 +423,38 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
     }
 }
 
-/// The file driver: entries appended to `output.log`, rotated by size. A failed write
-/// closes the log, which the next entry opens again, so that the monitor never waits
-/// for the disk.
+/// The file driver: the entries of a batch formatted into one buffer and appended to
+/// `output.log`, rotated by size. A failed write closes the log, which the next batch
+/// opens again, so that the monitor never waits for the disk.
 struct LogFiles<S: Storage> {
     storage: S,
     max_size: u64,
-    /// `None` after a failure: the next entry opens the log again.
+    /// `None` after a failure: the next batch opens the log again.
     file: Option<S::File>,
     /// Bytes in `output.log`: its size when opened and what was written since.
     size: u64,
     /// A failed write left part of an entry in the log: the next one starts on a new
     /// line.
     cut: bool,
+    /// Entries formatted, not written yet; kept from batch to batch, so as not to
+    /// allocate at each read.
+    buffer: Vec<u8>,
+}
+
+/// How far a batch of the file driver got.
+#[derive(Default)]
+struct Progress {
+    /// Lines taken from the batch, and those of them in the log.
+    taken: u64,
+    written: u64,
+    /// Lines in the buffer, not written yet (the marker aside).
+    buffered: u64,
+    /// The marker is in the buffer, not written yet.
+    marker_buffered: bool,
+    /// The marker is in the log.
+    told: bool,
+    /// 1 when the buffer starts with the newline that ends a cut entry, else 0.
+    newline: usize,
 }
 
 impl<S: Storage> LogFiles<S> {
@@ -344,9 +465,10 @@ impl<S: Storage> LogFiles<S> {
             file: None,
             size: 0,
             cut: false,
+            buffer: Vec::new(),
         };
         // Created at once, so that `wharf logs` finds a log before the first output; a
-        // failure is retried at the first entry.
+        // failure is retried at the first batch.
         files.file = files.open().ok();
         files
     }
@@ -357,50 +479,141 @@ impl<S: Storage> LogFiles<S> {
         Ok(file)
     }
 
-    /// Writes all of `bytes`, noting when a failure leaves part of them in the log.
-    fn put(&mut self, file: &mut S::File, bytes: &[u8]) -> io::Result<()> {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let error = match file.write(rest) {
-                Ok(0) => io::Error::from(io::ErrorKind::WriteZero),
-                Ok(written) => {
-                    rest = &rest[written..];
-                    self.size += written as u64;
-                    continue;
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => error,
-            };
-            self.cut |= rest.len() < bytes.len();
-            return Err(error);
-        }
-        // Everything written ends with a newline.
-        self.cut = false;
-        Ok(())
-    }
-}
-
-impl<S: Storage> Destination for LogFiles<S> {
-    fn send(&mut self, stream: Stream, text: &[u8]) -> io::Result<()> {
-        let entry = format_entry(stream, text);
+    /// Formats the entries of a batch and writes them, rotating the log before an
+    /// entry that would take it past `max_size`; notes in `progress` how far it got.
+    /// An error leaves the log closed.
+    fn write_batch(
+        &mut self,
+        progress: &mut Progress,
+        mut marker: Option<&[u8]>,
+        stream: Stream,
+        lines: &mut Lines<'_>,
+    ) -> io::Result<()> {
         let mut file = match self.file.take() {
             Some(file) => file,
             None => self.open()?,
         };
-        let needed = u64::from(self.cut) + entry.len() as u64;
-        if self.size > 0 && self.size.saturating_add(needed) > self.max_size {
-            drop(file);
-            self.storage.rotate()?;
-            file = self.open()?;
-            // A cut entry went with the old log.
-            self.cut = false;
-        }
+        // Once for the whole batch: formatting a time per line was most of the
+        // monitor's work when lines are short.
+        let time = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+        self.buffer.clear();
         if self.cut {
-            self.put(&mut file, b"\n")?;
+            self.buffer.push(b'\n');
+            progress.newline = 1;
         }
-        self.put(&mut file, entry.as_bytes())?;
+        loop {
+            let (entry_stream, text, is_line) = match marker.take() {
+                Some(marker) => (Stream::Stderr, marker, false),
+                None => match lines.next() {
+                    Some(line) => (stream, line, true),
+                    None => break,
+                },
+            };
+            progress.taken += u64::from(is_line);
+            let start = self.buffer.len();
+            push_entry(&mut self.buffer, &time, entry_stream, text);
+            // In the log before this entry, if it went there now: not counting the
+            // newline ending a cut entry, which rotation leaves out.
+            let before = self.size + (start - progress.newline) as u64;
+            if before > 0 && self.size + self.buffer.len() as u64 > self.max_size {
+                if start > progress.newline {
+                    // The entries before this one fill the old log.
+                    self.flush(&mut file, progress, start)?;
+                }
+                drop(file);
+                self.storage.rotate()?;
+                file = self.open()?;
+                // A cut entry went with the old log.
+                self.cut = false;
+                self.buffer.drain(..start);
+                progress.newline = 0;
+            }
+            if is_line {
+                progress.buffered += 1;
+            } else {
+                progress.marker_buffered = true;
+            }
+            if self.buffer.len() >= BATCH_BYTES {
+                self.flush(&mut file, progress, self.buffer.len())?;
+                self.buffer.clear();
+                progress.newline = 0;
+            }
+        }
+        if self.buffer.len() > progress.newline {
+            self.flush(&mut file, progress, self.buffer.len())?;
+        }
         self.file = Some(file);
         Ok(())
+    }
+
+    /// Writes the buffer's first `end` bytes, whole entries, and notes in `progress`
+    /// what of the batch is in the log.
+    fn flush(&mut self, file: &mut S::File, progress: &mut Progress, end: usize) -> io::Result<()> {
+        let (written, result) = put(file, &self.buffer[..end]);
+        self.size += written as u64;
+        match result {
+            Ok(()) => {
+                progress.written += progress.buffered;
+                progress.buffered = 0;
+                progress.told |= progress.marker_buffered;
+                progress.marker_buffered = false;
+                // Entries end with a newline.
+                self.cut = false;
+                Ok(())
+            }
+            Err(error) => {
+                let in_log = &self.buffer[..written];
+                // Each entry is one line (texts have no newline, the marker's error is
+                // the OS's), the marker first: the newlines written end whole ones.
+                let mut whole = in_log.get(progress.newline..).map_or(0, |entries| {
+                    entries.iter().filter(|&&byte| byte == b'\n').count() as u64
+                });
+                if progress.marker_buffered && whole > 0 {
+                    progress.told = true;
+                    whole -= 1;
+                }
+                progress.written += whole;
+                if let Some(&last) = in_log.last() {
+                    self.cut = last != b'\n';
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Writes all of `bytes` that it can: how many it wrote, and what stopped it.
+fn put(file: &mut impl Write, bytes: &[u8]) -> (usize, io::Result<()>) {
+    let mut written = 0;
+    while written < bytes.len() {
+        match file.write(&bytes[written..]) {
+            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
+            Ok(count) => written += count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return (written, Err(error)),
+        }
+    }
+    (written, Ok(()))
+}
+
+impl<S: Storage> Destination for LogFiles<S> {
+    fn send(
+        &mut self,
+        marker: Option<&[u8]>,
+        stream: Stream,
+        lines: &mut Lines<'_>,
+    ) -> Result<(), Failure> {
+        let mut progress = Progress::default();
+        match self.write_batch(&mut progress, marker, stream, lines) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(Failure {
+                told: progress.told,
+                // The rest of the batch too: the log is opened again at the next batch,
+                // not at each line (a full disk would only fail again).
+                lost: progress.taken - progress.written + lines.drop_rest(),
+                error,
+            }),
+        }
     }
 }
 
@@ -440,10 +653,8 @@ impl Journal {
         push_binary_field(&mut datagram, "MESSAGE", text);
         datagram
     }
-}
 
-impl Destination for Journal {
-    fn send(&mut self, stream: Stream, text: &[u8]) -> io::Result<()> {
+    fn send_line(&mut self, stream: Stream, text: &[u8]) -> io::Result<()> {
         let socket = match self.socket.take() {
             Some(socket) => socket,
             None => {
@@ -455,6 +666,38 @@ impl Destination for Journal {
         let sent = socket.send_to(&self.entry(stream, text), &self.address);
         self.socket = Some(socket);
         sent.map(drop)
+    }
+}
+
+impl Destination for Journal {
+    /// Each line on its own: a failure drops only its line, the next one tries again.
+    fn send(
+        &mut self,
+        marker: Option<&[u8]>,
+        stream: Stream,
+        lines: &mut Lines<'_>,
+    ) -> Result<(), Failure> {
+        if let Some(text) = marker {
+            if let Err(error) = self.send_line(Stream::Stderr, text) {
+                // Nothing goes before the loss is told: the next line is dropped too.
+                let lost = u64::from(lines.next().is_some());
+                return Err(Failure {
+                    told: false,
+                    lost,
+                    error,
+                });
+            }
+        }
+        for line in lines {
+            if let Err(error) = self.send_line(stream, line) {
+                return Err(Failure {
+                    told: marker.is_some(),
+                    lost: 1,
+                    error,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -635,23 +878,18 @@ mod tests {
         assert_eq!(lengths(), [MAX_LINE, MAX_LINE, 32 * 1024, MAX_LINE]);
     }
 
-    #[test]
-    fn rotation_keeps_at_most_max_files_of_at_most_max_size_and_the_newest_lines_in_order() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut output = Output::to_files(dir.path(), 1000, 3);
-        // Entries of 47 bytes: about 21 per file, 63 in all.
-        write_numbered(&mut output, 1..=200);
-        output.finish().expect("nothing lost");
-
+    /// Lines 1 to 200 written to logs of at most 1000 bytes x 3 files: what rotation
+    /// must have kept.
+    fn assert_rotated(dir: &Path) {
         assert_eq!(
-            file_names(dir.path()),
+            file_names(dir),
             ["output.log", "output.log.1", "output.log.2"]
         );
         let mut kept = Vec::new();
         for name in ["output.log.2", "output.log.1", "output.log"] {
-            let log = read(dir.path(), name);
+            let log = read(dir, name);
             assert!(log.len() <= 1000, "{name} holds {} bytes", log.len());
-            assert_eq!(mode(&dir.path().join(name)), 0o600, "{name}");
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
             if name != "output.log" {
                 // Rotated only when the next entry would not fit.
                 assert!(log.len() > 1000 - 47, "{name} holds {} bytes", log.len());
@@ -662,6 +900,29 @@ mod tests {
         let first = first_number(&kept);
         assert!(first > 1);
         assert_eq!(kept, numbered(first..=200));
+    }
+
+    #[test]
+    fn rotation_keeps_at_most_max_files_of_at_most_max_size_and_the_newest_lines_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut output = Output::to_files(dir.path(), 1000, 3);
+        // Entries of 47 bytes: about 21 per file, 63 in all.
+        write_numbered(&mut output, 1..=200);
+        output.finish().expect("nothing lost");
+        assert_rotated(dir.path());
+    }
+
+    #[test]
+    fn rotations_inside_one_read_keep_the_bound() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut output = Output::to_files(dir.path(), 1000, 3);
+        let read: String = numbered(1..=200)
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
+        output.write(Stream::Stdout, read.as_bytes());
+        output.finish().expect("nothing lost");
+        assert_rotated(dir.path());
     }
 
     #[test]
@@ -754,6 +1015,8 @@ mod tests {
         /// The steps to come, the next one last.
         steps: Vec<Step>,
         written: Vec<u8>,
+        /// The length of the bytes given to each write call.
+        offered: Vec<usize>,
     }
 
     /// A log on a disk that fills up and is freed again, as scripted.
@@ -770,11 +1033,16 @@ mod tests {
         fn written(&self) -> Vec<u8> {
             self.0.borrow().written.clone()
         }
+
+        fn offered(&self) -> Vec<usize> {
+            self.0.borrow().offered.clone()
+        }
     }
 
     impl Write for Disk {
         fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
             let mut disk = self.0.borrow_mut();
+            disk.offered.push(bytes.len());
             let accepted = match disk.steps.pop().unwrap_or(Step::Accept) {
                 Step::Accept => bytes.len(),
                 Step::Part(len) => len.min(bytes.len()),
@@ -805,7 +1073,8 @@ mod tests {
 
     #[test]
     fn lines_dropped_while_the_disk_is_full_are_counted_in_a_marker_before_the_next_line() {
-        // Lines 1 and 2 are written, line 3 only in part; the next three tries fail.
+        // A read per line. Lines 1 and 2 are written, line 3 only in part (writing its
+        // rest fails), lines 4 and 5 not at all; the marker goes with line 6.
         let disk = Disk::scripted(&[
             Step::Accept,
             Step::Accept,
@@ -830,6 +1099,131 @@ mod tests {
         // The cut line ends where the disk filled up, on a line of its own.
         let raw = String::from_utf8_lossy(&written);
         assert_eq!(raw.lines().nth(2).map(str::len), Some(5));
+    }
+
+    /// Output to a log on `disk`.
+    fn output_on(disk: &Disk) -> Output {
+        Output::with_destination(Box::new(LogFiles::new(disk.clone(), u64::MAX)))
+    }
+
+    /// Numbered lines as one read brings them.
+    fn one_read(lines: std::ops::RangeInclusive<usize>) -> Vec<u8> {
+        numbered(lines)
+            .iter()
+            .flat_map(|line| format!("{line}\n").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn the_lines_of_one_read_share_one_time_and_one_write() {
+        let disk = Disk::default();
+        let mut output = output_on(&disk);
+        output.write(Stream::Stdout, &one_read(1..=100));
+        assert_eq!(disk.offered().len(), 1, "one write for the read");
+        output.write(Stream::Stdout, &one_read(101..=150));
+        assert_eq!(disk.offered().len(), 2, "one write for the next read");
+        output.finish().expect("nothing lost");
+
+        let written = disk.written();
+        assert_eq!(entries(&written), stdout(&numbered(1..=150)));
+        let log = String::from_utf8(written).expect("UTF-8");
+        let times: Vec<&str> = log
+            .lines()
+            .map(|line| line.split_once(' ').map_or(line, |(time, _)| time))
+            .collect();
+        assert!(times[..100].iter().all(|&time| time == times[0]));
+        assert!(times[100..].iter().all(|&time| time == times[100]));
+    }
+
+    #[test]
+    fn a_read_of_very_short_lines_is_written_in_a_few_writes_of_bounded_size() {
+        let disk = Disk::default();
+        let mut output = output_on(&disk);
+        // What `yes` fills a 32 KiB read with, whose entries are twenty times as big.
+        output.write(Stream::Stdout, &b"y\n".repeat(16 * 1024));
+        output.finish().expect("nothing lost");
+
+        let entry = format!("{TIME} stdout y\n").len();
+        let total = 16 * 1024 * entry;
+        let offered = disk.offered();
+        assert_eq!(offered.iter().sum::<usize>(), total);
+        assert!(offered.len() <= total.div_ceil(BATCH_BYTES), "{offered:?}");
+        assert!(
+            offered.iter().all(|&len| len < BATCH_BYTES + entry),
+            "{offered:?}"
+        );
+        assert_eq!(texts(&disk.written()), vec!["y"; 16 * 1024]);
+    }
+
+    #[test]
+    fn a_marker_lost_with_its_batch_keeps_its_count_and_a_cut_entry_ends_its_line() {
+        let full = "no space left on device";
+        let marker = |lines: u64| format!("wharf: {lines} lines dropped: {full}");
+        // The whole marker telling of 7 lines, line 8, then 3 bytes of line 9.
+        let told = format!("{TIME} stderr {}\n", marker(7)).len();
+        let line_8 = format!("{TIME} stdout line 8\n").len();
+        let disk = Disk::scripted(&[
+            // Line 1.
+            Step::Fail,
+            // The marker of 1 line and lines 2 to 4.
+            Step::Fail,
+            // 10 bytes of the marker of 4 lines, then lines 5 to 7.
+            Step::Part(10),
+            Step::Fail,
+            // After the newline ending the cut marker: the marker of 7 lines (1 + 3 + 3:
+            // the markers lost kept their counts), line 8, a part of line 9; lines 9 and
+            // 10 are lost.
+            Step::Part(1 + told + line_8 + 3),
+            Step::Fail,
+        ]);
+        let mut output = output_on(&disk);
+        output.write(Stream::Stdout, &one_read(1..=1));
+        output.write(Stream::Stdout, &one_read(2..=4));
+        output.write(Stream::Stdout, &one_read(5..=7));
+        output.write(Stream::Stdout, &one_read(8..=10));
+        output.write(Stream::Stdout, &one_read(11..=11));
+        output.finish().expect("the loss is in the log");
+
+        let written = disk.written();
+        let expected = [
+            ("stderr", marker(7)),
+            ("stdout", "line 8".to_owned()),
+            ("stderr", marker(2)),
+            ("stdout", "line 11".to_owned()),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .into_iter()
+            .map(|(stream, text)| (stream.to_owned(), text))
+            .collect();
+        assert_eq!(entries(&written), expected);
+        // What was cut ends where the disk filled up, on a line of its own.
+        let raw = String::from_utf8_lossy(&written);
+        let lengths: Vec<usize> = raw.lines().map(str::len).collect();
+        assert_eq!(lengths.len(), 6, "{raw}");
+        assert_eq!(lengths[..4], [10, told - 1, line_8 - 1, 3], "{raw}");
+    }
+
+    #[test]
+    fn invalid_utf_8_becomes_replacement_characters_and_an_entry_text_is_capped() {
+        let mut entry = Vec::new();
+        push_entry(&mut entry, TIME, Stream::Stdout, b"caf\xC3\xA9 \xFF!");
+        assert_eq!(
+            entry,
+            format!("{TIME} stdout caf\u{e9} \u{FFFD}!\n").into_bytes()
+        );
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut output = Output::to_files(dir.path(), 1000, 3);
+        // A line of the longest, all of it invalid: three times as long as U+FFFDs.
+        let mut line = vec![0xFF; MAX_LINE];
+        line.push(b'\n');
+        output.write(Stream::Stdout, &line);
+        output.finish().expect("nothing lost");
+
+        let log = read(dir.path(), "output.log");
+        assert!(log.len() <= format!("{TIME} stdout \n").len() + MAX_LINE);
+        // Cut on a character's boundary.
+        assert_eq!(texts(&log), ["\u{FFFD}".repeat(MAX_LINE / 3)]);
     }
 
     /// A log that can never be opened.

@@ -172,7 +172,7 @@ fn the_agent_follows_the_directory_keeps_broken_files_and_restarts_crashes() {
     let events = wharf_at(root, &["events"]).stdout;
     assert!(events.contains("kept web as last defined by"), "{events}");
     assert!(
-        events.contains("restart crash/0: exited with code 1; restart: always"),
+        events.contains("restart crash/0: exited with code 1; restart: always; backoff 1s"),
         "{events}"
     );
 

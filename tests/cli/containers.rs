@@ -18,7 +18,6 @@ fn output_until(root: &std::path::Path, args: &[&str], expected: &str) -> String
     last
 }
 
-
 #[test]
 fn a_container_outlives_its_creator_and_a_new_process_manages_it() {
     let root = tempfile::tempdir().expect("root");

@@ -27,7 +27,6 @@ fn output_containing(root: &Path, args: &[&str], expected: &str) -> String {
     }
 }
 
-
 fn apply(root: &Path, dir: &Path) {
     ok(&wharf_at(
         root,
