@@ -43,6 +43,7 @@ fn observed(services: &[Service]) -> Vec<ObservedContainer> {
                 manifest_dir: Some(PathBuf::from("/srv/m")),
                 spec: Some(Box::new(service.spec.clone())),
                 unmonitored: false,
+                address: None,
             })
         })
         .collect()

@@ -8,6 +8,9 @@ pub mod manifest;
 /// 2. observe: the containers on the host (and the runtime side of 4).
 pub mod runtime;
 
+/// The kernel side of 4 for networks: wharf's bridge, container addresses, NAT.
+pub mod network;
+
 /// 3. plan: a pure function of what is wanted and what runs.
 pub mod plan;
 

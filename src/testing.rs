@@ -169,6 +169,7 @@ impl Runtime for FakeRuntime {
                     .map(Into::into),
                 spec: Some(Box::new(request.service.clone())),
                 unmonitored: false,
+                address: None,
             },
         );
         Ok(id)

@@ -23,6 +23,8 @@ struct Row {
     exit_code: Option<i32>,
     oom_killed: bool,
     pid: Option<i32>,
+    /// Its address on wharf's bridge (`network: bridge`).
+    address: Option<String>,
     started: Option<String>,
     image: String,
     image_digest: String,
@@ -41,6 +43,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             status: state_of(&c, agent_running),
             exit_code: c.status.exit_code(),
             oom_killed: c.status.oom_killed(),
+            address: c.address.map(|address| address.to_string()),
             started: c
                 .started_at
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),

@@ -51,6 +51,8 @@ struct ContainerLine<'a> {
     /// How it ended, once it has and its monitor recorded it.
     exit_code: Option<i32>,
     oom_killed: bool,
+    /// Its address on wharf's bridge (`network: bridge`).
+    address: Option<String>,
     uptime_seconds: Option<u64>,
     /// Restarts recorded for this replica slot.
     restarts: u64,
@@ -167,6 +169,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                     state: state_of(c, agent_running),
                     exit_code: c.status.exit_code(),
                     oom_killed: c.status.oom_killed(),
+                    address: c.address.map(|address| address.to_string()),
                     health: state
                         .as_ref()
                         .filter(|_| c.status == ContainerStatus::Running)
@@ -260,7 +263,14 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 Some(verdict) => format!("{state}, {}", verdict.state),
                 None => state,
             };
-            println!("  {}  {state}{uptime}{restarts}  {digest}", line.id);
+            let address = line
+                .address
+                .as_ref()
+                .map_or(String::new(), |address| format!("  {address}"));
+            println!(
+                "  {}  {state}{uptime}{restarts}{address}  {digest}",
+                line.id
+            );
         }
     }
     exit::OK

@@ -8,7 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::manifest::Health;
-use crate::runtime::{tcp_socket_in, Runtime};
+use crate::network::tcp_socket_in;
+use crate::runtime::Runtime;
 
 /// Runs the check of `health` against container `id` (init process `pid`) once,
 /// within the check's timeout.

@@ -56,7 +56,8 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// `host` shares the host's network; `none` gives the container its own network
-    /// namespace with only loopback.
+    /// namespace with only loopback; `bridge` an own namespace with an address on
+    /// wharf's bridge.
     #[serde(default)]
     pub network: Network,
     /// Resource limits; unset means unlimited.
@@ -121,6 +122,10 @@ pub enum Network {
     Host,
     /// An own network namespace with only the loopback interface.
     None,
+    /// An own network namespace with an address on wharf's bridge `wharf0`
+    /// (10.89.0.0/24), reaching other containers by address and beyond the host through
+    /// NAT.
+    Bridge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

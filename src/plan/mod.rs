@@ -449,6 +449,7 @@ mod tests {
             manifest_dir: Some(PathBuf::from(DIR)),
             spec: Some(Box::new(service.spec.clone())),
             unmonitored: false,
+            address: None,
         }
     }
 

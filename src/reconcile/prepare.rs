@@ -168,6 +168,7 @@ mod tests {
             manifest_dir: Some(PathBuf::from(dir)),
             spec: Some(Box::new(service.spec)),
             unmonitored: false,
+            address: None,
         }
     }
 

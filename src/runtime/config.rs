@@ -403,7 +403,7 @@ fn namespaces(network: Network) -> Result<Vec<LinuxNamespace>, OciSpecError> {
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Cgroup,
     ];
-    if network == Network::None {
+    if network != Network::Host {
         kinds.push(LinuxNamespaceType::Network);
     }
     kinds

@@ -2,9 +2,10 @@
 //! files and volumes, and the build itself in a forked copy of this process, which
 //! becomes the container's monitor; and starting it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Read;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,13 +22,14 @@ use super::error::{CreateError, RuntimeError};
 use super::forked::in_forked_copy_becoming;
 use super::libcontainer::LibcontainerRuntime;
 use super::monitor::MonitorCommand;
-use super::netns::bring_up_loopback;
 use super::proc::start_time;
-use super::records::{LayersRecord, ProcessRecord, Role, StartedRecord};
+use super::records::{AddressRecord, LayersRecord, ProcessRecord, Role, StartedRecord};
 use super::users::resolve_user;
 use super::CreateRequest;
 use crate::image::{mount_rootfs, ImageConfig};
+use crate::lockfile::FileLock;
 use crate::manifest::{Network, ServiceSpec, VolumeKind};
+use crate::network::{attach, bring_up_loopback, next_free, NetworkError};
 use crate::process::libcontainer_lock;
 use crate::reaper::Reaper;
 
@@ -79,7 +81,12 @@ impl LibcontainerRuntime {
         check_executable(&rootfs, &args[0], service, &image.config)?;
         let mounts = self.volume_sources(service, dir)?;
         let etc_dir = dir.join("etc");
-        write_etc_files(&etc_dir, hostname, service.network).map_err(CreateError::EtcFiles)?;
+        let address = match service.network {
+            Network::Bridge => Some(self.reserve_address(dir)?),
+            Network::Host | Network::None => None,
+        };
+        write_etc_files(&etc_dir, hostname, service.network, address)
+            .map_err(CreateError::EtcFiles)?;
 
         let host = HostFacts {
             id: id.to_owned(),
@@ -106,8 +113,10 @@ impl LibcontainerRuntime {
         }
 
         let pid = self.build_in_forked_copy(id, dir, service)?;
-        if service.network == Network::None {
-            bring_up_loopback(pid).map_err(CreateError::Loopback)?;
+        match (service.network, address) {
+            (Network::None, _) => bring_up_loopback(pid).map_err(CreateError::Loopback)?,
+            (Network::Bridge, Some(address)) => attach(pid, id, address)?,
+            _ => {}
         }
         let started = start_time(pid).ok_or(CreateError::ExitedDuringCreation)?;
         let init = ProcessRecord {
@@ -173,6 +182,25 @@ impl LibcontainerRuntime {
             .write(dir, Role::Monitor)
             .map_err(CreateError::RecordMonitor)?;
         Ok(answered.pid)
+    }
+
+    /// Takes the lowest address on wharf's bridge that no container directory holds
+    /// and records it in `dir`, under a lock between processes and threads (apply, the
+    /// agent and `wharf run` may create at once).
+    fn reserve_address(&self, dir: &Path) -> Result<Ipv4Addr, CreateError> {
+        let lock_path = self.containers.with_file_name("address.lock");
+        let _one_at_a_time = FileLock::acquire(&lock_path).map_err(CreateError::AddressLock)?;
+        let entries = fs::read_dir(&self.containers).map_err(CreateError::AddressLock)?;
+        let used: BTreeSet<Ipv4Addr> = entries
+            .flatten()
+            .filter_map(|entry| AddressRecord::read(&entry.path()).ok().flatten())
+            .map(|record| record.address)
+            .collect();
+        let address = next_free(&used).ok_or(NetworkError::Exhausted)?;
+        AddressRecord { address }
+            .write(dir)
+            .map_err(CreateError::AddressLock)?;
+        Ok(address)
     }
 
     /// Host directories for the service's volumes, in manifest order: named volumes
@@ -324,7 +352,12 @@ fn create_volume_dir(path: &Path) -> std::io::Result<()> {
 
 /// /etc/hosts, /etc/hostname and /etc/resolv.conf are bind-mounted into the
 /// container, where every user must read them: 0644, though their directory is not.
-fn write_etc_files(dir: &Path, hostname: &str, network: Network) -> std::io::Result<()> {
+fn write_etc_files(
+    dir: &Path,
+    hostname: &str,
+    network: Network,
+    address: Option<Ipv4Addr>,
+) -> std::io::Result<()> {
     fn write_readable(path: PathBuf, content: String) -> std::io::Result<()> {
         fs::write(&path, content)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
@@ -339,7 +372,8 @@ fn write_etc_files(dir: &Path, hostname: &str, network: Network) -> std::io::Res
             hosts = host_hosts;
         }
     }
-    hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    let own = address.map_or("127.0.1.1".to_owned(), |address| address.to_string());
+    hosts.push_str(&format!("{own}\t{hostname}\n"));
     write_readable(dir.join("hosts"), hosts)?;
     let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     write_readable(dir.join("resolv.conf"), resolv)

@@ -91,6 +91,10 @@ pub enum CreateError {
     /// The build in a forked copy of this process failed.
     #[error(transparent)]
     Forked(#[from] ForkedError),
+    #[error("cannot reserve an address on wharf's bridge: {0}")]
+    AddressLock(io::Error),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("cannot bring up loopback: {0}")]
     Loopback(io::Error),
     #[error("the container's process exited during creation")]

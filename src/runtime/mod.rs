@@ -11,7 +11,6 @@ mod forked;
 mod libcontainer;
 mod logs;
 mod monitor;
-mod netns;
 mod observe;
 mod output;
 mod proc;
@@ -34,7 +33,6 @@ pub use exec::ExecOutput;
 pub use libcontainer::LibcontainerRuntime;
 pub use logs::{LogLine, LogStream, Logs};
 pub use monitor::monitor_main;
-pub use netns::tcp_socket_in;
 pub use output::{Output, OutputError, Stream};
 pub use stats::{read_usage, Usage};
 
@@ -74,6 +72,8 @@ pub struct ObservedContainer {
     pub spec: Option<Box<ServiceSpec>>,
     /// Its monitor is gone (killed) while it runs: how it ends will not be known.
     pub unmonitored: bool,
+    /// Its address on wharf's bridge (`network: bridge`).
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use libcontainer::container::Container;
 use super::config::annotation;
 use super::error::RuntimeError;
 use super::libcontainer::{lock, LibcontainerRuntime};
-use super::records::{ExitRecord, LayersRecord, ProcessRecord, Role, StartedRecord};
+use super::records::{AddressRecord, ExitRecord, LayersRecord, ProcessRecord, Role, StartedRecord};
 use super::{ContainerStatus, ObservedContainer};
 use crate::image::Digest;
 use crate::reaper::Reaper;
@@ -65,6 +65,10 @@ impl LibcontainerRuntime {
             }
         };
         container.unmonitored = container.pid.is_some() && !self.monitor_alive(id);
+        container.address = AddressRecord::read(&dir)
+            .ok()
+            .flatten()
+            .map(|record| record.address);
         Some(container)
     }
 
@@ -103,6 +107,7 @@ impl LibcontainerRuntime {
                 .and_then(|json| serde_json::from_str(&json).ok())
                 .map(Box::new),
             unmonitored: false,
+            address: None,
         };
         lock(&self.described).insert(id.to_owned(), container.clone());
         Some(container)

@@ -7,7 +7,8 @@
 //! - `exit`: `<code> <unix seconds>[ oom-killed]`, written by the monitor when the init
 //!   ended ([`ExitRecord`]);
 //! - `layers`: the diff_ids its root filesystem is made of, one a line ([`LayersRecord`]);
-//! - `stopping`: empty, once wharf asked it to stop or killed it ([`StopRequest`]).
+//! - `stopping`: empty, once wharf asked it to stop or killed it ([`StopRequest`]);
+//! - `address`: its address on wharf's bridge ([`AddressRecord`]).
 //!
 //! A missing record reads as `None` and a damaged one as an error; callers treat both
 //! alike, as a bundle still being built has none of them yet.
@@ -161,6 +162,30 @@ impl ExitRecord {
         let partial = dir.join(".exit.new");
         fs::write(&partial, line)?;
         fs::rename(partial, dir.join(Self::FILE))
+    }
+}
+
+/// The container's address on wharf's bridge (`network: bridge`), held for as long as
+/// its directory exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRecord {
+    pub address: std::net::Ipv4Addr,
+}
+
+impl AddressRecord {
+    pub const FILE: &'static str = "address";
+
+    pub fn read(dir: &Path) -> Result<Option<Self>, RecordError> {
+        read_record(dir.join(Self::FILE), |text| {
+            let [address] = fields::<1>(text)?;
+            Some(AddressRecord {
+                address: address.parse().ok()?,
+            })
+        })
+    }
+
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        fs::write(dir.join(Self::FILE), format!("{}\n", self.address))
     }
 }
 

@@ -11,6 +11,7 @@ mod host_safety;
 mod images;
 mod logs;
 mod monitor;
+mod network;
 mod schema;
 mod sync;
 mod trust;

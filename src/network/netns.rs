@@ -13,7 +13,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 /// Runs `work` on a thread that has entered the network namespace of process `pid`.
-fn in_network_namespace<T: Send + 'static>(
+pub(super) fn in_network_namespace<T: Send + 'static>(
     pid: i32,
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
