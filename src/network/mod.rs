@@ -7,10 +7,14 @@
 //! A container's namespace is made by libcontainer at build; wharf connects it between
 //! build and start (`attach`), so the network is there before the container's command
 //! runs. The veth pair goes with the namespace when the container ends: a kill -9 at
-//! any point leaks no interface. Addresses are the host's truth: each container
-//! directory records its own (`runtime`'s `address` record), so an address is free
-//! again once its container is removed.
+//! any point leaks no interface. The bridge and its subnet are the host's, so
+//! addresses are reserved host-wide (`ipam`), whatever wharf root a container belongs
+//! to. A container's MAC is derived from its address, so that a replacement given the
+//! same address is reached at once (no stale neighbour entry), and it announces itself
+//! when its link comes up (arp_notify). The network is IPv4 only: IPv6 is off on the
+//! bridge and in containers, so no router advertisement from a container is accepted.
 
+mod ipam;
 mod nat;
 mod netlink;
 mod netns;
@@ -23,10 +27,11 @@ use std::os::fd::AsFd;
 
 use sha2::{Digest, Sha256};
 
+pub use ipam::{release, reserve};
 pub use netns::{bring_up_loopback, tcp_socket_in};
 
 use netlink::Rtnl;
-use netns::in_network_namespace;
+use netns::in_namespace;
 
 /// The bridge wharf's containers are connected to.
 pub const BRIDGE: &str = "wharf0";
@@ -51,12 +56,28 @@ pub enum NetworkError {
          ones too); remove containers"
     )]
     Exhausted,
+    #[error("cannot reserve an address ({}): {source}", path.display())]
+    Reservation {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{BRIDGE} exists and is not a bridge: wharf will not use it; remove it (ip link del \
+         {BRIDGE}) or rename it"
+    )]
+    NotABridge,
+    #[error(
+        "the host already routes {route} through {interface}, which overlaps wharf's subnet \
+         {GATEWAY}/{PREFIX_LEN}: wharf will not take it over"
+    )]
+    SubnetInUse { route: String, interface: String },
 }
 
 /// The lowest address of the subnet that is neither `used` nor the gateway, network
 /// or broadcast address.
 pub fn next_free(used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-    let network = u32::from(GATEWAY) & (u32::MAX << (32 - PREFIX_LEN));
+    let network = u32::from(GATEWAY) & prefix_mask(PREFIX_LEN);
     let hosts = 1u32 << (32 - PREFIX_LEN);
     (2..hosts - 1)
         .map(|host| Ipv4Addr::from(network + host))
@@ -68,11 +89,14 @@ pub fn next_free(used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
 /// default route through wharf; `lo` is up too.
 pub fn attach(pid: i32, id: &str, address: Ipv4Addr) -> Result<(), NetworkError> {
     let bridge = ensure_bridge()?;
+    // Opened once: the veth's peer and the set-up inside go to this very namespace,
+    // even if the pid were reused meanwhile.
     let namespace = File::open(format!("/proc/{pid}/ns/net")).map_err(NetworkError::Attach)?;
     let host_link = host_link_name(id);
     let connect = || -> io::Result<()> {
         let mut rtnl = Rtnl::open()?;
-        rtnl.create_veth(&host_link, bridge, CONTAINER_LINK, namespace.as_fd())?;
+        let mac = mac_of(address);
+        rtnl.create_veth(&host_link, bridge, CONTAINER_LINK, mac, namespace.as_fd())?;
         let index = rtnl
             .link_index(&host_link)?
             .ok_or_else(|| io::Error::other(format!("{host_link} vanished once created")))?;
@@ -80,39 +104,92 @@ pub fn attach(pid: i32, id: &str, address: Ipv4Addr) -> Result<(), NetworkError>
         rtnl.set_hairpin(index)
     };
     connect().map_err(NetworkError::Attach)?;
-    in_network_namespace(pid, move || {
+    let inside = namespace.try_clone().map_err(NetworkError::Attach)?;
+    in_namespace(inside, move || {
+        // /proc/sys/net is the namespace of the thread that writes it.
+        let conf =
+            |family: &str, key: &str| format!("/proc/sys/net/{family}/conf/{CONTAINER_LINK}/{key}");
+        std::fs::write(conf("ipv6", "disable_ipv6"), "1")?;
+        // Announces the address when the link comes up: neighbours that knew it
+        // under another MAC learn at once.
+        std::fs::write(conf("ipv4", "arp_notify"), "1")?;
         let mut rtnl = Rtnl::open()?;
         for name in ["lo", CONTAINER_LINK] {
             let index = rtnl
                 .link_index(name)?
                 .ok_or_else(|| io::Error::other(format!("no {name} in the container")))?;
-            rtnl.set_up(index)?;
             if name == CONTAINER_LINK {
                 rtnl.add_address(index, address, PREFIX_LEN)?;
             }
+            rtnl.set_up(index)?;
         }
         rtnl.add_default_route(GATEWAY)
     })
     .map_err(NetworkError::Attach)
 }
 
-/// The bridge, made if missing, with wharf's address, up; IPv4 forwarding and the
-/// egress NAT rule in place. Returns the bridge's link index.
+/// A locally administered MAC made of the address (as Docker's are): the same
+/// address always has the same MAC.
+fn mac_of(address: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = address.octets();
+    [0x02, 0x42, a, b, c, d]
+}
+
+/// The bridge, made if missing (after checking that nothing else on the host has the
+/// name or routes the subnet), with wharf's address, up, IPv6 off; IPv4 forwarding
+/// and wharf's nftables rules in place. Returns the bridge's link index.
 fn ensure_bridge() -> Result<u32, NetworkError> {
+    let sysfs = std::path::Path::new("/sys/class/net").join(BRIDGE);
+    if sysfs.exists() && !sysfs.join("bridge").is_dir() {
+        return Err(NetworkError::NotABridge);
+    }
+    if let Some((route, interface)) = overlapping_route() {
+        return Err(NetworkError::SubnetInUse { route, interface });
+    }
     let bridge = || -> io::Result<u32> {
         let mut rtnl = Rtnl::open()?;
-        rtnl.create_bridge(BRIDGE)?;
+        rtnl.create_bridge(BRIDGE, mac_of(GATEWAY))?;
         let index = rtnl
             .link_index(BRIDGE)?
             .ok_or_else(|| io::Error::other("the bridge vanished once created"))?;
+        std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6"),
+            "1",
+        )?;
         rtnl.add_address(index, GATEWAY, PREFIX_LEN)?;
         rtnl.set_up(index)?;
         Ok(index)
     };
     let index = bridge().map_err(NetworkError::Bridge)?;
     enable_forwarding().map_err(NetworkError::Forwarding)?;
-    nat::ensure_egress().map_err(NetworkError::Nat)?;
+    nat::ensure_rules().map_err(NetworkError::Nat)?;
     Ok(index)
+}
+
+/// A route of the host, on another interface than the bridge, that overlaps wharf's
+/// subnet (the default route aside): `(destination/prefix, interface)`.
+fn overlapping_route() -> Option<(String, String)> {
+    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    let subnet = u32::from(GATEWAY) & prefix_mask(PREFIX_LEN);
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (interface, destination, mask) = (fields.first()?, fields.get(1)?, fields.get(7)?);
+        // Hex in the kernel's byte order (little-endian here).
+        let destination = u32::from_be(u32::from_str_radix(destination, 16).ok()?);
+        let mask = u32::from_be(u32::from_str_radix(mask, 16).ok()?);
+        let common = mask & prefix_mask(PREFIX_LEN);
+        let overlaps = mask != 0 && (destination & common) == (subnet & common);
+        (overlaps && *interface != BRIDGE).then(|| {
+            (
+                format!("{}/{}", Ipv4Addr::from(destination), mask.count_ones()),
+                interface.to_string(),
+            )
+        })
+    })
+}
+
+fn prefix_mask(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
 }
 
 /// Containers reach beyond the host through it (routed, then masqueraded).
@@ -153,6 +230,14 @@ mod tests {
     fn a_full_subnet_has_no_address_left() {
         let used: BTreeSet<Ipv4Addr> = (2..=254).map(|h| Ipv4Addr::new(10, 89, 0, h)).collect();
         assert_eq!(next_free(&used), None, "253 containers hold them all");
+    }
+
+    #[test]
+    fn a_container_mac_is_made_of_its_address() {
+        assert_eq!(
+            mac_of(Ipv4Addr::new(10, 89, 0, 7)),
+            [0x02, 0x42, 10, 89, 0, 7]
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{BRIDGE, GATEWAY, PREFIX_LEN};
 use crate::process::spawn_beside_containers;
@@ -14,31 +14,41 @@ use crate::reaper::Reaper;
 /// How long one nft transaction may take.
 const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether this process has installed the egress rule already (once per process: each
-/// `nft` run costs some 20 ms).
-static EGRESS_INSTALLED: Mutex<bool> = Mutex::new(false);
+/// When this process last installed the rules: each `nft` run costs some 20 ms, so
+/// they are put in place again only now and then (another program may have flushed
+/// the ruleset meanwhile).
+static INSTALLED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+const REINSTALL_AFTER: Duration = Duration::from_secs(60);
 
-/// Containers' traffic leaving the host through another interface is masqueraded
-/// behind the host's address (egress NAT, as Docker and podman do).
-pub(super) fn ensure_egress() -> Result<(), String> {
-    let mut installed = EGRESS_INSTALLED
+/// Egress NAT: containers' traffic leaving the host through another interface is
+/// masqueraded behind the host's address, as Docker and podman do. Forwarding: the
+/// host forwards for its containers' connections only (replies, and what they start);
+/// nothing from elsewhere is routed into the bridge. (Another table's forward drop,
+/// Docker's or firewalld's, still applies: an accept here cannot override it.)
+pub(super) fn ensure_rules() -> Result<(), String> {
+    let mut installed = INSTALLED_AT
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if *installed {
+    if installed.is_some_and(|at| at.elapsed() < REINSTALL_AFTER) {
         return Ok(());
     }
     let subnet = format!("{GATEWAY}/{PREFIX_LEN}");
-    // Declaring the table and chain creates them if missing; the chain is then
+    // Declaring the table and chains creates them if missing; the chains are then
     // rewritten whole, so that running this again changes nothing.
     let ruleset = format!(
         "table inet wharf {{\n\
          \tchain egress {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
+         \tchain forward {{ type filter hook forward priority filter; policy accept; }}\n\
          }}\n\
          flush chain inet wharf egress\n\
-         add rule inet wharf egress ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade\n"
+         add rule inet wharf egress ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade\n\
+         flush chain inet wharf forward\n\
+         add rule inet wharf forward ct state established,related accept\n\
+         add rule inet wharf forward iifname \"{BRIDGE}\" accept\n\
+         add rule inet wharf forward oifname \"{BRIDGE}\" drop\n"
     );
     run_nft(&ruleset)?;
-    *installed = true;
+    *installed = Some(Instant::now());
     Ok(())
 }
 

@@ -124,10 +124,13 @@ impl Rtnl {
     /// Creates bridge `name` (Ok(false) if it already existed, checked by EEXIST),
     /// returns whether created. EEXIST also covers a link of another kind with that
     /// name; the caller decides whether that matters.
-    pub fn create_bridge(&mut self, name: &str) -> io::Result<bool> {
+    pub fn create_bridge(&mut self, name: &str, mac: [u8; 6]) -> io::Result<bool> {
         check_name(name)?;
         let mut link = LinkMessage::default();
         link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        // A fixed MAC: a bridge otherwise takes its lowest port's, which changes as
+        // containers come and go and leaves stale neighbour entries everywhere.
+        link.attributes.push(LinkAttribute::Address(mac.to_vec()));
         link.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,
@@ -175,9 +178,10 @@ impl Rtnl {
         host_name: &str,
         bridge: u32,
         peer_name: &str,
+        peer_mac: [u8; 6],
         netns: BorrowedFd<'_>,
     ) -> io::Result<()> {
-        let message = veth_message(host_name, bridge, peer_name, netns)?;
+        let message = veth_message(host_name, bridge, peer_name, peer_mac, netns)?;
         self.request(message, NLM_F_CREATE | NLM_F_EXCL)?;
         Ok(())
     }
@@ -329,6 +333,7 @@ fn veth_message(
     host_name: &str,
     bridge: u32,
     peer_name: &str,
+    peer_mac: [u8; 6],
     netns: BorrowedFd<'_>,
 ) -> io::Result<RouteNetlinkMessage> {
     check_name(host_name)?;
@@ -336,6 +341,8 @@ fn veth_message(
     let mut peer = LinkMessage::default();
     peer.attributes
         .push(LinkAttribute::IfName(peer_name.to_owned()));
+    peer.attributes
+        .push(LinkAttribute::Address(peer_mac.to_vec()));
     peer.attributes
         .push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
     let mut host = LinkMessage::default();
@@ -447,7 +454,14 @@ mod tests {
     #[test]
     fn the_veth_peer_carries_its_name_and_namespace_fd() {
         let netns = File::open("/dev/null").expect("an fd");
-        let message = veth_message("wh0123456789ab", 7, "eth0", netns.as_fd()).expect("message");
+        let message = veth_message(
+            "wh0123456789ab",
+            7,
+            "eth0",
+            [2, 0x42, 10, 89, 0, 2],
+            netns.as_fd(),
+        )
+        .expect("message");
         let bytes = encode(message, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, 42);
         let (header, message) = decode(&bytes);
         assert_eq!(header.sequence_number, 42);

@@ -13,11 +13,19 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 /// Runs `work` on a thread that has entered the network namespace of process `pid`.
-pub(super) fn in_network_namespace<T: Send + 'static>(
+fn in_network_namespace<T: Send + 'static>(
     pid: i32,
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
-    let namespace = File::open(format!("/proc/{pid}/ns/net"))?;
+    in_namespace(File::open(format!("/proc/{pid}/ns/net"))?, work)
+}
+
+/// Runs `work` on a thread that has entered the network namespace `namespace` (an
+/// open /proc/<pid>/ns/net).
+pub(super) fn in_namespace<T: Send + 'static>(
+    namespace: File,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     std::thread::spawn(move || -> io::Result<T> {
         setns(&namespace, CloneFlags::CLONE_NEWNET)?;
         work()

@@ -2,7 +2,7 @@
 //! files and volumes, and the build itself in a forked copy of this process, which
 //! becomes the container's monitor; and starting it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::net::Ipv4Addr;
@@ -27,9 +27,8 @@ use super::records::{AddressRecord, LayersRecord, ProcessRecord, Role, StartedRe
 use super::users::resolve_user;
 use super::CreateRequest;
 use crate::image::{mount_rootfs, ImageConfig};
-use crate::lockfile::FileLock;
 use crate::manifest::{Network, ServiceSpec, VolumeKind};
-use crate::network::{attach, bring_up_loopback, next_free, NetworkError};
+use crate::network::{attach, bring_up_loopback, reserve};
 use crate::process::libcontainer_lock;
 use crate::reaper::Reaper;
 
@@ -184,22 +183,13 @@ impl LibcontainerRuntime {
         Ok(answered.pid)
     }
 
-    /// Takes the lowest address on wharf's bridge that no container directory holds
-    /// and records it in `dir`, under a lock between processes and threads (apply, the
-    /// agent and `wharf run` may create at once).
+    /// Reserves an address on wharf's bridge for the container in `dir` (host-wide, see
+    /// `network`) and records it there.
     fn reserve_address(&self, dir: &Path) -> Result<Ipv4Addr, CreateError> {
-        let lock_path = self.containers.with_file_name("address.lock");
-        let _one_at_a_time = FileLock::acquire(&lock_path).map_err(CreateError::AddressLock)?;
-        let entries = fs::read_dir(&self.containers).map_err(CreateError::AddressLock)?;
-        let used: BTreeSet<Ipv4Addr> = entries
-            .flatten()
-            .filter_map(|entry| AddressRecord::read(&entry.path()).ok().flatten())
-            .map(|record| record.address)
-            .collect();
-        let address = next_free(&used).ok_or(NetworkError::Exhausted)?;
+        let address = reserve(dir)?;
         AddressRecord { address }
             .write(dir)
-            .map_err(CreateError::AddressLock)?;
+            .map_err(CreateError::RecordAddress)?;
         Ok(address)
     }
 
@@ -375,8 +365,22 @@ fn write_etc_files(
     let own = address.map_or("127.0.1.1".to_owned(), |address| address.to_string());
     hosts.push_str(&format!("{own}\t{hostname}\n"));
     write_readable(dir.join("hosts"), hosts)?;
-    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    write_readable(dir.join("resolv.conf"), resolv)
+    write_readable(dir.join("resolv.conf"), resolv_conf(network))
+}
+
+/// The host's resolv.conf; in a network namespace of its own, a loopback name server
+/// (systemd-resolved's 127.0.0.53) is the container's own loopback, so the servers
+/// systemd-resolved uses are given instead when they are known.
+fn resolv_conf(network: Network) -> String {
+    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let loopback_only = host
+        .lines()
+        .filter_map(|line| line.strip_prefix("nameserver"))
+        .all(|server| server.trim().starts_with("127."));
+    if network == Network::Host || !loopback_only {
+        return host;
+    }
+    fs::read_to_string("/run/systemd/resolve/resolv.conf").unwrap_or(host)
 }
 
 fn nofile_hard_limit() -> u64 {

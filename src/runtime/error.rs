@@ -91,8 +91,8 @@ pub enum CreateError {
     /// The build in a forked copy of this process failed.
     #[error(transparent)]
     Forked(#[from] ForkedError),
-    #[error("cannot reserve an address on wharf's bridge: {0}")]
-    AddressLock(io::Error),
+    #[error("cannot record the container's address: {0}")]
+    RecordAddress(io::Error),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
     #[error("cannot bring up loopback: {0}")]

@@ -11,8 +11,9 @@ use nix::sys::signal::Signal;
 use super::error::RuntimeError;
 use super::libcontainer::{lock, LibcontainerRuntime};
 use super::observe::MONITOR_GRACE;
-use super::records::StopRequest;
+use super::records::{AddressRecord, StopRequest};
 use crate::image::unmount_rootfs;
+use crate::network::release;
 use crate::process::libcontainer_lock;
 
 /// How long a killed container may take to disappear.
@@ -116,6 +117,9 @@ impl LibcontainerRuntime {
         }
         remove_cgroup_leaf(cgroups_path);
         let dir = self.container_dir(id);
+        if let Ok(Some(record)) = AddressRecord::read(&dir) {
+            release(record.address, &dir);
+        }
         let _ = unmount_rootfs(&dir);
         let _ = fs::remove_dir_all(&dir);
         let _ = fs::remove_dir_all(self.state.join(id));

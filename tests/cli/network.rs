@@ -89,6 +89,28 @@ fn bridge_replicas_have_their_own_addresses_and_reach_each_other() {
     let status = ok(&wharf_at(root.path(), &["status"])).to_owned();
     assert!(status.contains(&addresses[0]), "{status}");
 
+    // The bridge is the host's: another wharf root never gets an address in use.
+    let other_root = tempfile::tempdir().expect("another root");
+    let other_dir = tempfile::tempdir().expect("its manifests");
+    write(
+        other_dir.path(),
+        "other.yaml",
+        busybox_yaml(
+            "other",
+            "network: bridge\nstop: {signal: KILL}\ncommand: [sleep, '1000']\n",
+        ),
+    );
+    ok(&wharf_at(
+        other_root.path(),
+        &["apply", "--yes", other_dir.path().to_str().expect("UTF-8")],
+    ));
+    let other = ps(other_root.path())[0]["address"]
+        .as_str()
+        .expect("an address")
+        .to_owned();
+    assert!(!addresses.contains(&other), "{other} is taken already");
+    ok(&wharf_at(other_root.path(), &["down", "--all"]));
+
     ok(&wharf_at(root.path(), &["down", "--all"]));
     assert_eq!(wharf_links(), links_before, "no veth is left behind");
     // Removed containers give their addresses back.
