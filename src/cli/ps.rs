@@ -67,15 +67,16 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         .unwrap_or(0)
         .max(12);
     println!(
-        "{:width$}  {:status_width$}  {:8}  STARTED               IMAGE",
-        "ID", "STATUS", "PID"
+        "{:width$}  {:status_width$}  {:8}  {:15}  STARTED               IMAGE",
+        "ID", "STATUS", "PID", "ADDRESS"
     );
     for row in &rows {
         println!(
-            "{:width$}  {:status_width$}  {:8}  {:20}  {}",
+            "{:width$}  {:status_width$}  {:8}  {:15}  {:20}  {}",
             row.id,
             row.status,
             row.pid.map_or("-".into(), |p| p.to_string()),
+            row.address.as_deref().unwrap_or("-"),
             row.started.as_deref().unwrap_or("-"),
             row.image
         );
