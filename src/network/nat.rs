@@ -69,21 +69,27 @@ fn run_nft(ruleset: &str) -> Result<(), String> {
             .write_all(ruleset.as_bytes())
             .map_err(|err| format!("cannot give nft the rules: {err}"))?;
     }
-    let mut complaint = String::new();
-    if let Some(stderr) = nft.stderr.take() {
-        // Bounded: nft says a few lines at most.
-        let _ = stderr.take(64 * 1024).read_to_string(&mut complaint);
-    }
+    // Waited for first, so that a hung nft is bounded in time; what it said then
+    // waits in the pipe (a few lines, far less than a pipe holds).
     match Reaper::global().wait_for(nft.id() as i32, since, NFT_TIMEOUT) {
         Some(exit) if exit.code == 0 => Ok(()),
-        Some(exit) => Err(format!(
-            "nft exited with {}: {}",
-            exit.code,
-            complaint.trim()
-        )),
-        None => Err(format!(
-            "nft did not finish within {}s",
-            NFT_TIMEOUT.as_secs()
-        )),
+        Some(exit) => {
+            let mut complaint = String::new();
+            if let Some(stderr) = nft.stderr.take() {
+                let _ = stderr.take(64 * 1024).read_to_string(&mut complaint);
+            }
+            Err(format!(
+                "nft exited with {}: {}",
+                exit.code,
+                complaint.trim()
+            ))
+        }
+        None => {
+            let _ = nft.kill();
+            Err(format!(
+                "nft did not finish within {}s",
+                NFT_TIMEOUT.as_secs()
+            ))
+        }
     }
 }

@@ -28,8 +28,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// The file being written; rotated files add `.1`, `.2`... to its name, `.1` the newest.
-const CURRENT: &str = "output.log";
+use super::output::{log_file, LOG_NAME};
+use crate::manifest::MAX_LOG_FILES;
 
 /// The longest line read back from a log. The monitor splits output lines at 64 KiB
 /// and adds a short prefix, so only a damaged log has longer lines: reading forward
@@ -116,7 +116,7 @@ impl Logs {
         since: Option<SystemTime>,
         follow: bool,
     ) -> Result<LogStream, LogError> {
-        let watched = self.dir.join(CURRENT);
+        let watched = self.dir.join(LOG_NAME);
         let parts = self.parts()?;
         if parts.is_empty() && !follow {
             return Err(LogError::Read {
@@ -154,11 +154,9 @@ impl Logs {
         let mut parts = Vec::new();
         let mut seen = HashSet::new();
         let mut missing_in_a_row = 0;
-        for number in 0u64.. {
-            let path = match number {
-                0 => self.dir.join(CURRENT),
-                number => self.dir.join(format!("{CURRENT}.{number}")),
-            };
+        // No container keeps more files than a manifest may ask for.
+        for number in 0..MAX_LOG_FILES {
+            let path = log_file(&self.dir, number);
             let file = match File::open(&path) {
                 Ok(file) => {
                     missing_in_a_row = 0;
@@ -590,12 +588,8 @@ mod tests {
     /// `output.log`, the one before it `output.log.1`, and so on.
     fn rotated(files: &[String]) -> (tempfile::TempDir, Logs) {
         let dir = tempfile::tempdir().expect("temp dir");
-        for (age, contents) in files.iter().rev().enumerate() {
-            let name = match age {
-                0 => CURRENT.to_owned(),
-                age => format!("{CURRENT}.{age}"),
-            };
-            fs::write(dir.path().join(name), contents).expect("write the log");
+        for (age, contents) in (0..).zip(files.iter().rev()) {
+            fs::write(log_file(dir.path(), age), contents).expect("write the log");
         }
         let logs = Logs::new(dir.path().to_owned());
         (dir, logs)
@@ -677,7 +671,7 @@ mod tests {
         let (dir, logs) = rotated(&[log_of(&numbered(1..=2)), log_of(&numbered(3..=4))]);
         let path = |name: &str| dir.path().join(name);
         fs::rename(path("output.log.1"), path("output.log.2")).expect("rotate");
-        fs::rename(path(CURRENT), path("output.log.1")).expect("rotate");
+        fs::rename(path(LOG_NAME), path("output.log.1")).expect("rotate");
         assert_eq!(texts(logs.read(Some(3)).expect("read")), numbered(2..=4));
     }
 
@@ -727,13 +721,13 @@ mod tests {
         let mut stream = logs.open(Some(1), None, true).expect("open");
         assert_eq!(drain(&mut stream), ["line 3"]);
 
-        append(&dir, CURRENT, &format!("{TIME} stdout li"));
+        append(&dir, LOG_NAME, &format!("{TIME} stdout li"));
         assert_eq!(
             drain(&mut stream),
             Vec::<String>::new(),
             "a line still being written waits"
         );
-        append(&dir, CURRENT, "ne 4\n");
+        append(&dir, LOG_NAME, "ne 4\n");
         assert_eq!(drain(&mut stream), ["line 4"]);
     }
 
@@ -746,23 +740,23 @@ mod tests {
 
         // A line written just before the rotation, not read yet; then the rotation,
         // as the monitor does it, and a line in the new output.log.
-        append(&dir, CURRENT, &log_of(&numbered(3..=3)));
-        fs::rename(path(CURRENT), path("output.log.1")).expect("rotate");
-        fs::write(path(CURRENT), log_of(&numbered(4..=4))).expect("a new output.log");
+        append(&dir, LOG_NAME, &log_of(&numbered(3..=3)));
+        fs::rename(path(LOG_NAME), path("output.log.1")).expect("rotate");
+        fs::write(path(LOG_NAME), log_of(&numbered(4..=4))).expect("a new output.log");
         assert_eq!(drain(&mut stream), numbered(3..=4));
 
-        append(&dir, CURRENT, &log_of(&numbered(5..=5)));
+        append(&dir, LOG_NAME, &log_of(&numbered(5..=5)));
         assert_eq!(drain(&mut stream), numbered(5..=5));
 
         // Once more: output.log.1 moves up first.
         fs::rename(path("output.log.1"), path("output.log.2")).expect("rotate");
-        fs::rename(path(CURRENT), path("output.log.1")).expect("rotate");
+        fs::rename(path(LOG_NAME), path("output.log.1")).expect("rotate");
         assert_eq!(
             drain(&mut stream),
             Vec::<String>::new(),
             "no output.log until the next line"
         );
-        fs::write(path(CURRENT), log_of(&numbered(6..=6))).expect("a new output.log");
+        fs::write(path(LOG_NAME), log_of(&numbered(6..=6))).expect("a new output.log");
         assert_eq!(drain(&mut stream), numbered(6..=6));
     }
 
@@ -779,7 +773,7 @@ mod tests {
         );
         let mut stream = logs.open(Some(10), None, true).expect("open");
         assert_eq!(drain(&mut stream), Vec::<String>::new());
-        fs::write(dir.path().join(CURRENT), log_of(&numbered(1..=2))).expect("write");
+        fs::write(dir.path().join(LOG_NAME), log_of(&numbered(1..=2))).expect("write");
         assert_eq!(drain(&mut stream), numbered(1..=2));
     }
 
@@ -787,7 +781,7 @@ mod tests {
     fn a_read_ends_where_the_log_ended_when_it_was_opened() {
         let (dir, logs) = rotated(&[log_of(&numbered(1..=2))]);
         let mut stream = logs.open(None, None, false).expect("open");
-        append(&dir, CURRENT, &log_of(&numbered(3..=3)));
+        append(&dir, LOG_NAME, &log_of(&numbered(3..=3)));
         assert_eq!(drain(&mut stream), numbered(1..=2));
     }
 
@@ -826,11 +820,11 @@ mod tests {
                     inner: file,
                     read: Rc::clone(&read),
                 };
-                Part::new(PathBuf::from(CURRENT), counting).expect("open")
+                Part::new(PathBuf::from(LOG_NAME), counting).expect("open")
             })
             .collect();
         let mut stream =
-            LogStream::start(PathBuf::from(CURRENT), parts, tail, since, false).expect("open");
+            LogStream::start(PathBuf::from(LOG_NAME), parts, tail, since, false).expect("open");
         let mut found = Vec::new();
         while let Some(line) = stream.next_open().expect("line") {
             found.push(line.text);

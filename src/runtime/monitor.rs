@@ -317,13 +317,12 @@ fn child_exits() -> nix::Result<SignalFd> {
 /// known.
 fn follow(init: Pid, children: SignalFd, mut output: Output) -> Option<i32> {
     // SAFETY: fds 0 and 1 are the pipes the forked copy passed; only this owns them.
-    let pipes = unsafe {
+    let mut pipes = unsafe {
         [
             Some(OwnedFd::from_raw_fd(STDOUT_PIPE)),
             Some(OwnedFd::from_raw_fd(STDERR_PIPE)),
         ]
     };
-    let mut pipes = pipes;
     let streams = [Stream::Stdout, Stream::Stderr];
     let mut buffer = vec![0u8; 32 * 1024];
     // Exits before the signal descriptor existed (libcontainer's intermediate process,

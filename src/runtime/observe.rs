@@ -143,19 +143,22 @@ impl LibcontainerRuntime {
     /// Whether the container's monitor runs (false without a readable record: there
     /// is none to wait for).
     fn monitor_alive(&self, id: &str) -> bool {
+        self.monitor_record(id)
+            .is_some_and(|monitor| monitor.is_alive())
+    }
+
+    /// The record of the container's monitor (none for a container of an older wharf,
+    /// and a damaged record reads the same).
+    fn monitor_record(&self, id: &str) -> Option<ProcessRecord> {
         ProcessRecord::read(&self.container_dir(id), Role::Monitor)
             .ok()
             .flatten()
-            .is_some_and(|monitor| monitor.is_alive())
     }
 
     /// Waits up to `timeout` for the container's monitor to end; returns whether it
     /// has. A monitor this process started wakes the reaper; any other is polled.
     pub(super) fn wait_for_monitor(&self, id: &str, timeout: Duration) -> bool {
-        let Some(monitor) = ProcessRecord::read(&self.container_dir(id), Role::Monitor)
-            .ok()
-            .flatten()
-        else {
+        let Some(monitor) = self.monitor_record(id) else {
             return true;
         };
         let deadline = Instant::now() + timeout;

@@ -55,7 +55,16 @@ const MAX_LINE: usize = 64 * 1024;
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// The current log in a container's directory; rotated ones get `.1`, `.2`...
-const LOG_NAME: &str = "output.log";
+pub(super) const LOG_NAME: &str = "output.log";
+
+/// Log file `generation` of the container directory `dir`: `output.log` for 0,
+/// `output.log.N` for the Nth newest rotated one (what `logs` reads back).
+pub(super) fn log_file(dir: &Path, generation: u32) -> PathBuf {
+    match generation {
+        0 => dir.join(LOG_NAME),
+        generation => dir.join(format!("{LOG_NAME}.{generation}")),
+    }
+}
 
 /// journald's socket for its native protocol.
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -378,10 +387,7 @@ struct LogDir {
 impl LogDir {
     /// `output.log` for 0, `output.log.N` for the Nth newest rotated log.
     fn path(&self, generation: u32) -> PathBuf {
-        match generation {
-            0 => self.dir.join(LOG_NAME),
-            generation => self.dir.join(format!("{LOG_NAME}.{generation}")),
-        }
+        log_file(&self.dir, generation)
     }
 }
 
