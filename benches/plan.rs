@@ -44,6 +44,7 @@ fn observed(services: &[Service]) -> Vec<ObservedContainer> {
                 spec: Some(Box::new(service.spec.clone())),
                 unmonitored: false,
                 address: None,
+                in_rotation: false,
             })
         })
         .collect()

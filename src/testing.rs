@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
 
-use crate::manifest::ServiceSpec;
+use crate::manifest::{Network, ServiceSpec};
 use crate::runtime::{
     ContainerStatus, CreateRequest, ExecOutput, ObservedContainer, Runtime, RuntimeError,
 };
@@ -170,6 +170,7 @@ impl Runtime for FakeRuntime {
                 spec: Some(Box::new(request.service.clone())),
                 unmonitored: false,
                 address: None,
+                in_rotation: false,
             },
         );
         Ok(id)
@@ -231,6 +232,25 @@ impl Runtime for FakeRuntime {
             .remove(id)
             .map(drop)
             .ok_or_else(|| not_found(id))
+    }
+
+    /// As the real runtime: only containers on the bridge have a rotation.
+    async fn set_serving(&self, id: &str, serving: bool) -> Result<bool, RuntimeError> {
+        let mut state = self.lock();
+        let container = state.containers.get_mut(id).ok_or_else(|| not_found(id))?;
+        let on_bridge = container
+            .spec
+            .as_ref()
+            .is_some_and(|spec| spec.network == Network::Bridge);
+        if !on_bridge {
+            return Ok(false);
+        }
+        let was = std::mem::replace(&mut container.in_rotation, serving);
+        if was != serving {
+            let change = if serving { "serve" } else { "drain" };
+            state.journal.push(format!("{change} {id}"));
+        }
+        Ok(was)
     }
 
     async fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {

@@ -197,6 +197,51 @@ async fn a_replica_that_cannot_be_created_is_reported_and_stops_its_service_only
     assert!(running(&runtime).is_empty());
 }
 
+#[tokio::test]
+async fn on_the_bridge_a_new_replica_takes_traffic_before_the_old_one_leaves_and_stops() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let runtime = FakeRuntime::new();
+    // `network: bridge` is the default; its default update order is start-first.
+    images.converge(&runtime, &[images.web(1, "")]).await;
+    let old: Vec<String> = runtime.containers().into_iter().map(|c| c.id).collect();
+    assert!(runtime.containers().iter().all(|c| c.in_rotation));
+
+    let before = runtime.journal().len();
+    let report = images.converge(&runtime, &[images.web(2, "")]).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let journal = runtime.journal()[before..].to_vec();
+    let new: Vec<String> = runtime.containers().into_iter().map(|c| c.id).collect();
+    let position = |line: String| {
+        journal
+            .iter()
+            .position(|l| *l == line)
+            .unwrap_or_else(|| panic!("no {line:?} in {journal:#?}"))
+    };
+    for (old, new) in old.iter().zip(&new) {
+        // In rotation once healthy, before the old replica is taken out; the old one
+        // is taken out before its stop signal.
+        assert!(position(format!("serve {new}")) < position(format!("drain {old}")));
+        assert!(position(format!("drain {old}")) < position(format!("stop {old}")));
+    }
+    assert!(runtime.containers().iter().all(|c| c.in_rotation));
+}
+
+#[tokio::test]
+async fn a_replica_is_kept_out_of_rotation_for_its_drain_time_before_it_is_stopped() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let runtime = FakeRuntime::new();
+    images
+        .converge(&runtime, &[images.web(1, "stop: {drain: 3s}\n")])
+        .await;
+    let started = tokio::time::Instant::now();
+    // Removing the service stops its replicas: each leaves the rotation 3 s before.
+    images.converge(&runtime, &[]).await;
+    assert!(runtime.containers().is_empty());
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+}
+
 /// An agent following a manifest directory of its own, on the test double.
 struct Following {
     dir: tempfile::TempDir,

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service as KubeService};
 use serde_json::Value;
 use wharf::export::to_kubernetes;
-use wharf::manifest::load_paths;
+use wharf::manifest::{load_paths, parse_manifest};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -42,6 +42,22 @@ fn export(path: &str) -> (Vec<Value>, Vec<String>) {
     (objects, warnings.iter().map(ToString::to_string).collect())
 }
 
+/// The objects (each checked) and warnings for service `web` with the YAML lines `extra`.
+fn export_service(extra: &str) -> (Vec<Value>, Vec<String>) {
+    let text = format!("apiVersion: wharf/v1\nkind: Service\nname: web\nimage: busybox\n{extra}");
+    let services = parse_manifest(Path::new("web.yaml"), text.as_bytes())
+        .unwrap_or_else(|errors| panic!("invalid test manifest: {errors:?}"));
+    let (objects, warnings) = to_kubernetes(&services);
+    for object in &objects {
+        assert_valid_kubernetes(object);
+    }
+    (objects, warnings.iter().map(ToString::to_string).collect())
+}
+
+fn kinds(objects: &[Value]) -> Vec<&str> {
+    objects.iter().filter_map(|o| o["kind"].as_str()).collect()
+}
+
 #[test]
 fn the_check_catches_a_misspelt_field() {
     let typo = serde_json::json!({
@@ -68,8 +84,10 @@ fn every_field_is_carried_over_or_warned_about() {
     for object in &objects {
         assert_valid_kubernetes(object);
     }
-    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
-    assert_eq!(kinds, ["Deployment", "Service", "PersistentVolumeClaim"]);
+    assert_eq!(
+        kinds(&objects),
+        ["Deployment", "Service", "PersistentVolumeClaim"]
+    );
 
     let deployment = &objects[0]["spec"];
     assert_eq!(deployment["replicas"], 3);
@@ -79,8 +97,13 @@ fn every_field_is_carried_over_or_warned_about() {
     );
     assert_eq!(deployment["progressDeadlineSeconds"], 180);
     let pod = &deployment["template"]["spec"];
+    // The drain (a preStop sleep, in whole seconds) and then the stop timeout.
     assert_eq!(pod["terminationGracePeriodSeconds"], 2);
     let container = &pod["containers"][0];
+    assert_eq!(
+        container["lifecycle"],
+        serde_json::json!({"preStop": {"sleep": {"seconds": 1}}})
+    );
     assert_eq!(container["imagePullPolicy"], "Always");
     assert_eq!(container["command"], serde_json::json!(["/app/server"]));
     assert_eq!(container["args"], serde_json::json!(["--port", "8080"]));
@@ -111,7 +134,24 @@ fn every_field_is_carried_over_or_warned_about() {
     );
     assert_eq!(container["volumeMounts"][2]["readOnly"], true);
     assert_eq!(objects[0]["metadata"]["labels"]["team"], "payments");
-    assert_eq!(objects[1]["spec"]["ports"][0]["port"], 8080);
+    // Each published port: a containerPort, and a port of the Service (the host port,
+    // forwarded to the container's).
+    assert_eq!(
+        container["ports"],
+        serde_json::json!([
+            {"containerPort": 8080, "protocol": "TCP"},
+            {"containerPort": 8125, "protocol": "UDP"},
+        ])
+    );
+    let service = &objects[1]["spec"];
+    assert_eq!(service["selector"], deployment["selector"]["matchLabels"]);
+    assert_eq!(
+        service["ports"],
+        serde_json::json!([
+            {"name": "tcp-18080", "port": 18080, "targetPort": 8080, "protocol": "TCP"},
+            {"name": "udp-8125", "port": 8125, "targetPort": 8125, "protocol": "UDP"},
+        ])
+    );
 
     // Whatever has no equivalent is said, with the service and the field.
     let said = |field: &str| {
@@ -121,7 +161,8 @@ fn every_field_is_carried_over_or_warned_about() {
         })
     };
     for field in [
-        "network",
+        "ports",
+        "ports[1].host_ip",
         "restart",
         "stop.signal",
         "resources.pids",
@@ -130,6 +171,52 @@ fn every_field_is_carried_over_or_warned_about() {
     ] {
         assert!(said(field), "no warning about {field}: {warnings:#?}");
     }
+}
+
+#[test]
+fn a_kubernetes_service_is_made_for_what_other_hosts_can_reach() {
+    let check = "health: {tcp: {port: 8080}}\n";
+    // Published ports.
+    let published = format!("{check}ports: [{{container: 8080, host: 18080}}]\n");
+    assert_eq!(
+        kinds(&export_service(&published).0),
+        ["Deployment", "Service"]
+    );
+    // On the bridge without ports, nothing outside the host reaches it.
+    assert_eq!(kinds(&export_service(check).0), ["Deployment"]);
+    // With network: host, the port the health check names is bound on the host.
+    let (objects, _) = export_service(&format!("{check}network: host\n"));
+    assert_eq!(kinds(&objects), ["Deployment", "Service"]);
+    assert_eq!(objects[1]["spec"]["ports"][0]["port"], 8080);
+    // With network: none, nothing reaches it, and the pod's network is said.
+    let (objects, warnings) = export_service(&format!("{check}network: none\n"));
+    assert_eq!(kinds(&objects), ["Deployment"]);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("network: none has no Kubernetes equivalent")),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn the_rollout_strategy_follows_the_update_order_and_its_default() {
+    let strategy =
+        |extra: &str| export_service(extra).0[0]["spec"]["strategy"]["rollingUpdate"].clone();
+    // On the bridge, start-first: a new pod before an old one goes.
+    assert_eq!(
+        strategy(""),
+        serde_json::json!({"maxSurge": 1, "maxUnavailable": 0})
+    );
+    // With network: host, stop-first: both would bind the same ports.
+    assert_eq!(
+        strategy("network: host\n"),
+        serde_json::json!({"maxSurge": 0, "maxUnavailable": 1})
+    );
+    assert_eq!(
+        strategy("update: {order: stop-first}\n"),
+        serde_json::json!({"maxSurge": 0, "maxUnavailable": 1})
+    );
 }
 
 #[test]
@@ -153,7 +240,11 @@ fn the_command_prints_yaml_documents_and_warnings_on_stderr() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("warning:")
-            && stderr.contains("network: none has no Kubernetes equivalent"),
+            && stderr.contains(
+                "ports: host ports become ports of a ClusterIP Service, reachable only inside \
+                 the cluster (18080/tcp, 8125/udp on Service \"everything\"): to expose them, \
+                 make it a NodePort or LoadBalancer Service, or add an Ingress"
+            ),
         "{stderr}"
     );
 

@@ -41,7 +41,7 @@ replicas: 2
 #[test]
 fn scaling_and_policies_do_not_change_the_hash() {
     let changed = WEB.replace("replicas: 2", "replicas: 7")
-        + "restart: never\npull: always\nstop: {timeout: 30s}\nupdate: {order: start-first}\nhealth: {tcp: {port: 80}}\n\
+        + "restart: never\npull: always\nstop: {timeout: 30s, drain: 5s}\nupdate: {order: stop-first}\nhealth: {tcp: {port: 80}}\n\
            logs: {driver: journald, max_size: 1Mi, max_files: 5}\n";
     assert_eq!(service(WEB).hash, service(&changed).hash);
 }
@@ -55,6 +55,8 @@ fn what_shapes_the_container_changes_the_hash() {
         WEB.replace("128Mi", "256Mi"),
         WEB.to_owned() + "command: [/bin/sh]\n",
         WEB.to_owned() + "network: none\n",
+        WEB.to_owned() + "network: host\n",
+        WEB.to_owned() + "ports: [{container: 8080, host: 18080}]\n",
         WEB.to_owned() + "volumes: [{type: tmpfs, target: /tmp}]\n",
         WEB.to_owned() + "labels: {team: web}\n",
     ] {
@@ -63,11 +65,46 @@ fn what_shapes_the_container_changes_the_hash() {
 }
 
 #[test]
+fn published_ports_change_the_hash_by_what_they_publish_not_by_how_they_are_listed() {
+    let ports = |list: &str| service(&format!("{WEB}ports: {list}\n")).hash;
+    let two = ports("[{container: 8080, host: 18080}, {container: 53, host: 53, protocol: udp}]");
+    assert_eq!(
+        two,
+        ports("[{container: 53, host: 53, protocol: udp}, {host: 18080, container: 8080, protocol: tcp}]")
+    );
+    assert_eq!(
+        ports("[{container: 8080, host: 18080}]"),
+        ports("[{container: 8080, host: 18080, host_ip: 0.0.0.0}]")
+    );
+    assert_ne!(
+        ports("[{container: 8080, host: 18080}]"),
+        ports("[{container: 8080, host: 18081}]")
+    );
+    assert_ne!(
+        ports("[{container: 8080, host: 18080}]"),
+        ports("[{container: 8080, host: 18080, host_ip: 127.0.0.1}]")
+    );
+}
+
+#[test]
 fn the_hash_is_stable_across_releases() {
     // If this changes, every running container looks outdated after an upgrade:
-    // only change it on purpose, with a note in the release.
+    // only change it on purpose, with a note in the release. It changed once, when
+    // the default network became bridge (issue 15): containers that ran on the host's
+    // network by default are recreated on the bridge.
     assert_eq!(
         service(WEB).hash.as_str(),
+        "92e280cd876aa5e699ec98064501e32af3f69489023d7fab05b024c803a9383b"
+    );
+}
+
+#[test]
+fn writing_network_host_keeps_the_hash_it_had_when_host_was_the_default() {
+    // Only the default moved: what a manifest writes hashes as before, and an
+    // empty `ports` is not hashed.
+    let host = WEB.to_owned() + "network: host\n";
+    assert_eq!(
+        service(&host).hash.as_str(),
         "856968b9e7cef167eb68629d5a2bf06a5b14e083d62a0c7dacf3529965cde338"
     );
 }

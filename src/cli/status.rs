@@ -53,6 +53,9 @@ struct ContainerLine<'a> {
     oom_killed: bool,
     /// Its address on wharf's bridge (`network: bridge`).
     address: Option<String>,
+    /// Whether its service's published ports and name send it new connections (on
+    /// the bridge only).
+    in_rotation: Option<bool>,
     uptime_seconds: Option<u64>,
     /// Restarts recorded for this replica slot.
     restarts: u64,
@@ -170,6 +173,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                     exit_code: c.status.exit_code(),
                     oom_killed: c.status.oom_killed(),
                     address: c.address.map(|address| address.to_string()),
+                    in_rotation: c.address.map(|_| c.in_rotation),
                     health: state
                         .as_ref()
                         .filter(|_| c.status == ContainerStatus::Running)
@@ -263,10 +267,11 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 Some(verdict) => format!("{state}, {}", verdict.state),
                 None => state,
             };
-            let address = line
-                .address
-                .as_ref()
-                .map_or(String::new(), |address| format!("  {address}"));
+            let address = match (&line.address, line.in_rotation) {
+                (Some(address), Some(true)) => format!("  {address} in rotation"),
+                (Some(address), _) => format!("  {address} out of rotation"),
+                (None, _) => String::new(),
+            };
             println!(
                 "  {}  {state}{uptime}{restarts}{address}  {digest}",
                 line.id

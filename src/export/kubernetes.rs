@@ -1,5 +1,6 @@
-//! A Deployment per service, a Service where a port is known (from the health check),
-//! and a PersistentVolumeClaim per named volume.
+//! A Deployment per service; a Service for its published ports (or, with `network:
+//! host`, for the port its health check names, which it binds on the host); and a
+//! PersistentVolumeClaim per named volume.
 
 use std::collections::BTreeSet;
 
@@ -7,8 +8,8 @@ use serde_json::{json, Map, Value};
 
 use super::Warning;
 use crate::manifest::{
-    Health, LogPolicy, Network, PullPolicy, RestartPolicy, Service, ServiceSpec, UpdateOrder,
-    Volume, VolumeKind,
+    Health, LogPolicy, Network, Protocol, PullPolicy, RestartPolicy, Service, ServiceSpec,
+    UpdateOrder, Volume, VolumeKind,
 };
 
 /// Size given to the claim of each named volume (wharf volumes have none).
@@ -30,8 +31,13 @@ pub fn to_kubernetes(services: &[Service]) -> (Vec<Value>, Vec<Warning>) {
         };
         let spec = &service.spec;
         objects.push(deployment(spec, &mut warn));
-        if let Some(port) = spec.health.as_ref().and_then(health_port) {
-            objects.push(kube_service(spec, port));
+        if !spec.ports.is_empty() {
+            objects.push(published_ports_service(spec, &mut warn));
+        } else if spec.network == Network::Host {
+            // Without ports, only a host-network service is reachable from elsewhere.
+            if let Some(port) = spec.health.as_ref().and_then(health_port) {
+                objects.push(kube_service(spec, port));
+            }
         }
         for name in spec.volumes.iter().filter_map(|v| v.name.as_ref()) {
             if claims.insert(name) {
@@ -105,8 +111,22 @@ fn deployment(spec: &ServiceSpec, warn: &mut impl FnMut(&str, String)) -> Value 
     if let Some(resources) = resources(spec, warn) {
         container.insert("resources".into(), resources);
     }
+    let ports = container_ports(spec);
+    if !ports.is_empty() {
+        container.insert("ports".into(), ports.into());
+    }
     if let Some(health) = &spec.health {
         probes(health, &mut container, warn);
+    }
+    // wharf drains only replicas that receive published ports; the Service's
+    // endpoints are what a preStop sleep gives time to forget the pod.
+    let drain = spec.stop.drain.as_std();
+    let drains = !spec.ports.is_empty() && !drain.is_zero();
+    if drains {
+        container.insert(
+            "lifecycle".into(),
+            json!({ "preStop": { "sleep": { "seconds": whole_seconds(drain) } } }),
+        );
     }
     let (mounts, volumes) = volumes(&spec.volumes);
     if !mounts.is_empty() {
@@ -141,14 +161,20 @@ fn deployment(spec: &ServiceSpec, warn: &mut impl FnMut(&str, String)) -> Value 
 
     let mut pod = Map::new();
     pod.insert("containers".into(), json!([Value::Object(container)]));
+    // The grace period counts from the start of the preStop hook, as wharf's drain
+    // comes before the stop timeout.
+    let mut grace = spec.stop.timeout.as_std();
+    if drains {
+        grace += drain;
+    }
     pod.insert(
         "terminationGracePeriodSeconds".into(),
-        whole_seconds(spec.stop.timeout.as_std()).into(),
+        whole_seconds(grace).into(),
     );
     if !volumes.is_empty() {
         pod.insert("volumes".into(), volumes.into());
     }
-    let (max_surge, max_unavailable) = match spec.update.order {
+    let (max_surge, max_unavailable) = match spec.update_order() {
         UpdateOrder::StopFirst => (0, spec.update.max_unavailable),
         UpdateOrder::StartFirst => (spec.update.max_unavailable.max(1), 0),
     };
@@ -234,9 +260,6 @@ fn probes(
             json!({ "path": http.path, "port": http.port }),
         );
     }
-    if let Some(port) = health_port(health) {
-        container.insert("ports".into(), json!([{ "containerPort": port }]));
-    }
     let mut seconds = |field: &str, duration: std::time::Duration| {
         let whole = whole_seconds(duration);
         if duration.subsec_millis() != 0 || duration.is_zero() {
@@ -307,6 +330,85 @@ fn volumes(volumes: &[Volume]) -> (Vec<Value>, Vec<Value>) {
         pod_volumes.push(pod_volume);
     }
     (mounts, pod_volumes)
+}
+
+fn kube_protocol(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+    }
+}
+
+/// The container's ports: those published, then the health check's (TCP), each once.
+fn container_ports(spec: &ServiceSpec) -> Vec<Value> {
+    let published = spec
+        .ports
+        .iter()
+        .map(|port| (port.container, port.protocol));
+    let checked = spec
+        .health
+        .as_ref()
+        .and_then(health_port)
+        .map(|port| (port, Protocol::Tcp));
+    let mut listed = BTreeSet::new();
+    published
+        .chain(checked)
+        .filter(|port| listed.insert(*port))
+        .map(|(port, protocol)| {
+            json!({ "containerPort": port, "protocol": kube_protocol(protocol) })
+        })
+        .collect()
+}
+
+/// A ClusterIP Service with a port per published host port (port: the host port,
+/// targetPort: the container's).
+fn published_ports_service(spec: &ServiceSpec, warn: &mut impl FnMut(&str, String)) -> Value {
+    let mut listed = BTreeSet::new();
+    let mut ports = Vec::new();
+    for (index, port) in spec.ports.iter().enumerate() {
+        let protocol = port.protocol.name();
+        if let Some(address) = port.host_ip {
+            warn(
+                &format!("ports[{index}].host_ip"),
+                format!("{address} has no Service equivalent: a Service listens on its cluster address (and, as a NodePort, on every node's)"),
+            );
+        }
+        if !listed.insert((port.host, port.protocol)) {
+            warn(
+                &format!("ports[{index}]"),
+                format!("{}/{protocol} is published again on another host_ip; a Service has one port {}/{protocol}, so this one is left out", port.host, port.host),
+            );
+            continue;
+        }
+        ports.push(json!({
+            "name": format!("{protocol}-{}", port.host),
+            "port": port.host,
+            "targetPort": port.container,
+            "protocol": kube_protocol(port.protocol),
+        }));
+    }
+    let published: Vec<String> = spec
+        .ports
+        .iter()
+        .map(|port| format!("{}/{}", port.host, port.protocol.name()))
+        .collect();
+    warn(
+        "ports",
+        format!(
+            "host ports become ports of a ClusterIP Service, reachable only inside the cluster ({} on Service \"{}\"): to expose them, make it a NodePort or LoadBalancer Service, or add an Ingress",
+            published.join(", "),
+            spec.name
+        ),
+    );
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": spec.name, "labels": labels(spec) },
+        "spec": {
+            "selector": selector(spec),
+            "ports": ports,
+        },
+    })
 }
 
 fn kube_service(spec: &ServiceSpec, port: u16) -> Value {

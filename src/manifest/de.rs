@@ -166,7 +166,10 @@ impl de::Error for Error {
 fn plain_expected(expected: &dyn de::Expected) -> String {
     let text = expected.to_string();
     match text.as_str() {
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more".into(),
+        // A bound users can act on: "0 or more" says nothing to someone who wrote 70000.
+        "u8" => "a whole number, 0 to 255".into(),
+        "u16" => "a whole number, 0 to 65535".into(),
+        "u32" | "u64" | "usize" => "a whole number, 0 or more".into(),
         "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
         "f32" | "f64" => "a number".into(),
         "a sequence" => "a list".into(),

@@ -1,13 +1,14 @@
 //! The spec hash: decides whether a running container still matches its manifest.
 //!
 //! It covers what shapes a container: image, command, args, env, workdir, user,
-//! network, resources, volumes and labels. It leaves out what wharf applies around
-//! the container and can change without recreating it: replicas (scaling never
-//! recreates), pull, restart, stop, health and update. It is computed from the
-//! normalised spec, so field order, formatting, comments, `busybox` vs
-//! `docker.io/library/busybox:latest` and `128Mi` vs `134217728` do not change it.
-//! Absent optional fields are not hashed, so adding a field to the format later
-//! does not change the hash of manifests that do not use it.
+//! network, published ports, resources, volumes and labels. It leaves out what wharf
+//! applies around the container and can change without recreating it: replicas
+//! (scaling never recreates), pull, restart, stop (drain included), health and
+//! update. It is computed from the normalised spec, so field order, formatting,
+//! comments, `busybox` vs `docker.io/library/busybox:latest`, `128Mi` vs
+//! `134217728`, `host_ip: 0.0.0.0` vs none and the order of `ports` do not change
+//! it. Absent optional fields and empty lists are not hashed, so adding a field to
+//! the format later does not change the hash of manifests that do not use it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,7 +16,7 @@ use std::fmt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::spec::{Network, Resources, ServiceSpec, Volume};
+use super::spec::{Network, PortSpec, Resources, ServiceSpec, Volume};
 
 /// Hex SHA-256 of the container-shaping part of a normalised spec.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -24,6 +25,9 @@ pub struct SpecHash(String);
 
 impl SpecHash {
     pub fn of(spec: &ServiceSpec) -> Self {
+        // Which port is listed first publishes nothing differently.
+        let mut ports = spec.ports.clone();
+        ports.sort();
         let shape = ContainerShape {
             image: &spec.image,
             command: spec.command.as_deref(),
@@ -32,6 +36,7 @@ impl SpecHash {
             workdir: spec.workdir.as_deref(),
             user: spec.user.as_deref(),
             network: spec.network,
+            ports: &ports,
             resources: &spec.resources,
             volumes: &spec.volumes,
             labels: &spec.labels,
@@ -73,6 +78,8 @@ struct ContainerShape<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
     network: Network,
+    #[serde(skip_serializing_if = "<[PortSpec]>::is_empty")]
+    ports: &'a [PortSpec],
     resources: &'a Resources,
     #[serde(skip_serializing_if = "<[Volume]>::is_empty")]
     volumes: &'a [Volume],

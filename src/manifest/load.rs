@@ -21,7 +21,7 @@ use crate::bounded_read::{read_regular, ReadError};
 use super::de::from_node;
 use super::diagnostic::Diagnostic;
 use super::hash::SpecHash;
-use super::spec::ServiceSpec;
+use super::spec::{PortSpec, Protocol, ServiceSpec};
 use super::validate::validate;
 use super::yaml::{display_path, parse_documents, Mark, Node, PathSegment};
 
@@ -37,6 +37,9 @@ pub struct Service {
     pub file: PathBuf,
     /// Position of the service's `name` value.
     pub mark: Mark,
+    /// Position of each `ports[i].host` value, in the order of `spec.ports`, so that
+    /// a port clash can point at both ports.
+    pub host_port_marks: Vec<Mark>,
 }
 
 impl Service {
@@ -47,6 +50,12 @@ impl Service {
     /// `file:line:col`, for messages that point at the definition.
     pub fn location(&self) -> String {
         format!("{}:{}", self.file.display(), self.mark)
+    }
+
+    /// `file:line:col` of `ports[index].host` (of the name when unknown).
+    pub fn host_port_location(&self, index: usize) -> String {
+        let mark = self.host_port_marks.get(index).unwrap_or(&self.mark);
+        format!("{}:{mark}", self.file.display())
     }
 }
 
@@ -118,6 +127,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
         }
     }
     loaded.errors.extend(duplicate_names(&loaded.services));
+    loaded.errors.extend(clashing_ports(&loaded.services));
     loaded
 }
 
@@ -178,6 +188,7 @@ pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Vec<Service>, Vec<Dia
         }
     }
     errors.extend(duplicate_names(&services));
+    errors.extend(clashing_ports(&services));
     if errors.is_empty() {
         Ok(services)
     } else {
@@ -217,9 +228,19 @@ fn service_from_document(path: &Path, document: &Node) -> Result<Service, Vec<Di
             return Err(errors);
         }
     };
+    let host_port_marks = (0..spec.ports.len())
+        .map(|index| {
+            document.locate(&[
+                PathSegment::Key("ports".into()),
+                PathSegment::Index(index),
+                PathSegment::Key("host".into()),
+            ])
+        })
+        .collect();
     Ok(Service {
         hash: SpecHash::of(&spec),
         mark: document.locate(&[PathSegment::Key("name".into())]),
+        host_port_marks,
         file: path.to_owned(),
         spec,
     })
@@ -249,6 +270,88 @@ pub fn duplicate_names(services: &[Service]) -> Vec<Diagnostic> {
     errors
 }
 
+/// One published port of one service.
+#[derive(Clone, Copy)]
+struct Published<'a> {
+    service: &'a Service,
+    index: usize,
+    port: &'a PortSpec,
+}
+
+impl Published<'_> {
+    /// Whether two ports of the same protocol and host port would receive the same
+    /// connections: no host_ip means every address of the host.
+    fn overlaps(&self, other: &Published<'_>) -> bool {
+        match (self.port.host_ip, other.port.host_ip) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => true,
+        }
+    }
+
+    /// `18080/tcp on all addresses`, `18080/tcp on 127.0.0.1`.
+    fn describe(&self) -> String {
+        let on = match self.port.host_ip {
+            Some(address) => address.to_string(),
+            None => "all addresses".to_owned(),
+        };
+        format!("{}/{} on {on}", self.port.host, self.port.protocol.name())
+    }
+}
+
+/// One error for every published port that an earlier one already takes (the same
+/// protocol and host port on an overlapping address), in the same service or in
+/// another, naming both places: the host would not know where to send a connection.
+pub fn clashing_ports(services: &[Service]) -> Vec<Diagnostic> {
+    let mut published: HashMap<(Protocol, u16), Vec<Published<'_>>> = HashMap::new();
+    let mut errors = Vec::new();
+    for service in services {
+        for (index, port) in service.spec.ports.iter().enumerate() {
+            let this = Published {
+                service,
+                index,
+                port,
+            };
+            let taken = published.entry((port.protocol, port.host)).or_default();
+            match taken.iter().find(|earlier| this.overlaps(earlier)).copied() {
+                Some(earlier) => errors.push(port_clash(&this, &earlier)),
+                None => taken.push(this),
+            }
+        }
+    }
+    errors
+}
+
+fn port_clash(this: &Published<'_>, earlier: &Published<'_>) -> Diagnostic {
+    let service = this.service.name();
+    let message = if std::ptr::eq(this.service, earlier.service) {
+        format!(
+            "service \"{service}\" publishes {} twice (ports[{}] at {} already does): \
+             remove one of them or change its `host`",
+            this.describe(),
+            earlier.index,
+            earlier.service.host_port_location(earlier.index),
+        )
+    } else {
+        format!(
+            "service \"{service}\" publishes {}, but service \"{}\" already publishes {} \
+             at {} (ports[{}]); a host port goes to one service: change `host` in one of \
+             them, or publish them on different `host_ip` addresses (without host_ip, a \
+             port takes every address)",
+            this.describe(),
+            earlier.service.name(),
+            earlier.describe(),
+            earlier.service.host_port_location(earlier.index),
+            earlier.index,
+        )
+    };
+    Diagnostic {
+        file: this.service.file.clone(),
+        mark: this.service.host_port_marks.get(this.index).copied(),
+        field: format!("ports[{}].host", this.index),
+        message,
+    }
+}
+
 fn file_error(path: &Path, what: &str, err: &io::Error) -> Diagnostic {
     Diagnostic {
         file: path.to_owned(),
@@ -270,5 +373,96 @@ fn mark_of_byte(bytes: &[u8], offset: usize) -> Mark {
         column: 1 + String::from_utf8_lossy(&before[line_start..])
             .chars()
             .count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Service `name` publishing `ports` (a YAML flow list), on line 5.
+    fn manifest(name: &str, ports: &str) -> String {
+        format!(
+            "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: busybox\nports: {ports}\n"
+        )
+    }
+
+    fn services(file: &str, text: &str) -> Vec<Service> {
+        parse_manifest(Path::new(file), text.as_bytes()).expect("valid manifests")
+    }
+
+    fn clashes(services: &[Service]) -> Vec<String> {
+        clashing_ports(services)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_host_port_published_twice_by_one_service_names_both_ports() {
+        let text = manifest(
+            "web",
+            "[{container: 8080, host: 18080}, {container: 9090, host: 18080}]",
+        );
+        let errors: Vec<String> = parse_manifest(Path::new("web.yaml"), text.as_bytes())
+            .expect_err("a clash")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            ["web.yaml:5:65: ports[1].host: service \"web\" publishes 18080/tcp on all addresses \
+              twice (ports[0] at web.yaml:5:33 already does): remove one of them or change its \
+              `host`"]
+        );
+    }
+
+    #[test]
+    fn a_host_port_published_by_two_services_names_both_files() {
+        let mut both = services(
+            "api.yaml",
+            &manifest("api", "[{container: 80, host: 18080, host_ip: 127.0.0.1}]"),
+        );
+        both.extend(services(
+            "web.yaml",
+            &manifest("web", "[{container: 8080, host: 18080}]"),
+        ));
+        assert_eq!(
+            clashes(&both),
+            ["web.yaml:5:33: ports[0].host: service \"web\" publishes 18080/tcp on all addresses, \
+              but service \"api\" already publishes 18080/tcp on 127.0.0.1 at api.yaml:5:31 \
+              (ports[0]); a host port goes to one service: change `host` in one of them, or \
+              publish them on different `host_ip` addresses (without host_ip, a port takes \
+              every address)"]
+        );
+    }
+
+    #[test]
+    fn other_protocols_and_other_addresses_do_not_clash() {
+        let tcp_and_udp = services(
+            "dns.yaml",
+            &manifest(
+                "dns",
+                "[{container: 53, host: 5353, protocol: udp}, {container: 53, host: 5353}]",
+            ),
+        );
+        assert_eq!(clashes(&tcp_and_udp), Vec::<String>::new());
+
+        let mut two_addresses = services(
+            "a.yaml",
+            &manifest("a", "[{container: 80, host: 8080, host_ip: 127.0.0.1}]"),
+        );
+        two_addresses.extend(services(
+            "b.yaml",
+            &manifest("b", "[{container: 80, host: 8080, host_ip: 10.0.0.1}]"),
+        ));
+        assert_eq!(clashes(&two_addresses), Vec::<String>::new());
+
+        // 0.0.0.0 is every address, as no host_ip is.
+        two_addresses.extend(services(
+            "c.yaml",
+            &manifest("c", "[{container: 80, host: 8080, host_ip: 0.0.0.0}]"),
+        ));
+        assert_eq!(clashes(&two_addresses).len(), 1);
     }
 }

@@ -55,11 +55,15 @@ pub struct ServiceSpec {
     /// `uid[:gid]` or `name[:group]` (names resolved in the image); the image's when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// `host` shares the host's network; `none` gives the container its own network
-    /// namespace with only loopback; `bridge` an own namespace with an address on
-    /// wharf's bridge.
+    /// `bridge` (the default) gives each container its own address on wharf's bridge
+    /// and publishes `ports`; `host` shares the host's network; `none` gives the
+    /// container its own network namespace with only loopback.
     #[serde(default)]
     pub network: Network,
+    /// Host ports that forward to the containers' ports (`network: bridge` only),
+    /// spread over the replicas. A host port and protocol go to one service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
     /// Resource limits; unset means unlimited.
     #[serde(default, skip_serializing_if = "Resources::is_unlimited")]
     pub resources: Resources,
@@ -91,6 +95,18 @@ fn default_replicas() -> u32 {
     1
 }
 
+impl ServiceSpec {
+    /// The update order: as written, else start-first on a bridge (old and new
+    /// replicas have their own addresses and share the published ports) and
+    /// stop-first with `host` or `none` (with `host` both would bind the same ports).
+    pub fn update_order(&self) -> UpdateOrder {
+        self.update.order.unwrap_or(match self.network {
+            Network::Bridge => UpdateOrder::StartFirst,
+            Network::Host | Network::None => UpdateOrder::StopFirst,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ApiVersion {
     #[serde(rename = "wharf/v1")]
@@ -117,15 +133,98 @@ pub enum PullPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Network {
-    /// The host's network namespace (no port mapping needed).
-    #[default]
+    /// The host's network namespace: the container binds host ports itself (no `ports`).
     Host,
     /// An own network namespace with only the loopback interface.
     None,
-    /// An own network namespace with an address on wharf's bridge `wharf0`
-    /// (10.89.0.0/24), reaching other containers by address and beyond the host through
-    /// NAT.
+    /// Each container gets its own address on wharf's bridge wharf0, reaches other
+    /// services by name, and publishes `ports`.
+    #[default]
     Bridge,
+}
+
+impl Network {
+    /// The name the manifest uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::Host => "host",
+            Network::None => "none",
+            Network::Bridge => "bridge",
+        }
+    }
+}
+
+/// A host port forwarded to a port of the service's containers, spread over its
+/// replicas.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with container, host, protocol and host_ip")]
+pub struct PortSpec {
+    /// Port the containers listen on (1 to 65535).
+    #[schemars(range(min = 1))]
+    pub container: u16,
+    /// Port published on the host (1 to 65535).
+    #[schemars(range(min = 1))]
+    pub host: u16,
+    /// `tcp` (the default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Host address (IPv4) to publish on; every address of the host when unset
+    /// (`0.0.0.0` means the same).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "host_ip_from_text"
+    )]
+    pub host_ip: Option<std::net::Ipv4Addr>,
+}
+
+/// An IPv4 address as written, with a message that says what to write instead of
+/// the standard library's "invalid IPv4 address syntax".
+fn host_ip_from_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::net::Ipv4Addr>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "\"{text}\" is not an IPv4 address: give one of the host's addresses, such as 127.0.0.1, or leave host_ip out to publish on all of them"
+        ))
+    })
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The name the manifest uses.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -234,7 +333,7 @@ impl Default for LogPolicy {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[serde(expecting = "a mapping with signal and timeout")]
+#[serde(expecting = "a mapping with signal, timeout and drain")]
 pub struct Stop {
     /// Signal sent first: SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH
     /// or SIGKILL (the `SIG` prefix may be left out).
@@ -243,6 +342,10 @@ pub struct Stop {
     /// Time to wait after the signal before SIGKILL.
     #[serde(default = "default_stop_timeout")]
     pub timeout: Duration,
+    /// How long a replica is kept out of rotation (no new connections sent to it)
+    /// before its stop signal, so that requests under way finish. At most 60s.
+    #[serde(default = "default_stop_drain")]
+    pub drain: Duration,
 }
 
 fn default_stop_signal() -> String {
@@ -253,11 +356,18 @@ fn default_stop_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+/// Long enough for a connection accepted just before to be answered, short enough
+/// not to slow rollouts down.
+fn default_stop_drain() -> Duration {
+    Duration::from_millis(500)
+}
+
 impl Default for Stop {
     fn default() -> Self {
         Stop {
             signal: default_stop_signal(),
             timeout: default_stop_timeout(),
+            drain: default_stop_drain(),
         }
     }
 }
@@ -345,9 +455,10 @@ fn default_http_path() -> String {
 pub struct Update {
     /// `stop-first` stops an old container before starting its replacement (safe with
     /// `network: host`, where both would want the same port); `start-first` starts the
-    /// new one first.
-    #[serde(default)]
-    pub order: UpdateOrder,
+    /// new one first. Default: start-first on `network: bridge`, stop-first with
+    /// `host` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<UpdateOrder>,
     /// How many replicas may be down at once during an update (0 only with start-first).
     #[serde(default = "default_max_unavailable")]
     pub max_unavailable: u32,
@@ -365,19 +476,31 @@ fn default_max_unavailable() -> u32 {
 impl Default for Update {
     fn default() -> Self {
         Update {
-            order: UpdateOrder::default(),
+            order: None,
             max_unavailable: default_max_unavailable(),
             deadline: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+// No Default: the default order depends on the network (ServiceSpec::update_order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpdateOrder {
-    #[default]
+    /// Stop an old replica, then start its replacement.
     StopFirst,
+    /// Start the replacement and wait for it to be healthy, then stop the old replica.
     StartFirst,
+}
+
+impl UpdateOrder {
+    /// The name the manifest uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpdateOrder::StopFirst => "stop-first",
+            UpdateOrder::StartFirst => "start-first",
+        }
+    }
 }
 
 /// A mount. `volume`: a named volume (kept when containers go) or, without `name`, an

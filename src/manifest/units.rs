@@ -18,6 +18,10 @@ impl Duration {
         Duration(std::time::Duration::from_secs(secs))
     }
 
+    pub const fn from_millis(millis: u64) -> Self {
+        Duration(std::time::Duration::from_millis(millis))
+    }
+
     pub fn as_std(&self) -> std::time::Duration {
         self.0
     }

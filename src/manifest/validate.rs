@@ -3,10 +3,13 @@
 //! every problem out, each at a field path.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 
 use super::image_ref::ImageRef;
-use super::spec::{Health, ServiceSpec, Update, UpdateOrder, Volume, VolumeKind, MAX_LOG_FILES};
-use super::units::ByteSize;
+use super::spec::{
+    Health, Network, PortSpec, ServiceSpec, UpdateOrder, Volume, VolumeKind, MAX_LOG_FILES,
+};
+use super::units::{ByteSize, Duration};
 use super::yaml::PathSegment;
 
 pub const MAX_NAME_LEN: usize = 48;
@@ -18,6 +21,9 @@ const MIN_LOG_SIZE: ByteSize = ByteSize::from_bytes(64 << 10);
 const MIN_CPUS: f64 = 0.01;
 /// Environment variables wharf sets itself in every container.
 pub const RESERVED_ENV: [&str; 2] = ["WHARF_SERVICE", "WHARF_REPLICA"];
+/// A drain holds a stop (and so a rollout) back; a minute is more than a request
+/// that is still worth waiting for needs.
+const MAX_DRAIN: Duration = Duration::from_secs(60);
 const STOP_SIGNALS: [&str; 8] = [
     "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGKILL",
 ];
@@ -76,6 +82,7 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec, Vec<Invalid>> {
             check.fail(&[key("user")], message);
         }
     }
+    check_ports(&mut spec, &mut check);
     check_resources(&spec, &mut check);
     check_logs(&spec, &mut check);
     match normalize_signal(&spec.stop.signal) {
@@ -88,10 +95,19 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec, Vec<Invalid>> {
             "must be more than 0s (the time a container gets to exit before SIGKILL)".into(),
         );
     }
+    if spec.stop.drain > MAX_DRAIN {
+        check.fail(
+            &[key("stop"), key("drain")],
+            format!(
+                "{} is more than the {MAX_DRAIN} a replica may be kept out of rotation before its stop signal; give at most {MAX_DRAIN}",
+                spec.stop.drain
+            ),
+        );
+    }
     if let Some(health) = &spec.health {
         check_health(health, &mut check);
     }
-    check_update(&spec.update, &mut check);
+    check_update(&spec, &mut check);
     check_volumes(&spec.volumes, &mut check);
     for label in spec.labels.keys() {
         if label.is_empty() {
@@ -321,11 +337,19 @@ fn check_health(health: &Health, check: &mut Checker) {
     }
 }
 
-fn check_update(update: &Update, check: &mut Checker) {
-    if update.order == UpdateOrder::StopFirst && update.max_unavailable == 0 {
+fn check_update(spec: &ServiceSpec, check: &mut Checker) {
+    let update = &spec.update;
+    if spec.update_order() == UpdateOrder::StopFirst && update.max_unavailable == 0 {
+        let why = match update.order {
+            Some(_) => "stop-first always takes one replica down".to_owned(),
+            None => format!(
+                "with network: {} the default order is stop-first, which always takes one replica down",
+                spec.network.name()
+            ),
+        };
         check.fail(
             &[key("update"), key("max_unavailable")],
-            "0 needs order: start-first (stop-first always takes one replica down)".into(),
+            format!("0 needs order: start-first ({why})"),
         );
     }
     if update.deadline.is_some_and(|deadline| deadline.is_zero()) {
@@ -333,6 +357,43 @@ fn check_update(update: &Update, check: &mut Checker) {
             &[key("update"), key("deadline")],
             "must be more than 0s".into(),
         );
+    }
+}
+
+/// Port numbers, the network ports need, and `host_ip: 0.0.0.0` normalised to unset
+/// (both mean every address, and must hash and clash alike). Clashes between ports
+/// are found where every service's positions are known (`load::clashing_ports`).
+fn check_ports(spec: &mut ServiceSpec, check: &mut Checker) {
+    if !spec.ports.is_empty() && spec.network != Network::Bridge {
+        let network = spec.network.name();
+        let why = match spec.network {
+            Network::Host => "with network: host the container binds host ports itself",
+            Network::None | Network::Bridge => "with network: none the container has only loopback",
+        };
+        check.fail(
+            &[key("ports")],
+            format!(
+                "ports are published only on network: bridge (the default); {why}: remove `ports` or `network: {network}`"
+            ),
+        );
+    }
+    for (index, port) in spec.ports.iter_mut().enumerate() {
+        for (field, number) in [("container", port.container), ("host", port.host)] {
+            if number == 0 {
+                check.fail(
+                    &[key("ports"), PathSegment::Index(index), key(field)],
+                    "0 is not a port: give a port number from 1 to 65535".into(),
+                );
+            }
+        }
+        normalize_host_ip(port);
+    }
+}
+
+/// `0.0.0.0` is what an unset host_ip means: every address of the host.
+fn normalize_host_ip(port: &mut PortSpec) {
+    if port.host_ip == Some(Ipv4Addr::UNSPECIFIED) {
+        port.host_ip = None;
     }
 }
 
@@ -413,6 +474,8 @@ fn check_volume_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::de::from_node;
+    use crate::manifest::yaml::{display_path, parse_documents};
 
     #[test]
     fn short_image_names_are_completed_as_docker_does() {
@@ -453,5 +516,127 @@ mod tests {
         assert_eq!(normalize_signal("term").as_deref(), Ok("SIGTERM"));
         assert_eq!(normalize_signal("SIGQUIT").as_deref(), Ok("SIGQUIT"));
         assert!(normalize_signal("SIGSTOP").is_err());
+    }
+
+    /// Service `web` with the YAML lines `extra`, deserialized but not validated.
+    fn spec(extra: &str) -> ServiceSpec {
+        let text =
+            format!("apiVersion: wharf/v1\nkind: Service\nname: web\nimage: busybox\n{extra}");
+        let documents = parse_documents(&text).expect("valid YAML");
+        let (spec, problems) = from_node::<ServiceSpec>(&documents[0]);
+        assert!(problems.is_empty(), "{extra}: {problems:?}");
+        spec.expect("a spec")
+    }
+
+    /// What validation finds in service `web` with `extra`, as `field: message`.
+    fn problems(extra: &str) -> Vec<String> {
+        match validate(spec(extra)) {
+            Ok(_) => Vec::new(),
+            Err(found) => found
+                .iter()
+                .map(|invalid| format!("{}: {}", display_path(&invalid.path), invalid.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn ports_are_published_on_the_bridge_which_is_the_default() {
+        let ports =
+            "ports: [{container: 8080, host: 18080}, {container: 53, host: 5353, protocol: udp}]\n";
+        assert_eq!(problems(ports), Vec::<String>::new());
+        assert_eq!(spec(ports).network, Network::Bridge);
+        assert_eq!(
+            problems(&format!("{ports}network: host\n")),
+            ["ports: ports are published only on network: bridge (the default); with network: host \
+              the container binds host ports itself: remove `ports` or `network: host`"]
+        );
+        assert_eq!(
+            problems(&format!("{ports}network: none\n")),
+            ["ports: ports are published only on network: bridge (the default); with network: none \
+              the container has only loopback: remove `ports` or `network: none`"]
+        );
+    }
+
+    #[test]
+    fn port_zero_is_refused_at_its_field() {
+        assert_eq!(
+            problems("ports: [{container: 8080, host: 18080}, {container: 0, host: 0}]\n"),
+            [
+                "ports[1].container: 0 is not a port: give a port number from 1 to 65535",
+                "ports[1].host: 0 is not a port: give a port number from 1 to 65535",
+            ]
+        );
+    }
+
+    #[test]
+    fn host_ip_0_0_0_0_is_the_same_as_no_host_ip() {
+        let every_address = validate(spec(
+            "ports: [{container: 80, host: 8080, host_ip: 0.0.0.0}]\n",
+        ))
+        .expect("valid");
+        assert_eq!(every_address.ports[0].host_ip, None);
+        let loopback = validate(spec(
+            "ports: [{container: 80, host: 8080, host_ip: 127.0.0.1}]\n",
+        ))
+        .expect("valid");
+        assert_eq!(loopback.ports[0].host_ip, Some(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn the_update_order_is_start_first_on_the_bridge_and_stop_first_elsewhere() {
+        assert_eq!(spec("").update_order(), UpdateOrder::StartFirst);
+        assert_eq!(
+            spec("network: host\n").update_order(),
+            UpdateOrder::StopFirst
+        );
+        assert_eq!(
+            spec("network: none\n").update_order(),
+            UpdateOrder::StopFirst
+        );
+        // Written, it wins.
+        assert_eq!(
+            spec("update: {order: stop-first}\n").update_order(),
+            UpdateOrder::StopFirst
+        );
+        assert_eq!(
+            spec("network: host\nupdate: {order: start-first}\n").update_order(),
+            UpdateOrder::StartFirst
+        );
+    }
+
+    #[test]
+    fn max_unavailable_0_needs_start_first_written_or_by_default() {
+        assert_eq!(
+            problems("update: {max_unavailable: 0}\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems("network: host\nupdate: {max_unavailable: 0}\n"),
+            [
+                "update.max_unavailable: 0 needs order: start-first (with network: host the \
+                 default order is stop-first, which always takes one replica down)"
+            ]
+        );
+        assert_eq!(
+            problems("update: {order: stop-first, max_unavailable: 0}\n"),
+            [
+                "update.max_unavailable: 0 needs order: start-first (stop-first always takes \
+                 one replica down)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_replica_is_drained_for_500ms_by_default_and_at_most_a_minute() {
+        assert_eq!(spec("").stop.drain, Duration::from_millis(500));
+        assert_eq!(problems("stop: {drain: 0s}\n"), Vec::<String>::new());
+        assert_eq!(problems("stop: {drain: 1m}\n"), Vec::<String>::new());
+        assert_eq!(
+            problems("stop: {drain: 1m1s}\n"),
+            [
+                "stop.drain: 1m1s is more than the 1m a replica may be kept out of rotation \
+                 before its stop signal; give at most 1m"
+            ]
+        );
     }
 }

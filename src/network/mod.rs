@@ -1,8 +1,12 @@
 //! wharf's bridge network (`network: bridge`): the bridge `wharf0` with the subnet
-//! 10.89.0.0/24 (wharf's own address 10.89.0.1), one address per container, a veth pair
-//! from the bridge into the container's network namespace, and egress NAT. netavark,
-//! podman's network stack, is the model; the kernel is spoken to over netlink directly
-//! (`netlink`), nftables through one `nft -f -` transaction (`nat`).
+//! 10.89.0.0/16 — containers' addresses in its lower half (wharf's own is 10.89.0.1),
+//! services' virtual addresses in its upper half — one address per container, a veth
+//! pair from the bridge into the container's network namespace, egress NAT, and
+//! services (`services`): published ports and service names spread over ready
+//! replicas in the kernel. netavark, podman's network stack, is the model for the
+//! bridge, kube-proxy's nftables mode for services; the kernel is spoken to over
+//! netlink directly (`netlink`), nftables through one `nft -f -` transaction per change
+//! (`nat`).
 //!
 //! A container's namespace is made by libcontainer at build; wharf connects it between
 //! build and start (`attach`), so the network is there before the container's command
@@ -18,6 +22,7 @@ mod ipam;
 mod nat;
 mod netlink;
 mod netns;
+mod services;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -29,6 +34,9 @@ use sha2::{Digest, Sha256};
 
 pub use ipam::{release, reserve};
 pub use netns::{bring_up_loopback, tcp_socket_in};
+pub use services::{
+    is_serving, leave_on_exit, register, service_key, set_serving, unregister, Membership,
+};
 
 use netlink::Rtnl;
 use netns::in_namespace;
@@ -37,7 +45,13 @@ use netns::in_namespace;
 pub const BRIDGE: &str = "wharf0";
 /// wharf's address on the bridge: the containers' gateway.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 89, 0, 1);
-pub const PREFIX_LEN: u8 = 24;
+/// The containers' half of the subnet: on the bridge's link. The other half holds the
+/// services' virtual addresses, reached through the gateway (where they are DNATed).
+pub const PREFIX_LEN: u8 = 17;
+/// The whole subnet wharf takes: containers and services.
+const SUBNET_PREFIX_LEN: u8 = PREFIX_LEN - 1;
+/// The first service address: the upper half of the subnet.
+const SERVICES_START: Ipv4Addr = Ipv4Addr::new(10, 89, 128, 0);
 /// The container's side of its veth pair.
 const CONTAINER_LINK: &str = "eth0";
 
@@ -69,9 +83,32 @@ pub enum NetworkError {
     NotABridge,
     #[error(
         "the host already routes {route} through {interface}, which overlaps wharf's subnet \
-         {GATEWAY}/{PREFIX_LEN}: wharf will not take it over"
+         {GATEWAY}/{SUBNET_PREFIX_LEN}: wharf will not take it over"
     )]
     SubnetInUse { route: String, interface: String },
+    #[error(
+        "no service address left in {SERVICES_START}/{PREFIX_LEN}: every one is held by a \
+         service; remove services"
+    )]
+    NoServiceAddress,
+    #[error(
+        "host port {port} is already published by service {owner}; publish another host \
+         port, or remove that service first"
+    )]
+    PortPublished { port: String, owner: String },
+    #[error(
+        "host port {port} is already in use on this host by {owner}: wharf would take its \
+         traffic away; stop that program or publish another host port"
+    )]
+    PortInUse { port: String, owner: String },
+    #[error("cannot update the services' rules in table inet wharf: {0}")]
+    Rules(String),
+    #[error("cannot keep the service's records ({}): {source}", path.display())]
+    Record {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The lowest address of the subnet that is neither `used` nor the gateway, network
@@ -156,6 +193,13 @@ fn ensure_bridge() -> Result<u32, NetworkError> {
             format!("/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6"),
             "1",
         )?;
+        // The host's own 127.0.0.1:<published port> is DNATed to a container through
+        // the bridge: the kernel routes 127/8 there only with this (on the bridge
+        // alone; `nat` drops 127/8 arriving from anywhere but lo, CVE-2020-8558).
+        std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet"),
+            "1",
+        )?;
         rtnl.add_address(index, GATEWAY, PREFIX_LEN)?;
         rtnl.set_up(index)?;
         Ok(index)
@@ -167,17 +211,18 @@ fn ensure_bridge() -> Result<u32, NetworkError> {
 }
 
 /// A route of the host, on another interface than the bridge, that overlaps wharf's
-/// subnet (the default route aside): `(destination/prefix, interface)`.
+/// subnet, services' half included (the default route aside):
+/// `(destination/prefix, interface)`.
 fn overlapping_route() -> Option<(String, String)> {
     let table = std::fs::read_to_string("/proc/net/route").ok()?;
-    let subnet = u32::from(GATEWAY) & prefix_mask(PREFIX_LEN);
+    let subnet = u32::from(GATEWAY) & prefix_mask(SUBNET_PREFIX_LEN);
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (interface, destination, mask) = (fields.first()?, fields.get(1)?, fields.get(7)?);
         // Hex in the kernel's byte order (little-endian here).
         let destination = u32::from_be(u32::from_str_radix(destination, 16).ok()?);
         let mask = u32::from_be(u32::from_str_radix(mask, 16).ok()?);
-        let common = mask & prefix_mask(PREFIX_LEN);
+        let common = mask & prefix_mask(SUBNET_PREFIX_LEN);
         let overlaps = mask != 0 && (destination & common) == (subnet & common);
         (overlaps && *interface != BRIDGE).then(|| {
             (
@@ -227,9 +272,12 @@ mod tests {
     }
 
     #[test]
-    fn a_full_subnet_has_no_address_left() {
-        let used: BTreeSet<Ipv4Addr> = (2..=254).map(|h| Ipv4Addr::new(10, 89, 0, h)).collect();
-        assert_eq!(next_free(&used), None, "253 containers hold them all");
+    fn containers_get_the_lower_half_of_the_subnet() {
+        let used: BTreeSet<Ipv4Addr> = (2..=0x7ffe)
+            .map(|host| Ipv4Addr::from(u32::from(GATEWAY) - 1 + host))
+            .collect();
+        assert_eq!(used.last(), Some(&Ipv4Addr::new(10, 89, 127, 254)));
+        assert_eq!(next_free(&used), None, "32765 containers hold them all");
     }
 
     #[test]

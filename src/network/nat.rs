@@ -1,13 +1,29 @@
 //! wharf's nftables table, `inet wharf`: only it, never another table (Docker's,
 //! firewalld's). Rules go in as one `nft -f -` transaction, as kube-proxy's nftables
 //! mode does: atomic, and readable with `nft list table inet wharf`.
+//!
+//! The table's fixed part (`BASE`): egress NAT, forwarding, and the lookups of
+//! services. A service has a chain `svc-<key>` that DNATs its virtual address to one
+//! of its ready replicas, picked at random, and each published host port a chain
+//! `port-<protocol>[-<host ip>]-<port>` that DNATs to a ready replica's container
+//! port; the maps `services` (virtual address → chain), `published` and
+//! `published-on` (protocol . port, or host address . protocol . port → chain) lead
+//! there. A change of a service's replicas rewrites only its own chains, in one
+//! transaction: connections under way keep their replica (conntrack), new ones go to
+//! the replicas now listed. A service with no ready replica has empty chains:
+//! its virtual address is refused, its host port left to the host (nothing listens:
+//! refused too).
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{Read, Write};
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{BRIDGE, GATEWAY, PREFIX_LEN};
+use super::{BRIDGE, GATEWAY, PREFIX_LEN, SERVICES_START, SUBNET_PREFIX_LEN};
+use crate::manifest::Protocol;
 use crate::process::spawn_beside_containers;
 use crate::reaper::Reaper;
 
@@ -20,11 +36,7 @@ const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 static INSTALLED_AT: Mutex<Option<Instant>> = Mutex::new(None);
 const REINSTALL_AFTER: Duration = Duration::from_secs(60);
 
-/// Egress NAT: containers' traffic leaving the host through another interface is
-/// masqueraded behind the host's address, as Docker and podman do. Forwarding: the
-/// host forwards for its containers' connections only (replies, and what they start);
-/// nothing from elsewhere is routed into the bridge. (Another table's forward drop,
-/// Docker's or firewalld's, still applies: an accept here cannot override it.)
+/// Installs the table's fixed part (see `base`).
 pub(super) fn ensure_rules() -> Result<(), String> {
     let mut installed = INSTALLED_AT
         .lock()
@@ -32,24 +44,227 @@ pub(super) fn ensure_rules() -> Result<(), String> {
     if installed.is_some_and(|at| at.elapsed() < REINSTALL_AFTER) {
         return Ok(());
     }
-    let subnet = format!("{GATEWAY}/{PREFIX_LEN}");
-    // Declaring the table and chains creates them if missing; the chains are then
-    // rewritten whole, so that running this again changes nothing.
-    let ruleset = format!(
-        "table inet wharf {{\n\
-         \tchain egress {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
-         \tchain forward {{ type filter hook forward priority filter; policy accept; }}\n\
-         }}\n\
-         flush chain inet wharf egress\n\
-         add rule inet wharf egress ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade\n\
-         flush chain inet wharf forward\n\
-         add rule inet wharf forward ct state established,related accept\n\
-         add rule inet wharf forward iifname \"{BRIDGE}\" accept\n\
-         add rule inet wharf forward oifname \"{BRIDGE}\" drop\n"
-    );
-    run_nft(&ruleset)?;
+    run_nft(&base())?;
     *installed = Some(Instant::now());
     Ok(())
+}
+
+/// The fixed part of the table. Declaring the table, maps and chains creates them if
+/// missing; the fixed chains are then rewritten whole, so that running this again
+/// changes nothing (and services' chains and map elements stay).
+///
+/// - Egress NAT: containers' traffic leaving the host through another interface is
+///   masqueraded behind the host's address, as Docker and podman do. Traffic DNATed
+///   to a replica is masqueraded too when it comes from a container (a replica may be
+///   reached through its own service: the reply must come back through the host) or
+///   from the host's 127/8 (which cannot leave the loopback).
+/// - DNAT: services' virtual addresses from anywhere; published ports of the host's
+///   own addresses, from other hosts (prerouting) and from the host itself (output).
+/// - Forwarding: the host forwards for its containers' connections (replies, and
+///   what they start) and for DNATed traffic; a virtual address without a ready
+///   replica is refused rather than routed on; nothing else is routed into the
+///   bridge. (Another table's forward drop, Docker's or firewalld's, still applies:
+///   an accept here cannot override it.)
+/// - 127/8 arriving on any interface but lo is dropped: `route_localnet` on the
+///   bridge must not let neighbours reach the host's loopback services
+///   (CVE-2020-8558, as kube-proxy does).
+fn base() -> String {
+    let containers = format!("{GATEWAY}/{PREFIX_LEN}");
+    let subnet = format!("{GATEWAY}/{SUBNET_PREFIX_LEN}");
+    let services = format!("{SERVICES_START}/{PREFIX_LEN}");
+    format!(
+        "table inet wharf {{\n\
+         \tmap services {{ type ipv4_addr : verdict; }}\n\
+         \tmap published {{ type inet_proto . inet_service : verdict; }}\n\
+         \tmap published-on {{ type ipv4_addr . inet_proto . inet_service : verdict; }}\n\
+         \tchain egress {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
+         \tchain forward {{ type filter hook forward priority filter; policy accept; }}\n\
+         \tchain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}\n\
+         \tchain output {{ type nat hook output priority -100; policy accept; }}\n\
+         \tchain output-filter {{ type filter hook output priority filter; policy accept; }}\n\
+         \tchain localnet-guard {{ type filter hook prerouting priority raw; policy accept; }}\n\
+         \tchain published-ports {{ }}\n\
+         }}\n\
+         flush chain inet wharf egress\n\
+         add rule inet wharf egress ip saddr {containers} oifname != \"{BRIDGE}\" masquerade\n\
+         add rule inet wharf egress ct status dnat ip saddr {subnet} oifname \"{BRIDGE}\" masquerade\n\
+         add rule inet wharf egress ct status dnat ip saddr 127.0.0.0/8 masquerade\n\
+         flush chain inet wharf forward\n\
+         add rule inet wharf forward ct state established,related accept\n\
+         add rule inet wharf forward ct status dnat accept\n\
+         add rule inet wharf forward ip daddr {services} reject\n\
+         add rule inet wharf forward iifname \"{BRIDGE}\" accept\n\
+         add rule inet wharf forward oifname \"{BRIDGE}\" drop\n\
+         flush chain inet wharf prerouting\n\
+         add rule inet wharf prerouting ip daddr vmap @services\n\
+         add rule inet wharf prerouting fib daddr type local jump published-ports\n\
+         flush chain inet wharf output\n\
+         add rule inet wharf output ip daddr vmap @services\n\
+         add rule inet wharf output fib daddr type local jump published-ports\n\
+         flush chain inet wharf output-filter\n\
+         add rule inet wharf output-filter ip daddr {services} reject\n\
+         flush chain inet wharf localnet-guard\n\
+         add rule inet wharf localnet-guard iifname != \"lo\" ip daddr 127.0.0.0/8 drop\n\
+         flush chain inet wharf published-ports\n\
+         add rule inet wharf published-ports ip daddr . meta l4proto . th dport vmap @published-on\n\
+         add rule inet wharf published-ports meta l4proto . th dport vmap @published\n"
+    )
+}
+
+/// A host port a service publishes: on all the host's addresses, or on one.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct HostPort {
+    pub protocol: Protocol,
+    pub host_ip: Option<Ipv4Addr>,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Whether both would receive the same packets.
+    pub fn overlaps(&self, other: &HostPort) -> bool {
+        self.protocol == other.protocol
+            && self.port == other.port
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+
+    fn chain(&self) -> String {
+        let protocol = self.protocol.name();
+        match self.host_ip {
+            Some(ip) => format!("port-{protocol}-{:08x}-{}", u32::from(ip), self.port),
+            None => format!("port-{protocol}-{}", self.port),
+        }
+    }
+
+    fn map_element(&self) -> String {
+        let protocol = self.protocol.name();
+        match self.host_ip {
+            Some(ip) => format!("published-on {{ {ip} . {protocol} . {} ", self.port),
+            None => format!("published {{ {protocol} . {} ", self.port),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    /// "18080/tcp", "127.0.0.1:18080/tcp"
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(ip) = self.host_ip {
+            write!(f, "{ip}:")?;
+        }
+        write!(f, "{}/{}", self.port, self.protocol.name())
+    }
+}
+
+/// What the kernel should do for one service now.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct ServiceRules {
+    /// The service's key (see `services::service_key`).
+    pub key: String,
+    pub virtual_address: Option<Ipv4Addr>,
+    /// Its ready replicas' addresses.
+    pub ready: Vec<Ipv4Addr>,
+    /// Each host port its replicas publish, with the ready replicas' (address,
+    /// container port); a port with no ready replica is still held, empty.
+    pub ports: BTreeMap<HostPort, Vec<(Ipv4Addr, u16)>>,
+    /// Host ports it published before and no longer does.
+    pub withdrawn: Vec<HostPort>,
+    /// The service has no replica left: its address and chains go.
+    pub gone: bool,
+}
+
+/// The one transaction that makes the kernel match `rules` (the fixed part first, so
+/// that it works on a host whose ruleset was flushed).
+pub(super) fn service_script(rules: &ServiceRules) -> String {
+    let mut script = base();
+    let chain = format!("svc-{}", rules.key);
+    // Declared first so that flushing and deleting never fail on a missing one.
+    let _ = writeln!(script, "add chain inet wharf {chain}");
+    let _ = writeln!(script, "flush chain inet wharf {chain}");
+    for port in rules.ports.keys().chain(&rules.withdrawn) {
+        let _ = writeln!(script, "add chain inet wharf {}", port.chain());
+        let _ = writeln!(script, "flush chain inet wharf {}", port.chain());
+    }
+    // An element is added before it is deleted: deleting a missing one would fail
+    // the transaction, and adding one already there (same verdict) changes nothing.
+    let withdraw = |script: &mut String, port: &HostPort| {
+        let (element, chain) = (port.map_element(), port.chain());
+        let _ = writeln!(
+            script,
+            "add element inet wharf {element}: goto {chain} }}\n\
+             delete element inet wharf {element}}}\n\
+             delete chain inet wharf {chain}"
+        );
+    };
+    if rules.gone {
+        if let Some(address) = rules.virtual_address {
+            let _ = writeln!(
+                script,
+                "add element inet wharf services {{ {address} : goto {chain} }}\n\
+                 delete element inet wharf services {{ {address} }}"
+            );
+        }
+        let _ = writeln!(script, "delete chain inet wharf {chain}");
+        for port in rules.ports.keys().chain(&rules.withdrawn) {
+            withdraw(&mut script, port);
+        }
+        return script;
+    }
+    if !rules.ready.is_empty() {
+        let targets = spread(rules.ready.iter().map(ToString::to_string));
+        let _ = writeln!(script, "add rule inet wharf {chain} dnat ip to {targets}");
+    }
+    if let Some(address) = rules.virtual_address {
+        // `add` of an element already there with the same verdict changes nothing.
+        let _ = writeln!(
+            script,
+            "add element inet wharf services {{ {address} : goto {chain} }}"
+        );
+    }
+    for (port, ready) in &rules.ports {
+        if !ready.is_empty() {
+            let targets = spread(
+                ready
+                    .iter()
+                    .map(|(address, port)| format!("{address} . {port}")),
+            );
+            let _ = writeln!(
+                script,
+                "add rule inet wharf {} meta l4proto {} dnat ip to {targets}",
+                port.chain(),
+                port.protocol.name()
+            );
+        }
+        let _ = writeln!(
+            script,
+            "add element inet wharf {}: goto {} }}",
+            port.map_element(),
+            port.chain()
+        );
+    }
+    for port in &rules.withdrawn {
+        withdraw(&mut script, port);
+    }
+    script
+}
+
+/// `numgen random mod N map { 0 : a, 1 : b, ... }`: one of the targets per new
+/// connection, each as likely.
+fn spread(targets: impl ExactSizeIterator<Item = String>) -> String {
+    let count = targets.len();
+    let elements: Vec<String> = targets
+        .enumerate()
+        .map(|(index, target)| format!("{index} : {target}"))
+        .collect();
+    format!(
+        "numgen random mod {count} map {{ {} }}",
+        elements.join(", ")
+    )
+}
+
+/// Applies one service's rules (see `service_script`).
+pub(super) fn apply_service(rules: &ServiceRules) -> Result<(), String> {
+    run_nft(&service_script(rules))
 }
 
 /// Runs `nft -f -` with `ruleset` as one transaction. In a process that runs

@@ -450,6 +450,7 @@ mod tests {
             spec: Some(Box::new(service.spec.clone())),
             unmonitored: false,
             address: None,
+            in_rotation: false,
         }
     }
 

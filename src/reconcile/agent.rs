@@ -17,13 +17,13 @@ use super::{
     apply, current_digests, prepare, Backoff, Executor, Facts, Options, Outcome, PrepareError,
     ReconcileLock, StepError, StepObserver,
 };
-use crate::health::{HealthMonitor, Verdict};
+use crate::health::{HealthMonitor, HealthState, Verdict};
 use crate::manifest::{
-    duplicate_names, load_file, manifest_files, only_root_can_write, Diagnostic, ImageRef,
-    PullPolicy, Service,
+    clashing_ports, duplicate_names, load_file, manifest_files, only_root_can_write, Diagnostic,
+    ImageRef, PullPolicy, Service,
 };
 use crate::plan::{Action, HoldBack, Step};
-use crate::runtime::{ObservedContainer, Runtime, RuntimeError};
+use crate::runtime::{ContainerStatus, ObservedContainer, Runtime, RuntimeError};
 use crate::state::{StateStore, StoppedRollout, TagCheckFailing};
 
 /// Why a reconcile did nothing; the loop logs it and tries again at the next wake.
@@ -37,8 +37,8 @@ pub enum ReconcileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}; containers are left as they are until the names are unique")]
-    NameClash(String),
+    #[error("{0}; containers are left as they are until names and published ports are unique")]
+    Clash(String),
     #[error("cannot list containers")]
     List(#[source] RuntimeError),
     #[error(transparent)]
@@ -224,7 +224,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         // `wharf status` shows crash-looping replicas and when they restart next.
         self.publish_waiting(&waiting, now);
         if planned.plan.is_empty() {
-            self.follow_health(&planned.observed);
+            self.follow_health(&planned.observed).await;
             return Ok(next_restart);
         }
         let Outcome { report, recorded } = apply(&self.executor, &self.root, &planned, &Log).await;
@@ -284,7 +284,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             self.publish_stopped_rollouts();
         }
         match self.executor.runtime.list().await {
-            Ok(now_running) => self.follow_health(&now_running),
+            Ok(now_running) => self.follow_health(&now_running).await,
             Err(err) => tracing::error!("cannot list containers: {}", crate::error_chain(&err)),
         }
         drop(lock);
@@ -451,10 +451,28 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         }
     }
 
-    /// Health-checks the running containers and publishes their verdicts.
-    fn follow_health(&mut self, containers: &[ObservedContainer]) {
+    /// Health-checks the running containers, publishes their verdicts, and keeps
+    /// each service's rotation to its ready replicas.
+    async fn follow_health(&mut self, containers: &[ObservedContainer]) {
         self.health.follow(containers);
         let verdicts = self.health.verdicts();
+        for container in containers {
+            let Some(serve) = rotation_change(container, verdicts.get(&container.id)) else {
+                continue;
+            };
+            if let Err(err) = self
+                .executor
+                .runtime
+                .set_serving(&container.id, serve)
+                .await
+            {
+                tracing::warn!(
+                    container = container.id.as_str(),
+                    "cannot change the container's rotation: {}",
+                    crate::error_chain(&err)
+                );
+            }
+        }
         if verdicts == self.published_health {
             return;
         }
@@ -591,10 +609,11 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             }
         }
         let services: Vec<Service> = self.last_good.values().flatten().cloned().collect();
-        let clashes = duplicate_names(&services);
+        let mut clashes = duplicate_names(&services);
+        clashes.extend(clashing_ports(&services));
         if !clashes.is_empty() {
             let clashes: Vec<String> = clashes.iter().map(ToString::to_string).collect();
-            return Err(ReconcileError::NameClash(clashes.join("; ")));
+            return Err(ReconcileError::Clash(clashes.join("; ")));
         }
         Ok(services)
     }
@@ -623,4 +642,112 @@ fn always_by_registry(desired: &[Service]) -> BTreeMap<String, Vec<Service>> {
         }
     }
     by_registry
+}
+
+/// Whether a container on the bridge should now join (`Some(true)`) or leave
+/// (`Some(false)`) its service's rotation: it serves while it runs and, when it has a
+/// health check, is not unhealthy; it joins once its check passed. A check not
+/// decided yet changes nothing (an agent that just started has no verdict for
+/// replicas that `apply` put in rotation).
+fn rotation_change(container: &ObservedContainer, verdict: Option<&Verdict>) -> Option<bool> {
+    container.address?;
+    let checked = container
+        .spec
+        .as_ref()
+        .is_some_and(|spec| spec.health.is_some());
+    let serve = match (container.status, verdict.map(|v| v.state)) {
+        (ContainerStatus::Running, _) if !checked => true,
+        (ContainerStatus::Running, Some(HealthState::Healthy)) => true,
+        (ContainerStatus::Running, Some(HealthState::Unhealthy)) => false,
+        (ContainerStatus::Running, _) => return None,
+        _ => false,
+    };
+    (serve != container.in_rotation).then_some(serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Health, ServiceSpec};
+
+    fn replica(status: ContainerStatus, checked: bool, in_rotation: bool) -> ObservedContainer {
+        let mut spec: ServiceSpec = serde_yaml::from_str(
+            "apiVersion: wharf/v1\nkind: Service\nname: web\nimage: busybox\n",
+        )
+        .expect("spec");
+        if checked {
+            spec.health =
+                Some(serde_yaml::from_str::<Health>("exec: [\"true\"]").expect("health check"));
+        }
+        ObservedContainer {
+            id: "web-0-1".into(),
+            service: "web".into(),
+            slot: 0,
+            status,
+            pid: Some(1),
+            started_at: None,
+            spec_hash: String::new(),
+            image: "busybox".into(),
+            image_digest: String::new(),
+            manifest: None,
+            manifest_dir: None,
+            spec: Some(Box::new(spec)),
+            unmonitored: false,
+            address: Some(std::net::Ipv4Addr::new(10, 89, 0, 2)),
+            in_rotation,
+        }
+    }
+
+    fn verdict(state: HealthState) -> Verdict {
+        Verdict {
+            state,
+            failures: 0,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_running_replica_without_a_check_serves() {
+        let running = replica(ContainerStatus::Running, false, false);
+        assert_eq!(rotation_change(&running, None), Some(true));
+        let serving = replica(ContainerStatus::Running, false, true);
+        assert_eq!(rotation_change(&serving, None), None, "nothing to change");
+    }
+
+    #[test]
+    fn a_checked_replica_serves_only_once_healthy_and_leaves_when_unhealthy() {
+        let new = replica(ContainerStatus::Running, true, false);
+        assert_eq!(rotation_change(&new, None), None);
+        assert_eq!(
+            rotation_change(&new, Some(&verdict(HealthState::Starting))),
+            None
+        );
+        assert_eq!(
+            rotation_change(&new, Some(&verdict(HealthState::Healthy))),
+            Some(true)
+        );
+        let serving = replica(ContainerStatus::Running, true, true);
+        assert_eq!(
+            rotation_change(&serving, Some(&verdict(HealthState::Unhealthy))),
+            Some(false)
+        );
+        // A new agent has no verdict yet: what apply put in rotation stays.
+        assert_eq!(rotation_change(&serving, None), None);
+    }
+
+    #[test]
+    fn an_exited_replica_leaves_and_one_off_the_bridge_has_no_rotation() {
+        let exited = ContainerStatus::Exited {
+            code: Some(1),
+            at: None,
+            oom_killed: false,
+        };
+        assert_eq!(
+            rotation_change(&replica(exited, false, true), None),
+            Some(false)
+        );
+        let mut on_host = replica(ContainerStatus::Running, false, false);
+        on_host.address = None;
+        assert_eq!(rotation_change(&on_host, None), None);
+    }
 }

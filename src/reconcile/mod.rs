@@ -26,7 +26,7 @@ use crate::error_chain;
 use crate::health::{wait_until_healthy, HealthError};
 use crate::image::{ImageError, ImageStore, NoProgress, Registries};
 use crate::manifest::{
-    ImageRef, InvalidImageRef, PullPolicy, Service, ServiceSpec, SpecHash, UpdateOrder,
+    ImageRef, InvalidImageRef, Network, PullPolicy, Service, ServiceSpec, SpecHash, UpdateOrder,
 };
 use crate::plan::{Action, Plan, Step};
 use crate::runtime::{
@@ -180,10 +180,10 @@ impl<R: Runtime> Executor<'_, R> {
         let old = step.container.as_deref();
         match (step.action, service) {
             (Action::Remove, _) => self.remove(old, observed).await,
-            (Action::Create, Some(service)) => self.create(service, step.slot).await.map(drop),
+            (Action::Create, Some(service)) => self.create_ready(service, step.slot).await,
             (Action::Restart, Some(service)) => {
                 self.remove(old, observed).await?;
-                self.create(service, step.slot).await.map(drop)
+                self.create_ready(service, step.slot).await
             }
             (Action::Replace, Some(service)) => self.replace(step, service, observed).await,
             (_, None) => Err(StepError::NotInManifests {
@@ -202,7 +202,7 @@ impl<R: Runtime> Executor<'_, R> {
         observed: &[ObservedContainer],
     ) -> Result<(), StepError> {
         let old = step.container.as_deref();
-        match service.spec.update.order {
+        match service.spec.update_order() {
             UpdateOrder::StartFirst => {
                 self.create_healthy(service, step.slot)
                     .await
@@ -236,8 +236,13 @@ impl<R: Runtime> Executor<'_, R> {
                     image.digest = Some(old_container.image_digest.clone());
                 }
                 let cause = Box::new(cause);
-                match self.create_from(&previous, step.slot, &image).await {
-                    Ok(_) => Err(StepError::RolledBack { cause }),
+                let rolled_back = async {
+                    let id = self.create_from(&previous, step.slot, &image).await?;
+                    // The previous spec served before: it does again at once.
+                    self.serve(&id).await
+                };
+                match rolled_back.await {
+                    Ok(()) => Err(StepError::RolledBack { cause }),
                     Err(again) => Err(StepError::RollbackFailed {
                         cause,
                         again: Box::new(again),
@@ -247,30 +252,49 @@ impl<R: Runtime> Executor<'_, R> {
         }
     }
 
-    /// Creates and starts a replica and waits for its health check to pass; a
-    /// replica that fails is removed.
+    /// Creates and starts a replica. One on the bridge gets connections (its
+    /// service's published ports and name) only once it is ready: it is put in
+    /// rotation after its health check passed (see `create_healthy`).
+    async fn create_ready(&self, service: &Service, slot: u32) -> Result<(), StepError> {
+        match service.spec.network {
+            Network::Bridge => self.create_healthy(service, slot).await,
+            Network::Host | Network::None => self.create(service, slot).await.map(drop),
+        }
+    }
+
+    /// Creates and starts a replica, waits for its health check to pass (when it has
+    /// one), and puts it in rotation; a replica that fails its check is removed.
     async fn create_healthy(&self, service: &Service, slot: u32) -> Result<(), StepError> {
         let id = self.create(service, slot).await?;
-        let Some(health) = &service.spec.health else {
-            return Ok(());
-        };
-        let deadline = service
-            .spec
-            .update
-            .deadline
-            .map_or_else(|| health.verdict_within(), |d| d.as_std());
-        let Err(cause) = wait_until_healthy(self.runtime, &id, health, deadline).await else {
-            return Ok(());
-        };
-        let (signal, timeout) = stop_settings(Some(&service.spec));
-        let removed = async {
-            self.runtime.stop(&id, signal, timeout).await?;
-            self.runtime.remove(&id).await
-        };
-        Err(StepError::Unhealthy {
-            cause,
-            cleanup: removed.await.err().map(Box::new),
-        })
+        if let Some(health) = &service.spec.health {
+            let deadline = service
+                .spec
+                .update
+                .deadline
+                .map_or_else(|| health.verdict_within(), |d| d.as_std());
+            if let Err(cause) = wait_until_healthy(self.runtime, &id, health, deadline).await {
+                let (signal, timeout) = stop_settings(Some(&service.spec));
+                let removed = async {
+                    self.runtime.stop(&id, signal, timeout).await?;
+                    self.runtime.remove(&id).await
+                };
+                return Err(StepError::Unhealthy {
+                    cause,
+                    cleanup: removed.await.err().map(Box::new),
+                });
+            }
+        }
+        self.serve(&id).await
+    }
+
+    /// Puts a new replica in rotation. One that cannot get connections is no
+    /// replica: it goes, as one that cannot start does.
+    async fn serve(&self, id: &str) -> Result<(), StepError> {
+        if let Err(err) = self.runtime.set_serving(id, true).await {
+            let _ = self.runtime.remove(id).await;
+            return Err(err.into());
+        }
+        Ok(())
     }
 
     /// Creates and starts replica `slot` of `service` from its stored image (fetched

@@ -169,6 +169,7 @@ mod tests {
             spec: Some(Box::new(service.spec)),
             unmonitored: false,
             address: None,
+            in_rotation: false,
         }
     }
 

@@ -784,8 +784,8 @@ mod tests {
         let read_back: Spec = serde_json::from_value(config).expect("a valid OCI spec");
         assert_eq!(read_back.hostname().as_deref(), Some("web-1"));
 
-        // `host` network (the default): the container stays in the host's namespace.
-        let on_host = spec_from("");
+        // `host` network: the container stays in the host's namespace.
+        let on_host = spec_from("network: host\n");
         let config = runtime_config(&on_host, &image, &host_facts(Vec::new())).expect("config");
         let namespaces = config["linux"]["namespaces"]
             .as_array()

@@ -28,7 +28,7 @@ use super::users::resolve_user;
 use super::CreateRequest;
 use crate::image::{mount_rootfs, ImageConfig};
 use crate::manifest::{Network, ServiceSpec, VolumeKind};
-use crate::network::{attach, bring_up_loopback, reserve};
+use crate::network::{attach, bring_up_loopback, register, reserve, service_key, Membership};
 use crate::process::libcontainer_lock;
 use crate::reaper::Reaper;
 
@@ -81,11 +81,21 @@ impl LibcontainerRuntime {
         let mounts = self.volume_sources(service, dir)?;
         let etc_dir = dir.join("etc");
         let address = match service.network {
-            Network::Bridge => Some(self.reserve_address(dir)?),
+            Network::Bridge => Some(self.reserve_address(dir, &service.name)?),
             Network::Host | Network::None => None,
         };
         write_etc_files(&etc_dir, hostname, service.network, address)
             .map_err(CreateError::EtcFiles)?;
+        if let Some(address) = address {
+            register(&Membership {
+                root: self.root(),
+                service: &service.name,
+                id,
+                address,
+                ports: &service.ports,
+                hosts: &etc_dir.join("hosts"),
+            })?;
+        }
 
         let host = HostFacts {
             id: id.to_owned(),
@@ -184,12 +194,15 @@ impl LibcontainerRuntime {
     }
 
     /// Reserves an address on wharf's bridge for the container in `dir` (host-wide, see
-    /// `network`) and records it there.
-    fn reserve_address(&self, dir: &Path) -> Result<Ipv4Addr, CreateError> {
+    /// `network`) and records it there, with the key of its service's records.
+    fn reserve_address(&self, dir: &Path, service: &str) -> Result<Ipv4Addr, CreateError> {
         let address = reserve(dir)?;
-        AddressRecord { address }
-            .write(dir)
-            .map_err(CreateError::RecordAddress)?;
+        AddressRecord {
+            address,
+            service_key: Some(service_key(self.root(), service)),
+        }
+        .write(dir)
+        .map_err(CreateError::RecordAddress)?;
         Ok(address)
     }
 

@@ -38,6 +38,13 @@ pub enum RuntimeError {
     /// A command could not be started in container `what`.
     #[error("{what}: cannot exec: {error}")]
     Exec { what: String, error: ForkedError },
+    /// Container `what` could not be put in or out of its service's rotation.
+    #[error("{what}: {source}")]
+    Rotation {
+        what: String,
+        #[source]
+        source: crate::network::NetworkError,
+    },
 }
 
 impl RuntimeError {

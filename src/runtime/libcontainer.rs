@@ -62,6 +62,12 @@ impl LibcontainerRuntime {
         Ok(runtime)
     }
 
+    /// The wharf root (canonical).
+    pub fn root(&self) -> &Path {
+        // `containers` is `<root>/containers`, made from a canonical root.
+        self.containers.parent().unwrap_or(&self.containers)
+    }
+
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.containers.join(id)
     }
@@ -105,6 +111,11 @@ impl Runtime for LibcontainerRuntime {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let (runtime, id) = (self.clone(), id.to_owned());
         blocking(move || runtime.remove_blocking(&id)).await
+    }
+
+    async fn set_serving(&self, id: &str, serving: bool) -> Result<bool, RuntimeError> {
+        let (runtime, id) = (self.clone(), id.to_owned());
+        blocking(move || runtime.set_serving_blocking(&id, serving)).await
     }
 
     async fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {

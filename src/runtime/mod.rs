@@ -74,6 +74,8 @@ pub struct ObservedContainer {
     pub unmonitored: bool,
     /// Its address on wharf's bridge (`network: bridge`).
     pub address: Option<std::net::Ipv4Addr>,
+    /// In rotation: its service's published ports and name send it new connections.
+    pub in_rotation: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +156,14 @@ pub trait Runtime: Send + Sync {
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Removes a container and everything it had on the host but named volumes.
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Puts a container in rotation (its service's published ports and name send it
+    /// new connections) or takes it out; returns whether it was in. A container that
+    /// is not on the bridge is never in rotation.
+    fn set_serving(
+        &self,
+        id: &str,
+        serving: bool,
+    ) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
     /// Every container wharf created under this root.
     fn list(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
     /// Runs a command inside a running container (health checks), killing it after
@@ -180,11 +190,20 @@ pub fn stop_settings(spec: Option<&ServiceSpec>) -> (nix::sys::signal::Signal, D
 }
 
 /// Stops a container with its own stop signal and timeout (those of the spec it was
-/// made from), then removes it.
+/// made from), then removes it. A container in rotation leaves it first and is given
+/// its drain time (`stop.drain`) before the signal: requests under way finish, new
+/// ones go to other replicas.
 pub async fn stop_and_remove<R: Runtime>(
     runtime: &R,
     container: &ObservedContainer,
 ) -> Result<(), RuntimeError> {
+    if runtime.set_serving(&container.id, false).await? {
+        let drain = container
+            .spec
+            .as_deref()
+            .map_or(Duration::ZERO, |spec| spec.stop.drain.as_std());
+        tokio::time::sleep(drain).await;
+    }
     let (signal, timeout) = stop_settings(container.spec.as_deref());
     runtime.stop(&container.id, signal, timeout).await?;
     runtime.remove(&container.id).await

@@ -44,7 +44,7 @@ use nix::unistd::{dup2, execve, Pid};
 
 use super::forked::answer_line;
 use super::output::{Output, Stream};
-use super::records::{ExitRecord, StopRequest};
+use super::records::{AddressRecord, ExitRecord, StopRequest};
 use crate::manifest::{LogDriver, ServiceSpec, MAX_LOG_FILES};
 
 /// The descriptors the monitor is started with.
@@ -267,7 +267,23 @@ pub fn monitor_main() -> i32 {
             return 1;
         }
     }
+    leave_rotation(&args.dir);
     0
+}
+
+/// A container that ended gets no more connections: its monitor takes it out of its
+/// service's rotation, with or without an agent running.
+fn leave_rotation(dir: &Path) {
+    let id = dir.file_name().and_then(|id| id.to_str());
+    let record = AddressRecord::read(dir).ok().flatten();
+    if let (Some(id), Some(key)) = (id, record.and_then(|record| record.service_key)) {
+        // The monitor's environment is empty; nft is found in the usual places.
+        std::env::set_var(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+        crate::network::leave_on_exit(&key, id);
+    }
 }
 
 /// Moves the monitor to the cgroup `/wharf/monitors` of each hierarchy that tracks

@@ -14,6 +14,7 @@ use super::libcontainer::{lock, LibcontainerRuntime};
 use super::records::{AddressRecord, ExitRecord, LayersRecord, ProcessRecord, Role, StartedRecord};
 use super::{ContainerStatus, ObservedContainer};
 use crate::image::Digest;
+use crate::network::is_serving;
 use crate::reaper::Reaper;
 
 /// How long a monitor may take to record an exit after the init ended: it reads what
@@ -65,10 +66,12 @@ impl LibcontainerRuntime {
             }
         };
         container.unmonitored = container.pid.is_some() && !self.monitor_alive(id);
-        container.address = AddressRecord::read(&dir)
-            .ok()
-            .flatten()
-            .map(|record| record.address);
+        let address = AddressRecord::read(&dir).ok().flatten();
+        container.in_rotation = address
+            .as_ref()
+            .and_then(|record| record.service_key.as_deref())
+            .is_some_and(|key| is_serving(key, id));
+        container.address = address.map(|record| record.address);
         Some(container)
     }
 
@@ -108,6 +111,7 @@ impl LibcontainerRuntime {
                 .map(Box::new),
             unmonitored: false,
             address: None,
+            in_rotation: false,
         };
         lock(&self.described).insert(id.to_owned(), container.clone());
         Some(container)

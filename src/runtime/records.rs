@@ -8,7 +8,8 @@
 //!   ended ([`ExitRecord`]);
 //! - `layers`: the diff_ids its root filesystem is made of, one a line ([`LayersRecord`]);
 //! - `stopping`: empty, once wharf asked it to stop or killed it ([`StopRequest`]);
-//! - `address`: its address on wharf's bridge ([`AddressRecord`]).
+//! - `address`: its address on wharf's bridge and its service's key there
+//!   ([`AddressRecord`]).
 //!
 //! A missing record reads as `None` and a damaged one as an error; callers treat both
 //! alike, as a bundle still being built has none of them yet.
@@ -166,10 +167,12 @@ impl ExitRecord {
 }
 
 /// The container's address on wharf's bridge (`network: bridge`), held for as long as
-/// its directory exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// its directory exists, and the key of its service's records there
+/// (`network::service_key`). Containers of earlier versions have no key.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressRecord {
     pub address: std::net::Ipv4Addr,
+    pub service_key: Option<String>,
 }
 
 impl AddressRecord {
@@ -177,15 +180,26 @@ impl AddressRecord {
 
     pub fn read(dir: &Path) -> Result<Option<Self>, RecordError> {
         read_record(dir.join(Self::FILE), |text| {
-            let [address] = fields::<1>(text)?;
-            Some(AddressRecord {
+            let (address, service_key) = match fields::<2>(text) {
+                Some([address, key]) => (address, Some(key.to_owned())),
+                None => (fields::<1>(text)?[0], None),
+            };
+            let valid_key = service_key
+                .as_deref()
+                .is_none_or(|key| key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()));
+            valid_key.then_some(AddressRecord {
                 address: address.parse().ok()?,
+                service_key,
             })
         })
     }
 
     pub fn write(&self, dir: &Path) -> io::Result<()> {
-        fs::write(dir.join(Self::FILE), format!("{}\n", self.address))
+        let line = match &self.service_key {
+            Some(key) => format!("{} {key}\n", self.address),
+            None => format!("{}\n", self.address),
+        };
+        fs::write(dir.join(Self::FILE), line)
     }
 }
 

@@ -13,7 +13,7 @@ use super::libcontainer::{lock, LibcontainerRuntime};
 use super::observe::MONITOR_GRACE;
 use super::records::{AddressRecord, StopRequest};
 use crate::image::unmount_rootfs;
-use crate::network::release;
+use crate::network::{release, set_serving, unregister};
 use crate::process::libcontainer_lock;
 
 /// How long a killed container may take to disappear.
@@ -81,6 +81,22 @@ impl LibcontainerRuntime {
         Ok(())
     }
 
+    pub(super) fn set_serving_blocking(
+        &self,
+        id: &str,
+        serving: bool,
+    ) -> Result<bool, RuntimeError> {
+        self.ensure_ours(id)?;
+        let record = AddressRecord::read(&self.container_dir(id)).ok().flatten();
+        match record.and_then(|record| record.service_key) {
+            Some(key) => set_serving(&key, id, serving).map_err(|source| RuntimeError::Rotation {
+                what: format!("container {id}"),
+                source,
+            }),
+            None => Ok(false),
+        }
+    }
+
     /// Tells the container's monitor that an end coming now is wharf's doing, not the
     /// OOM killer's (see `StopRequest`).
     fn note_stop_request(&self, id: &str) {
@@ -118,6 +134,11 @@ impl LibcontainerRuntime {
         remove_cgroup_leaf(cgroups_path);
         let dir = self.container_dir(id);
         if let Ok(Some(record)) = AddressRecord::read(&dir) {
+            if let Some(key) = &record.service_key {
+                if let Err(err) = unregister(key, id) {
+                    tracing::warn!(container = id, "{err}");
+                }
+            }
             release(record.address, &dir);
         }
         let _ = unmount_rootfs(&dir);

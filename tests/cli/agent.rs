@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use crate::common::{busybox_until_term, running_by_slot, wharf_at};
 use crate::support::TestRegistry;
 
-struct AgentProcess {
+pub(crate) struct AgentProcess {
     child: Child,
     log: PathBuf,
 }
 
 impl AgentProcess {
-    fn start(root: &Path, dir: &Path, log: PathBuf) -> Self {
+    pub(crate) fn start(root: &Path, dir: &Path, log: PathBuf) -> Self {
         Self::start_with_env(root, dir, log, &[])
     }
 
@@ -36,12 +36,12 @@ impl AgentProcess {
         AgentProcess { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM; returns the exit code.
-    fn terminate(&mut self) -> Option<i32> {
+    pub(crate) fn terminate(&mut self) -> Option<i32> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         self.child.wait().ok().and_then(|status| status.code())

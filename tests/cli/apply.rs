@@ -320,6 +320,7 @@ fn a_new_replica_that_fails_its_health_check_is_rolled_back_and_the_rollout_stop
              env: {{VERSION: \"{version}\"}}\n\
              command: [/bin/sh, -c, 'touch {ready}; trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n\
              stop: {{timeout: 2s}}\n\
+             update: {{order: stop-first}}\n\
              health: {{exec: [/bin/sh, -c, test -f /tmp/ready], interval: 200ms, retries: 2}}\n"
         );
         service_yaml("api", &image, &fields)

@@ -93,6 +93,57 @@ fn a_name_defined_in_two_files_is_an_error_naming_both() {
 }
 
 #[test]
+fn a_host_port_published_by_two_services_is_an_error_naming_both() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = "ports: [{container: 8080, host: 18080}]\n";
+    write(dir.path(), "api.yaml", manifest("api") + port);
+    write(dir.path(), "web.yaml", manifest("web") + port);
+
+    // Each file alone is valid: the clash is between the manifests one run loads.
+    assert_succeeds_with(
+        &wharf_in(dir.path(), &["validate", "web.yaml"]),
+        "1 service in 1 file OK\n",
+    );
+    let run = wharf_in(dir.path(), &["validate", "."]);
+    assert_eq!(run.code, 1);
+    let errors: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        errors,
+        [
+            "./web.yaml:5:33: ports[0].host: service \"web\" publishes 18080/tcp on all \
+             addresses, but service \"api\" already publishes 18080/tcp on all addresses at \
+             ./api.yaml:5:33 (ports[0]); a host port goes to one service: change `host` in one \
+             of them, or publish them on different `host_ip` addresses (without host_ip, a port \
+             takes every address)",
+            "1 error in 1 file (2 files read)",
+        ]
+    );
+}
+
+#[test]
+fn one_host_port_may_be_published_on_different_addresses_or_protocols() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "api.yaml",
+        manifest("api") + "ports: [{container: 8080, host: 18080, host_ip: 127.0.0.1}]\n",
+    );
+    write(
+        dir.path(),
+        "web.yaml",
+        manifest("web") + "ports: [{container: 8080, host: 18080, host_ip: 10.0.0.1}]\n",
+    );
+    write(
+        dir.path(),
+        "dns.yaml",
+        manifest("dns") + "ports: [{container: 53, host: 18080, protocol: udp}]\n",
+    );
+
+    let run = wharf_in(dir.path(), &["validate", "."]);
+    assert_succeeds_with(&run, "3 services in 3 files OK\n");
+}
+
+#[test]
 fn a_file_may_hold_several_services() {
     let dir = tempfile::tempdir().expect("temp dir");
     let text = format!(
