@@ -88,6 +88,13 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, env = "WHARF_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// The IPv4 subnet of wharf's bridge wharf0, /8 to /24 [default: 10.77.0.0/16, or
+    /// the one the bridge has]: containers get addresses in its lower half, services
+    /// in its upper half. To change it, remove the containers on the bridge and the
+    /// bridge (ip link del wharf0).
+    #[arg(long, global = true, env = "WHARF_SUBNET")]
+    pub subnet: Option<crate::network::Subnet>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -162,6 +169,9 @@ pub fn main() -> ExitCode {
     crate::hostroot::set_private_umask();
     let cli = Cli::parse();
     start_logging(&cli);
+    if let Some(subnet) = cli.subnet {
+        crate::network::Subnet::configure(subnet);
+    }
     let code = match &cli.command {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Plan(args) => with_session(&cli, |s| plan::run(s, args)),

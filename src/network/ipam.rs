@@ -12,14 +12,14 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{next_free, NetworkError};
+use super::{next_free, NetworkError, Subnet};
 use crate::lockfile::FileLock;
 
 const RESERVATIONS: &str = "/run/wharf/addresses";
 
 /// Reserves the lowest free address for the container directory `owner`.
 pub fn reserve(owner: &Path) -> Result<Ipv4Addr, NetworkError> {
-    reserve_in(Path::new(RESERVATIONS), owner)
+    reserve_in(Path::new(RESERVATIONS), &Subnet::current(), owner)
 }
 
 /// Frees `address` if `owner` holds it (a missing reservation is fine).
@@ -27,7 +27,7 @@ pub fn release(address: Ipv4Addr, owner: &Path) {
     release_in(Path::new(RESERVATIONS), address, owner);
 }
 
-fn reserve_in(dir: &Path, owner: &Path) -> Result<Ipv4Addr, NetworkError> {
+fn reserve_in(dir: &Path, subnet: &Subnet, owner: &Path) -> Result<Ipv4Addr, NetworkError> {
     let failed = |path: PathBuf| move |source| NetworkError::Reservation { path, source };
     fs::DirBuilder::new()
         .recursive(true)
@@ -52,7 +52,8 @@ fn reserve_in(dir: &Path, owner: &Path) -> Result<Ipv4Addr, NetworkError> {
             }
         }
     }
-    let address = next_free(&held).ok_or(NetworkError::Exhausted)?;
+    let address =
+        next_free(subnet, &held).ok_or_else(|| NetworkError::Exhausted(subnet.containers()))?;
     let path = dir.join(address.to_string());
     let written = fs::OpenOptions::new()
         .write(true)
@@ -87,14 +88,20 @@ mod tests {
         let (a, b) = (owners.path().join("a"), owners.path().join("b"));
         fs::create_dir(&a).expect("a");
         fs::create_dir(&b).expect("b");
-        let first = reserve_in(&dir, &a).expect("reserve");
-        let second = reserve_in(&dir, &b).expect("reserve");
+        let first = reserve_in(&dir, &Subnet::DEFAULT, &a).expect("reserve");
+        let second = reserve_in(&dir, &Subnet::DEFAULT, &b).expect("reserve");
         assert_ne!(first, second);
         // Only its holder frees an address.
         release_in(&dir, first, &b);
-        assert_ne!(reserve_in(&dir, &b).expect("reserve"), first);
+        assert_ne!(
+            reserve_in(&dir, &Subnet::DEFAULT, &b).expect("reserve"),
+            first
+        );
         release_in(&dir, first, &a);
-        assert_eq!(reserve_in(&dir, &a).expect("reserve"), first);
+        assert_eq!(
+            reserve_in(&dir, &Subnet::DEFAULT, &a).expect("reserve"),
+            first
+        );
     }
 
     #[test]
@@ -104,10 +111,13 @@ mod tests {
         let owners = tempfile::tempdir().expect("owners");
         let gone = owners.path().join("gone");
         fs::create_dir(&gone).expect("gone");
-        let address = reserve_in(&dir, &gone).expect("reserve");
+        let address = reserve_in(&dir, &Subnet::DEFAULT, &gone).expect("reserve");
         fs::remove_dir(&gone).expect("a killed wharf's container, removed");
         let next = owners.path().join("next");
         fs::create_dir(&next).expect("next");
-        assert_eq!(reserve_in(&dir, &next).expect("reserve"), address);
+        assert_eq!(
+            reserve_in(&dir, &Subnet::DEFAULT, &next).expect("reserve"),
+            address
+        );
     }
 }

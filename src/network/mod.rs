@@ -1,6 +1,7 @@
-//! wharf's bridge network (`network: bridge`): the bridge `wharf0` with the subnet
-//! 10.89.0.0/16 — containers' addresses in its lower half (wharf's own is 10.89.0.1),
-//! services' virtual addresses in its upper half — one address per container, a veth
+//! wharf's bridge network (`network: bridge`): the bridge `wharf0` with its subnet
+//! (`subnet`: 10.77.0.0/16 by default) — containers' addresses in its lower half
+//! (wharf's own first), services' virtual addresses in its upper half — one address
+//! per container, a veth
 //! pair from the bridge into the container's network namespace, egress NAT, and
 //! services (`services`): published ports and service names spread over ready
 //! replicas in the kernel. netavark, podman's network stack, is the model for the
@@ -23,6 +24,7 @@ mod nat;
 mod netlink;
 mod netns;
 mod services;
+mod subnet;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -37,21 +39,14 @@ pub use netns::{bring_up_loopback, tcp_socket_in};
 pub use services::{
     is_serving, leave_on_exit, register, service_key, set_serving, unregister, Membership,
 };
+pub use subnet::Subnet;
 
 use netlink::Rtnl;
 use netns::in_namespace;
 
 /// The bridge wharf's containers are connected to.
 pub const BRIDGE: &str = "wharf0";
-/// wharf's address on the bridge: the containers' gateway.
-pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 89, 0, 1);
-/// The containers' half of the subnet: on the bridge's link. The other half holds the
-/// services' virtual addresses, reached through the gateway (where they are DNATed).
-pub const PREFIX_LEN: u8 = 17;
-/// The whole subnet wharf takes: containers and services.
-const SUBNET_PREFIX_LEN: u8 = PREFIX_LEN - 1;
-/// The first service address: the upper half of the subnet.
-const SERVICES_START: Ipv4Addr = Ipv4Addr::new(10, 89, 128, 0);
+
 /// The container's side of its veth pair.
 const CONTAINER_LINK: &str = "eth0";
 
@@ -66,10 +61,10 @@ pub enum NetworkError {
     #[error("cannot connect the container to {BRIDGE}: {0}")]
     Attach(#[source] io::Error),
     #[error(
-        "no address left in {GATEWAY}/{PREFIX_LEN}: every one is held by a container (exited \
-         ones too); remove containers"
+        "no address left in {0}: every one is held by a container (exited ones too); remove \
+         containers, or give wharf a larger subnet (--subnet)"
     )]
-    Exhausted,
+    Exhausted(String),
     #[error("cannot reserve an address ({}): {source}", path.display())]
     Reservation {
         path: std::path::PathBuf,
@@ -83,14 +78,22 @@ pub enum NetworkError {
     NotABridge,
     #[error(
         "the host already routes {route} through {interface}, which overlaps wharf's subnet \
-         {GATEWAY}/{SUBNET_PREFIX_LEN}: wharf will not take it over"
+         {subnet}: wharf will not take it over; give wharf another subnet (--subnet or \
+         WHARF_SUBNET, e.g. 172.30.0.0/16)"
     )]
-    SubnetInUse { route: String, interface: String },
+    SubnetInUse {
+        route: String,
+        interface: String,
+        subnet: Subnet,
+    },
     #[error(
-        "no service address left in {SERVICES_START}/{PREFIX_LEN}: every one is held by a \
-         service; remove services"
+        "{BRIDGE} is set up with the subnet {bridge}, not {configured}: remove every \
+         container on it (wharf down) and the bridge (ip link del {BRIDGE}) to change it, \
+         or use {bridge}"
     )]
-    NoServiceAddress,
+    SubnetChanged { bridge: Subnet, configured: Subnet },
+    #[error("no service address left in {0}: every one is held by a service; remove services")]
+    NoServiceAddress(String),
     #[error(
         "host port {port} is already published by service {owner}; publish another host \
          port, or remove that service first"
@@ -111,12 +114,11 @@ pub enum NetworkError {
     },
 }
 
-/// The lowest address of the subnet that is neither `used` nor the gateway, network
-/// or broadcast address.
-pub fn next_free(used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-    let network = u32::from(GATEWAY) & prefix_mask(PREFIX_LEN);
-    let hosts = 1u32 << (32 - PREFIX_LEN);
-    (2..hosts - 1)
+/// The lowest address of the subnet's containers' half that is neither `used` nor the
+/// gateway, network or broadcast address.
+pub fn next_free(subnet: &Subnet, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    let network = u32::from(subnet.gateway()) - 1;
+    (2..subnet.half_size() - 1)
         .map(|host| Ipv4Addr::from(network + host))
         .find(|address| !used.contains(address))
 }
@@ -125,7 +127,8 @@ pub fn next_free(used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
 /// `address`: its `eth0` is the peer of a veth on the bridge, with the address and a
 /// default route through wharf; `lo` is up too.
 pub fn attach(pid: i32, id: &str, address: Ipv4Addr) -> Result<(), NetworkError> {
-    let bridge = ensure_bridge()?;
+    let subnet = Subnet::current();
+    let bridge = ensure_bridge(&subnet)?;
     // Opened once: the veth's peer and the set-up inside go to this very namespace,
     // even if the pid were reused meanwhile.
     let namespace = File::open(format!("/proc/{pid}/ns/net")).map_err(NetworkError::Attach)?;
@@ -156,11 +159,11 @@ pub fn attach(pid: i32, id: &str, address: Ipv4Addr) -> Result<(), NetworkError>
                 .link_index(name)?
                 .ok_or_else(|| io::Error::other(format!("no {name} in the container")))?;
             if name == CONTAINER_LINK {
-                rtnl.add_address(index, address, PREFIX_LEN)?;
+                rtnl.add_address(index, address, subnet.containers_prefix())?;
             }
             rtnl.set_up(index)?;
         }
-        rtnl.add_default_route(GATEWAY)
+        rtnl.add_default_route(subnet.gateway())
     })
     .map_err(NetworkError::Attach)
 }
@@ -175,17 +178,33 @@ fn mac_of(address: Ipv4Addr) -> [u8; 6] {
 /// The bridge, made if missing (after checking that nothing else on the host has the
 /// name or routes the subnet), with wharf's address, up, IPv6 off; IPv4 forwarding
 /// and wharf's nftables rules in place. Returns the bridge's link index.
-fn ensure_bridge() -> Result<u32, NetworkError> {
+fn ensure_bridge(subnet: &Subnet) -> Result<u32, NetworkError> {
     let sysfs = std::path::Path::new("/sys/class/net").join(BRIDGE);
-    if sysfs.exists() && !sysfs.join("bridge").is_dir() {
+    let exists = sysfs.exists();
+    if exists && !sysfs.join("bridge").is_dir() {
         return Err(NetworkError::NotABridge);
     }
-    if let Some((route, interface)) = overlapping_route() {
-        return Err(NetworkError::SubnetInUse { route, interface });
+    match Subnet::recorded() {
+        Some(bridge) if exists && bridge != *subnet => {
+            return Err(NetworkError::SubnetChanged {
+                bridge,
+                configured: *subnet,
+            })
+        }
+        Some(bridge) if bridge == *subnet => {}
+        // A new bridge, or one set up before the subnet was recorded.
+        _ => subnet.record().map_err(NetworkError::Bridge)?,
+    }
+    if let Some((route, interface)) = overlapping_route(subnet) {
+        return Err(NetworkError::SubnetInUse {
+            route,
+            interface,
+            subnet: *subnet,
+        });
     }
     let bridge = || -> io::Result<u32> {
         let mut rtnl = Rtnl::open()?;
-        rtnl.create_bridge(BRIDGE, mac_of(GATEWAY))?;
+        rtnl.create_bridge(BRIDGE, mac_of(subnet.gateway()))?;
         let index = rtnl
             .link_index(BRIDGE)?
             .ok_or_else(|| io::Error::other("the bridge vanished once created"))?;
@@ -200,30 +219,28 @@ fn ensure_bridge() -> Result<u32, NetworkError> {
             format!("/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet"),
             "1",
         )?;
-        rtnl.add_address(index, GATEWAY, PREFIX_LEN)?;
+        rtnl.add_address(index, subnet.gateway(), subnet.containers_prefix())?;
         rtnl.set_up(index)?;
         Ok(index)
     };
     let index = bridge().map_err(NetworkError::Bridge)?;
     enable_forwarding().map_err(NetworkError::Forwarding)?;
-    nat::ensure_rules().map_err(NetworkError::Nat)?;
+    nat::ensure_rules(subnet).map_err(NetworkError::Nat)?;
     Ok(index)
 }
 
 /// A route of the host, on another interface than the bridge, that overlaps wharf's
 /// subnet, services' half included (the default route aside):
 /// `(destination/prefix, interface)`.
-fn overlapping_route() -> Option<(String, String)> {
+fn overlapping_route(subnet: &Subnet) -> Option<(String, String)> {
     let table = std::fs::read_to_string("/proc/net/route").ok()?;
-    let subnet = u32::from(GATEWAY) & prefix_mask(SUBNET_PREFIX_LEN);
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (interface, destination, mask) = (fields.first()?, fields.get(1)?, fields.get(7)?);
         // Hex in the kernel's byte order (little-endian here).
         let destination = u32::from_be(u32::from_str_radix(destination, 16).ok()?);
         let mask = u32::from_be(u32::from_str_radix(mask, 16).ok()?);
-        let common = mask & prefix_mask(SUBNET_PREFIX_LEN);
-        let overlaps = mask != 0 && (destination & common) == (subnet & common);
+        let overlaps = mask != 0 && subnet.overlaps(destination, mask.count_ones() as u8);
         (overlaps && *interface != BRIDGE).then(|| {
             (
                 format!("{}/{}", Ipv4Addr::from(destination), mask.count_ones()),
@@ -231,10 +248,6 @@ fn overlapping_route() -> Option<(String, String)> {
             )
         })
     })
-}
-
-fn prefix_mask(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
 }
 
 /// Containers reach beyond the host through it (routed, then masqueraded).
@@ -260,31 +273,37 @@ mod tests {
 
     #[test]
     fn addresses_are_given_lowest_first_and_never_twice() {
+        let subnet = Subnet::DEFAULT;
         let mut used = BTreeSet::new();
-        let first = next_free(&used).expect("free");
-        assert_eq!(first, Ipv4Addr::new(10, 89, 0, 2), "after the gateway");
+        let first = next_free(&subnet, &used).expect("free");
+        assert_eq!(first, Ipv4Addr::new(10, 77, 0, 2), "after the gateway");
         used.insert(first);
-        used.insert(Ipv4Addr::new(10, 89, 0, 4));
-        assert_eq!(next_free(&used), Some(Ipv4Addr::new(10, 89, 0, 3)));
+        used.insert(Ipv4Addr::new(10, 77, 0, 4));
+        assert_eq!(next_free(&subnet, &used), Some(Ipv4Addr::new(10, 77, 0, 3)));
         // A removed container's address is given again.
         used.remove(&first);
-        assert_eq!(next_free(&used), Some(first));
+        assert_eq!(next_free(&subnet, &used), Some(first));
     }
 
     #[test]
     fn containers_get_the_lower_half_of_the_subnet() {
+        let subnet = Subnet::DEFAULT;
         let used: BTreeSet<Ipv4Addr> = (2..=0x7ffe)
-            .map(|host| Ipv4Addr::from(u32::from(GATEWAY) - 1 + host))
+            .map(|host| Ipv4Addr::from(u32::from(subnet.gateway()) - 1 + host))
             .collect();
-        assert_eq!(used.last(), Some(&Ipv4Addr::new(10, 89, 127, 254)));
-        assert_eq!(next_free(&used), None, "32765 containers hold them all");
+        assert_eq!(used.last(), Some(&Ipv4Addr::new(10, 77, 127, 254)));
+        assert_eq!(
+            next_free(&subnet, &used),
+            None,
+            "32765 containers hold them all"
+        );
     }
 
     #[test]
     fn a_container_mac_is_made_of_its_address() {
         assert_eq!(
-            mac_of(Ipv4Addr::new(10, 89, 0, 7)),
-            [0x02, 0x42, 10, 89, 0, 7]
+            mac_of(Ipv4Addr::new(10, 77, 0, 7)),
+            [0x02, 0x42, 10, 77, 0, 7]
         );
     }
 

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{BRIDGE, GATEWAY, PREFIX_LEN, SERVICES_START, SUBNET_PREFIX_LEN};
+use super::{Subnet, BRIDGE};
 use crate::manifest::Protocol;
 use crate::process::spawn_beside_containers;
 use crate::reaper::Reaper;
@@ -37,14 +37,14 @@ static INSTALLED_AT: Mutex<Option<Instant>> = Mutex::new(None);
 const REINSTALL_AFTER: Duration = Duration::from_secs(60);
 
 /// Installs the table's fixed part (see `base`).
-pub(super) fn ensure_rules() -> Result<(), String> {
+pub(super) fn ensure_rules(subnet: &Subnet) -> Result<(), String> {
     let mut installed = INSTALLED_AT
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if installed.is_some_and(|at| at.elapsed() < REINSTALL_AFTER) {
         return Ok(());
     }
-    run_nft(&base())?;
+    run_nft(&base(subnet))?;
     *installed = Some(Instant::now());
     Ok(())
 }
@@ -68,10 +68,9 @@ pub(super) fn ensure_rules() -> Result<(), String> {
 /// - 127/8 arriving on any interface but lo is dropped: `route_localnet` on the
 ///   bridge must not let neighbours reach the host's loopback services
 ///   (CVE-2020-8558, as kube-proxy does).
-fn base() -> String {
-    let containers = format!("{GATEWAY}/{PREFIX_LEN}");
-    let subnet = format!("{GATEWAY}/{SUBNET_PREFIX_LEN}");
-    let services = format!("{SERVICES_START}/{PREFIX_LEN}");
+fn base(subnet: &Subnet) -> String {
+    let containers = subnet.containers();
+    let services = subnet.services();
     format!(
         "table inet wharf {{\n\
          \tmap services {{ type ipv4_addr : verdict; }}\n\
@@ -175,8 +174,8 @@ pub(super) struct ServiceRules {
 
 /// The one transaction that makes the kernel match `rules` (the fixed part first, so
 /// that it works on a host whose ruleset was flushed).
-pub(super) fn service_script(rules: &ServiceRules) -> String {
-    let mut script = base();
+pub(super) fn service_script(subnet: &Subnet, rules: &ServiceRules) -> String {
+    let mut script = base(subnet);
     let chain = format!("svc-{}", rules.key);
     // Declared first so that flushing and deleting never fail on a missing one.
     let _ = writeln!(script, "add chain inet wharf {chain}");
@@ -264,7 +263,7 @@ fn spread(targets: impl ExactSizeIterator<Item = String>) -> String {
 
 /// Applies one service's rules (see `service_script`).
 pub(super) fn apply_service(rules: &ServiceRules) -> Result<(), String> {
-    run_nft(&service_script(rules))
+    run_nft(&service_script(&Subnet::current(), rules))
 }
 
 /// Runs `nft -f -` with `ruleset` as one transaction. In a process that runs

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::nat::{self, HostPort, ServiceRules};
-use super::{NetworkError, PREFIX_LEN, SERVICES_START};
+use super::{NetworkError, Subnet};
 use crate::lockfile::FileLock;
 use crate::manifest::{PortSpec, Protocol};
 
@@ -184,8 +184,9 @@ impl Registry {
                     .iter()
                     .map(|(_, record, _)| record.address)
                     .collect();
-                let address =
-                    free_service_address(&used, &key).ok_or(NetworkError::NoServiceAddress)?;
+                let subnet = Subnet::current();
+                let address = free_service_address(&subnet, &used, &key)
+                    .ok_or_else(|| NetworkError::NoServiceAddress(subnet.services()))?;
                 let record = ServiceRecord {
                     root: new.root.to_owned(),
                     name: new.service.to_owned(),
@@ -371,10 +372,10 @@ fn append(path: &Path, text: &str) -> io::Result<()> {
 /// The service's virtual address: the first free one from a place given by its key,
 /// so that a service keeps its address as long as it exists and names rarely move
 /// to another service's old address.
-fn free_service_address(used: &BTreeSet<Ipv4Addr>, key: &str) -> Option<Ipv4Addr> {
-    let count = 1u32 << (32 - PREFIX_LEN);
+fn free_service_address(subnet: &Subnet, used: &BTreeSet<Ipv4Addr>, key: &str) -> Option<Ipv4Addr> {
+    let count = subnet.half_size();
     let start = u32::from_str_radix(key.get(..8)?, 16).ok()? % count;
-    let first = u32::from(SERVICES_START);
+    let first = u32::from(subnet.services_start());
     (0..count)
         .map(|step| (start + step) % count)
         // Not the half's first and last addresses: they look like a network's.
@@ -519,12 +520,16 @@ mod tests {
     #[test]
     fn service_addresses_are_in_the_upper_half_and_never_given_twice() {
         let key = service_key(Path::new("/root"), "web");
-        let first = free_service_address(&BTreeSet::new(), &key).expect("free");
-        assert!(first >= Ipv4Addr::new(10, 89, 128, 1) && first <= Ipv4Addr::new(10, 89, 255, 254));
+        let subnet = Subnet::DEFAULT;
+        let first = free_service_address(&subnet, &BTreeSet::new(), &key).expect("free");
+        assert!(first >= Ipv4Addr::new(10, 77, 128, 1) && first <= Ipv4Addr::new(10, 77, 255, 254));
         // The same key finds the same place: a service keeps its address.
-        assert_eq!(free_service_address(&BTreeSet::new(), &key), Some(first));
+        assert_eq!(
+            free_service_address(&subnet, &BTreeSet::new(), &key),
+            Some(first)
+        );
         let used = BTreeSet::from([first]);
-        let second = free_service_address(&used, &key).expect("free");
+        let second = free_service_address(&subnet, &used, &key).expect("free");
         assert_ne!(second, first);
     }
 

@@ -144,7 +144,7 @@ fn a_published_port_spreads_over_the_replicas_each_with_its_own_address() {
     assert_eq!(distinct.len(), 3, "each replica has its own: {addresses:?}");
     for address in &addresses {
         let address: Ipv4Addr = address.parse().expect("IPv4");
-        assert_eq!(address.octets()[..2], [10, 89], "on wharf's subnet");
+        assert_eq!(address.octets()[..2], [10, 77], "on wharf's subnet");
         // Both replicas listen on port 8080: on a bridge they do not collide.
         assert!(get(SocketAddr::from((address, 8080))).starts_with("v1 web-"));
     }
