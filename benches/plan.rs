@@ -84,6 +84,7 @@ fn main() {
                 manifest_dir: Path::new("/srv/m"),
                 prune: true,
                 hold_back: &Default::default(),
+                join_rotation: true,
             });
             (started.elapsed(), plan.steps.len())
         };

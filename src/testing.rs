@@ -253,6 +253,10 @@ impl Runtime for FakeRuntime {
         Ok(was)
     }
 
+    async fn restore_network(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     async fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         Ok(self.containers())
     }

@@ -87,6 +87,7 @@ impl Images {
             manifest_dir: Path::new("/srv/manifests"),
             prune: true,
             hold_back: &Default::default(),
+            join_rotation: true,
         });
         self.executor(runtime)
             .execute(&planned, desired, &observed, &Quiet)

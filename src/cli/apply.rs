@@ -10,7 +10,9 @@ use super::{exit, output, Session};
 use crate::health::wait_until_ready;
 use crate::manifest::Service;
 use crate::plan::{render_human, SavedPlan, Step, PLAN_FORMAT_VERSION};
-use crate::reconcile::{apply, summary, Outcome, ReconcileLock, Report, StepError, StepObserver};
+use crate::reconcile::{
+    apply, restore_network, summary, Outcome, ReconcileLock, Report, StepError, StepObserver,
+};
 
 /// How long `--wait` waits when `--timeout` is not given.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -156,6 +158,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         print!("{}", render_human(plan, &output::for_stdout(session.color)));
     }
     if plan.is_empty() {
+        session.block_on(restore_network(&session.runtime));
         if args.source.json {
             print_json(&Report::default());
         }

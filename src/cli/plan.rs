@@ -42,6 +42,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         let saved = planned.saved(Options {
             prune: args.source.prune,
             allow_empty: args.source.allow_empty,
+            join_rotation: true,
         });
         let json = serde_json::to_vec_pretty(&saved).unwrap_or_default();
         if let Err(err) = std::fs::write(out, json) {

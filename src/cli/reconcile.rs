@@ -35,7 +35,11 @@ pub fn make_plan(
     prune: bool,
     allow_empty: bool,
 ) -> Result<Planned, u8> {
-    let options = Options { prune, allow_empty };
+    let options = Options {
+        prune,
+        allow_empty,
+        join_rotation: true,
+    };
     match session.block_on(session.plan_dir(dir, options)) {
         Ok((planned, warnings)) => {
             for warning in warnings {

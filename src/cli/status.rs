@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{exit, Session};
 use crate::health::{HealthState, Verdict};
+use crate::network::service_view;
 use crate::reconcile::AgentPresence;
 use crate::runtime::{ContainerStatus, ObservedContainer};
 use crate::state::{StateView, StoppedRollout, TagCheckFailing};
@@ -35,6 +36,11 @@ struct ServiceStatus<'a> {
     /// apply recorded the service or the container is newer (`wharf run`).
     desired: u32,
     running: usize,
+    /// Its virtual address on wharf's bridge: what its name resolves to in the
+    /// containers.
+    address: Option<String>,
+    /// The host ports it publishes ("18080/tcp", "127.0.0.1:53/udp").
+    published: Vec<String>,
     /// The agent's last rollout of this service failed and is held back.
     rollout_stopped: Option<StoppedRollout>,
     /// The agent cannot check the `pull: always` tag at its registry (the containers
@@ -143,10 +149,15 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 })
                 .collect()
         });
+    let on_bridge = |service: &str| service_view(session.runtime.root(), service);
     let statuses: Vec<ServiceStatus> = by_service
         .into_iter()
         .map(|(service, containers)| ServiceStatus {
             service,
+            address: on_bridge(service).map(|(address, _)| address.to_string()),
+            published: on_bridge(service)
+                .map(|(_, ports)| ports)
+                .unwrap_or_default(),
             desired: desired(applied.get(service), &containers),
             running: containers
                 .iter()
@@ -222,8 +233,15 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         println!("No wharf containers.");
     }
     for status in &statuses {
+        let mut network = String::new();
+        if let Some(address) = &status.address {
+            network.push_str(&format!("  name {} → {address}", status.service));
+        }
+        if !status.published.is_empty() {
+            network.push_str(&format!(", publishes {}", status.published.join(", ")));
+        }
         println!(
-            "{}  {}/{} running",
+            "{}  {}/{} running{network}",
             status.service, status.running, status.desired
         );
         if let Some(stopped) = &status.rollout_stopped {

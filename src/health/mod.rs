@@ -58,6 +58,8 @@ pub struct Verdict {
 pub struct Tracker {
     started: Instant,
     verdict: Verdict,
+    /// No check has run yet.
+    first: bool,
 }
 
 impl Tracker {
@@ -69,6 +71,7 @@ impl Tracker {
                 failures: 0,
                 last_error: None,
             },
+            first: true,
         }
     }
 
@@ -81,9 +84,11 @@ impl Tracker {
             && at < self.started + health.start_period.as_std()
     }
 
-    /// How long after a check at `now` the next one runs.
+    /// How long after a check at `now` the next one runs. The first runs after the
+    /// start interval: a replica that is ready at once is known to be (and, on the
+    /// bridge, takes traffic) within a second, not an interval.
     pub fn next_check(&self, health: &Health, now: Instant) -> Duration {
-        if self.in_start_period(health, now) {
+        if self.first || self.in_start_period(health, now) {
             health.start_interval.as_std().min(health.interval.as_std())
         } else {
             health.interval.as_std()
@@ -98,6 +103,7 @@ impl Tracker {
         outcome: Result<(), String>,
     ) -> Option<HealthState> {
         let before = self.verdict.state;
+        self.first = false;
         match outcome {
             Ok(()) => {
                 self.verdict.state = HealthState::Healthy;

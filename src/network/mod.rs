@@ -37,7 +37,8 @@ use sha2::{Digest, Sha256};
 pub use ipam::{release, reserve};
 pub use netns::{bring_up_loopback, tcp_socket_in};
 pub use services::{
-    is_serving, leave_on_exit, register, service_key, set_serving, unregister, Membership,
+    is_serving, leave_on_exit, register, restore, service_key, service_view, set_serving,
+    unregister, Membership,
 };
 pub use subnet::Subnet;
 
@@ -49,6 +50,8 @@ pub const BRIDGE: &str = "wharf0";
 
 /// The container's side of its veth pair.
 const CONTAINER_LINK: &str = "eth0";
+/// The host's side of every container's veth pair begins with it.
+const LINK_PREFIX: &str = "wh";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -92,6 +95,12 @@ pub enum NetworkError {
          or use {bridge}"
     )]
     SubnetChanged { bridge: Subnet, configured: Subnet },
+    #[error(
+        "{BRIDGE} already routes {route}, not wharf's {subnet}: an earlier wharf or another \
+         program set it up; remove the containers on it and the bridge (ip link del \
+         {BRIDGE})"
+    )]
+    BridgeInUse { route: String, subnet: Subnet },
     #[error("no service address left in {0}: every one is held by a service; remove services")]
     NoServiceAddress(String),
     #[error(
@@ -104,6 +113,11 @@ pub enum NetworkError {
          traffic away; stop that program or publish another host port"
     )]
     PortInUse { port: String, owner: String },
+    #[error(
+        "cannot publish {port}: the host has no such address (host_ip); use one of the \
+         host's addresses, or leave host_ip out to publish on all of them"
+    )]
+    NotAHostAddress { port: String },
     #[error("cannot update the services' rules in table inet wharf: {0}")]
     Rules(String),
     #[error("cannot keep the service's records ({}): {source}", path.display())]
@@ -126,9 +140,11 @@ pub fn next_free(subnet: &Subnet, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr>
 /// Connects the container whose init is `pid` (container `id`) to the bridge with
 /// `address`: its `eth0` is the peer of a veth on the bridge, with the address and a
 /// default route through wharf; `lo` is up too.
-pub fn attach(pid: i32, id: &str, address: Ipv4Addr) -> Result<(), NetworkError> {
-    let subnet = Subnet::current();
-    let bridge = ensure_bridge(&subnet)?;
+pub fn attach(bridge: &Bridge, pid: i32, id: &str, address: Ipv4Addr) -> Result<(), NetworkError> {
+    let Bridge {
+        index: bridge,
+        subnet,
+    } = *bridge;
     // Opened once: the veth's peer and the set-up inside go to this very namespace,
     // even if the pid were reused meanwhile.
     let namespace = File::open(format!("/proc/{pid}/ns/net")).map_err(NetworkError::Attach)?;
@@ -168,6 +184,23 @@ pub fn attach(pid: i32, id: &str, address: Ipv4Addr) -> Result<(), NetworkError>
     .map_err(NetworkError::Attach)
 }
 
+/// wharf's bridge, set up and checked (see `bridge`).
+#[derive(Debug, Clone, Copy)]
+pub struct Bridge {
+    index: u32,
+    subnet: Subnet,
+}
+
+/// wharf's bridge with this process's subnet: made if missing, after checking that
+/// nothing else on the host has the name or routes the subnet, and that an existing
+/// bridge has the same subnet. Done before anything of a new container's network is
+/// reserved or written, so that a refused subnet changes nothing.
+pub fn bridge() -> Result<Bridge, NetworkError> {
+    let subnet = Subnet::current();
+    let index = ensure_bridge(&subnet)?;
+    Ok(Bridge { index, subnet })
+}
+
 /// A locally administered MAC made of the address (as Docker's are): the same
 /// address always has the same MAC.
 fn mac_of(address: Ipv4Addr) -> [u8; 6] {
@@ -184,6 +217,7 @@ fn ensure_bridge(subnet: &Subnet) -> Result<u32, NetworkError> {
     if exists && !sysfs.join("bridge").is_dir() {
         return Err(NetworkError::NotABridge);
     }
+    let routes = host_routes();
     match Subnet::recorded() {
         Some(bridge) if exists && bridge != *subnet => {
             return Err(NetworkError::SubnetChanged {
@@ -191,17 +225,34 @@ fn ensure_bridge(subnet: &Subnet) -> Result<u32, NetworkError> {
                 configured: *subnet,
             })
         }
-        Some(bridge) if bridge == *subnet => {}
-        // A new bridge, or one set up before the subnet was recorded.
-        _ => subnet.record().map_err(NetworkError::Bridge)?,
+        Some(_) => {}
+        // A bridge of an earlier wharf (or another program) with other addresses.
+        None if exists => {
+            if let Some(route) = routes
+                .iter()
+                .find(|route| route.interface == BRIDGE && route.network() != subnet.containers())
+            {
+                return Err(NetworkError::BridgeInUse {
+                    route: route.network(),
+                    subnet: *subnet,
+                });
+            }
+        }
+        None => {}
     }
-    if let Some((route, interface)) = overlapping_route(subnet) {
+    let overlapping = routes.iter().find(|route| {
+        route.prefix > 0
+            && route.interface != BRIDGE
+            && subnet.overlaps(route.destination, route.prefix)
+    });
+    if let Some(route) = overlapping {
         return Err(NetworkError::SubnetInUse {
-            route,
-            interface,
+            route: route.network(),
+            interface: route.interface.clone(),
             subnet: *subnet,
         });
     }
+    subnet.record().map_err(NetworkError::Bridge)?;
     let bridge = || -> io::Result<u32> {
         let mut rtnl = Rtnl::open()?;
         rtnl.create_bridge(BRIDGE, mac_of(subnet.gateway()))?;
@@ -229,25 +280,38 @@ fn ensure_bridge(subnet: &Subnet) -> Result<u32, NetworkError> {
     Ok(index)
 }
 
-/// A route of the host, on another interface than the bridge, that overlaps wharf's
-/// subnet, services' half included (the default route aside):
-/// `(destination/prefix, interface)`.
-fn overlapping_route(subnet: &Subnet) -> Option<(String, String)> {
-    let table = std::fs::read_to_string("/proc/net/route").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (interface, destination, mask) = (fields.first()?, fields.get(1)?, fields.get(7)?);
-        // Hex in the kernel's byte order (little-endian here).
-        let destination = u32::from_be(u32::from_str_radix(destination, 16).ok()?);
-        let mask = u32::from_be(u32::from_str_radix(mask, 16).ok()?);
-        let overlaps = mask != 0 && subnet.overlaps(destination, mask.count_ones() as u8);
-        (overlaps && *interface != BRIDGE).then(|| {
-            (
-                format!("{}/{}", Ipv4Addr::from(destination), mask.count_ones()),
-                interface.to_string(),
-            )
+/// A route of the host's main table (from /proc/net/route).
+struct Route {
+    interface: String,
+    destination: u32,
+    prefix: u8,
+}
+
+impl Route {
+    /// "10.77.0.0/17"
+    fn network(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(self.destination), self.prefix)
+    }
+}
+
+fn host_routes() -> Vec<Route> {
+    let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (interface, destination, mask) = (fields.first()?, fields.get(1)?, fields.get(7)?);
+            // Hex in the kernel's byte order (little-endian here).
+            let destination = u32::from_be(u32::from_str_radix(destination, 16).ok()?);
+            let mask = u32::from_be(u32::from_str_radix(mask, 16).ok()?);
+            Some(Route {
+                interface: interface.to_string(),
+                destination,
+                prefix: mask.count_ones() as u8,
+            })
         })
-    })
+        .collect()
 }
 
 /// Containers reach beyond the host through it (routed, then masqueraded).
@@ -264,7 +328,7 @@ fn enable_forwarding() -> io::Result<()> {
 fn host_link_name(id: &str) -> String {
     let digest = Sha256::digest(id.as_bytes());
     let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("wh{}", &hex[..13])
+    format!("{LINK_PREFIX}{}", &hex[..13])
 }
 
 #[cfg(test)]

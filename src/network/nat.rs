@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Subnet, BRIDGE};
+use super::{Subnet, BRIDGE, LINK_PREFIX};
 use crate::manifest::Protocol;
 use crate::process::spawn_beside_containers;
 use crate::reaper::Reaper;
@@ -58,8 +58,9 @@ pub(super) fn ensure_rules(subnet: &Subnet) -> Result<(), String> {
 ///   to a replica is masqueraded too when it comes from a container (a replica may be
 ///   reached through its own service: the reply must come back through the host) or
 ///   from the host's 127/8 (which cannot leave the loopback).
-/// - DNAT: services' virtual addresses from anywhere; published ports of the host's
-///   own addresses, from other hosts (prerouting) and from the host itself (output).
+/// - DNAT: services' virtual addresses from containers and the host itself, never
+///   from other hosts; published ports of the host's own addresses, from other hosts
+///   and containers (prerouting) and from the host itself (output).
 /// - Forwarding: the host forwards for its containers' connections (replies, and
 ///   what they start) and for DNATed traffic; a virtual address without a ready
 ///   replica is refused rather than routed on; nothing else is routed into the
@@ -68,6 +69,11 @@ pub(super) fn ensure_rules(subnet: &Subnet) -> Result<(), String> {
 /// - 127/8 arriving on any interface but lo is dropped: `route_localnet` on the
 ///   bridge must not let neighbours reach the host's loopback services
 ///   (CVE-2020-8558, as kube-proxy does).
+/// - Table `bridge wharf`: a container sends only from its own MAC and address, on
+///   its own port of the bridge (the set `bound`, one element per container): with
+///   CAP_NET_RAW (in Docker's default set too) it could otherwise answer ARP for
+///   another container's address, or send as it, and take its traffic. Only IPv4 and
+///   ARP frames pass (the network is IPv4 only).
 fn base(subnet: &Subnet) -> String {
     let containers = subnet.containers();
     let services = subnet.services();
@@ -95,7 +101,7 @@ fn base(subnet: &Subnet) -> String {
          add rule inet wharf forward iifname \"{BRIDGE}\" accept\n\
          add rule inet wharf forward oifname \"{BRIDGE}\" drop\n\
          flush chain inet wharf prerouting\n\
-         add rule inet wharf prerouting ip daddr vmap @services\n\
+         add rule inet wharf prerouting iifname \"{BRIDGE}\" ip daddr vmap @services\n\
          add rule inet wharf prerouting fib daddr type local jump published-ports\n\
          flush chain inet wharf output\n\
          add rule inet wharf output ip daddr vmap @services\n\
@@ -106,8 +112,36 @@ fn base(subnet: &Subnet) -> String {
          add rule inet wharf localnet-guard iifname != \"lo\" ip daddr 127.0.0.0/8 drop\n\
          flush chain inet wharf published-ports\n\
          add rule inet wharf published-ports ip daddr . meta l4proto . th dport vmap @published-on\n\
-         add rule inet wharf published-ports meta l4proto . th dport vmap @published\n"
+         add rule inet wharf published-ports meta l4proto . th dport vmap @published\n\
+         table bridge wharf {{\n\
+         \tset bound {{ type ifname . ether_addr . ipv4_addr; }}\n\
+         \tchain guard {{ type filter hook prerouting priority -300; policy accept; }}\n\
+         }}\n\
+         flush chain bridge wharf guard\n\
+         add rule bridge wharf guard iifname \"{LINK_PREFIX}*\" ether type ip iifname . ether saddr . ip saddr != @bound drop\n\
+         add rule bridge wharf guard iifname \"{LINK_PREFIX}*\" ether type arp iifname . arp saddr ether . arp saddr ip != @bound drop\n\
+         add rule bridge wharf guard iifname \"{LINK_PREFIX}*\" ether type != {{ ip, arp }} drop\n"
     )
+}
+
+/// A container's port on the bridge with the MAC and address it may send from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Binding {
+    pub link: String,
+    pub mac: [u8; 6],
+    pub address: Ipv4Addr,
+}
+
+impl Binding {
+    fn element(&self) -> String {
+        let mac: Vec<String> = self.mac.iter().map(|byte| format!("{byte:02x}")).collect();
+        format!(
+            "bridge wharf bound {{ \"{}\" . {} . {} }}",
+            self.link,
+            mac.join(":"),
+            self.address
+        )
+    }
 }
 
 /// A host port a service publishes: on all the host's addresses, or on one.
@@ -156,7 +190,7 @@ impl std::fmt::Display for HostPort {
 }
 
 /// What the kernel should do for one service now.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct ServiceRules {
     /// The service's key (see `services::service_key`).
     pub key: String,
@@ -170,12 +204,29 @@ pub(super) struct ServiceRules {
     pub withdrawn: Vec<HostPort>,
     /// The service has no replica left: its address and chains go.
     pub gone: bool,
+    /// New members' ports on the bridge, and those of members that went.
+    pub bind: Vec<Binding>,
+    pub unbind: Vec<Binding>,
 }
 
-/// The one transaction that makes the kernel match `rules` (the fixed part first, so
-/// that it works on a host whose ruleset was flushed).
-pub(super) fn service_script(subnet: &Subnet, rules: &ServiceRules) -> String {
+/// The one transaction that makes the kernel match each service's `rules` (the fixed
+/// part first, so that it works on a host whose ruleset was flushed).
+pub(super) fn services_script(subnet: &Subnet, services: &[ServiceRules]) -> String {
     let mut script = base(subnet);
+    for rules in services {
+        add_service(&mut script, rules);
+    }
+    script
+}
+
+fn add_service(script: &mut String, rules: &ServiceRules) {
+    for binding in &rules.bind {
+        let _ = writeln!(script, "add element {}", binding.element());
+    }
+    for binding in &rules.unbind {
+        let element = binding.element();
+        let _ = writeln!(script, "add element {element}\ndelete element {element}");
+    }
     let chain = format!("svc-{}", rules.key);
     // Declared first so that flushing and deleting never fail on a missing one.
     let _ = writeln!(script, "add chain inet wharf {chain}");
@@ -205,9 +256,9 @@ pub(super) fn service_script(subnet: &Subnet, rules: &ServiceRules) -> String {
         }
         let _ = writeln!(script, "delete chain inet wharf {chain}");
         for port in rules.ports.keys().chain(&rules.withdrawn) {
-            withdraw(&mut script, port);
+            withdraw(script, port);
         }
-        return script;
+        return;
     }
     if !rules.ready.is_empty() {
         let targets = spread(rules.ready.iter().map(ToString::to_string));
@@ -242,9 +293,8 @@ pub(super) fn service_script(subnet: &Subnet, rules: &ServiceRules) -> String {
         );
     }
     for port in &rules.withdrawn {
-        withdraw(&mut script, port);
+        withdraw(script, port);
     }
-    script
 }
 
 /// `numgen random mod N map { 0 : a, 1 : b, ... }`: one of the targets per new
@@ -261,9 +311,9 @@ fn spread(targets: impl ExactSizeIterator<Item = String>) -> String {
     )
 }
 
-/// Applies one service's rules (see `service_script`).
-pub(super) fn apply_service(rules: &ServiceRules) -> Result<(), String> {
-    run_nft(&service_script(&Subnet::current(), rules))
+/// Applies services' rules in one transaction (see `services_script`).
+pub(super) fn apply_services(services: &[ServiceRules]) -> Result<(), String> {
+    run_nft(&services_script(&Subnet::current(), services))
 }
 
 /// Runs `nft -f -` with `ruleset` as one transaction. In a process that runs
@@ -305,5 +355,106 @@ fn run_nft(ruleset: &str) -> Result<(), String> {
                 NFT_TIMEOUT.as_secs()
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> ServiceRules {
+        let (a, b) = (Ipv4Addr::new(10, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 3));
+        let port = HostPort {
+            protocol: Protocol::Tcp,
+            host_ip: None,
+            port: 18080,
+        };
+        ServiceRules {
+            key: "0123456789abcdef".into(),
+            virtual_address: Some(Ipv4Addr::new(10, 77, 200, 1)),
+            ready: vec![a, b],
+            ports: BTreeMap::from([(port, vec![(a, 8080), (b, 8080)])]),
+            ..ServiceRules::default()
+        }
+    }
+
+    #[test]
+    fn a_service_spreads_its_address_and_ports_over_its_ready_replicas() {
+        let script = services_script(&Subnet::DEFAULT, &[web()]);
+        assert!(script.contains(
+            "add rule inet wharf svc-0123456789abcdef dnat ip to numgen random mod 2 map { 0 : 10.77.0.2, 1 : 10.77.0.3 }"
+        ));
+        assert!(script.contains(
+            "add rule inet wharf port-tcp-18080 meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.77.0.2 . 8080, 1 : 10.77.0.3 . 8080 }"
+        ));
+        assert!(script.contains(
+            "add element inet wharf services { 10.77.200.1 : goto svc-0123456789abcdef }"
+        ));
+        assert!(script
+            .contains("add element inet wharf published { tcp . 18080 : goto port-tcp-18080 }"));
+        // Its chains are rewritten whole, in the same transaction.
+        assert!(script.contains("flush chain inet wharf svc-0123456789abcdef"));
+    }
+
+    #[test]
+    fn a_service_without_ready_replicas_keeps_empty_chains_and_a_gone_one_loses_them() {
+        let idle = ServiceRules {
+            ready: Vec::new(),
+            ports: web()
+                .ports
+                .into_keys()
+                .map(|port| (port, Vec::new()))
+                .collect(),
+            ..web()
+        };
+        let script = services_script(&Subnet::DEFAULT, std::slice::from_ref(&idle));
+        assert!(!script.contains("dnat ip to"), "{script}");
+        assert!(script.contains("goto port-tcp-18080"));
+
+        let gone = ServiceRules { gone: true, ..idle };
+        let script = services_script(&Subnet::DEFAULT, &[gone]);
+        assert!(script.contains("delete element inet wharf services { 10.77.200.1 }"));
+        assert!(script.contains("delete chain inet wharf svc-0123456789abcdef"));
+        assert!(script.contains("delete chain inet wharf port-tcp-18080"));
+    }
+
+    #[test]
+    fn a_host_port_on_one_address_has_its_own_chain_and_map() {
+        let port = HostPort {
+            protocol: Protocol::Udp,
+            host_ip: Some(Ipv4Addr::LOCALHOST),
+            port: 53,
+        };
+        assert_eq!(port.to_string(), "127.0.0.1:53/udp");
+        assert_eq!(port.chain(), "port-udp-7f000001-53");
+        assert!(port
+            .map_element()
+            .starts_with("published-on { 127.0.0.1 . udp . 53"));
+        let any = HostPort {
+            host_ip: None,
+            ..port
+        };
+        assert!(port.overlaps(&any) && any.overlaps(&port));
+        assert!(!port.overlaps(&HostPort {
+            host_ip: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            ..port
+        }));
+    }
+
+    #[test]
+    fn a_container_is_bound_to_its_port_mac_and_address() {
+        let binding = Binding {
+            link: "wh0123456789abc".into(),
+            mac: [0x02, 0x42, 10, 77, 0, 2],
+            address: Ipv4Addr::new(10, 77, 0, 2),
+        };
+        let rules = ServiceRules {
+            unbind: vec![binding],
+            ..web()
+        };
+        let script = services_script(&Subnet::DEFAULT, &[rules]);
+        assert!(script.contains(
+            "delete element bridge wharf bound { \"wh0123456789abc\" . 02:42:0a:4d:00:02 . 10.77.0.2 }"
+        ));
     }
 }

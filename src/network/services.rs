@@ -25,12 +25,14 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::nat::{self, HostPort, ServiceRules};
-use super::{NetworkError, Subnet};
+use super::nat::{self, Binding, HostPort, ServiceRules};
+use super::{host_link_name, mac_of, NetworkError, Subnet};
 use crate::lockfile::FileLock;
 use crate::manifest::{PortSpec, Protocol};
 
@@ -128,6 +130,32 @@ pub fn unregister(key: &str, id: &str) -> Result<(), NetworkError> {
     Registry::host().unregister(key, id)
 }
 
+/// Puts wharf's rules for every service and container back (see `Registry::restore`),
+/// at most once a minute in one process (each costs an nft run of all services).
+pub fn restore() -> Result<(), NetworkError> {
+    static RESTORED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+    let mut restored = RESTORED_AT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if restored.is_some_and(|at| at.elapsed() < RESTORE_EVERY) {
+        return Ok(());
+    }
+    Registry::host().restore()?;
+    *restored = Some(Instant::now());
+    Ok(())
+}
+
+const RESTORE_EVERY: Duration = Duration::from_secs(60);
+
+/// Service `service` of root `root` on the bridge: its virtual address and the host
+/// ports it publishes ("18080/tcp"), when it has containers there.
+pub fn service_view(root: &Path, service: &str) -> Option<(Ipv4Addr, Vec<String>)> {
+    let key = service_key(root, service);
+    let record: ServiceRecord = read_json(&Registry::host().dir.join(key).join(RECORD))?;
+    let ports = record.installed.iter().map(ToString::to_string).collect();
+    Some((record.address, ports))
+}
+
 /// Whether the container is in rotation.
 pub fn is_serving(key: &str, id: &str) -> bool {
     Registry::host()
@@ -137,6 +165,16 @@ pub fn is_serving(key: &str, id: &str) -> bool {
 
 struct Registry {
     dir: PathBuf,
+}
+
+/// One service's rules as its records say, and what to tidy once the kernel has them.
+struct Change {
+    key: String,
+    record: ServiceRecord,
+    members: BTreeMap<String, Member>,
+    /// Members whose container is gone.
+    stale: Vec<String>,
+    rules: ServiceRules,
 }
 
 impl Registry {
@@ -159,6 +197,11 @@ impl Registry {
     fn register(&self, new: &Membership<'_>) -> Result<(), NetworkError> {
         let _one_at_a_time = self.lock()?;
         let key = service_key(new.root, new.service);
+        // A member whose container was removed by a killed wharf still has rules
+        // leading to its address, which the new container may have been given.
+        for stale in self.with_stale_members() {
+            self.sync(&stale, None, None)?;
+        }
         let services = self.all();
         let ports: BTreeSet<HostPort> = new.ports.iter().map(host_port).collect();
         for port in &ports {
@@ -225,8 +268,9 @@ impl Registry {
             serving: false,
         };
         self.write_member(&key, new.id, &member)?;
-        // Its host ports are held from now on (empty until a replica is ready).
-        self.sync(&key)
+        // Its host ports are held from now on (empty until a replica is ready), and
+        // its port on the bridge bound to its address before it runs.
+        self.sync(&key, Some(binding(new.id, new.address)), None)
     }
 
     fn set_serving(&self, key: &str, id: &str, serving: bool) -> Result<bool, NetworkError> {
@@ -238,33 +282,75 @@ impl Registry {
         if was != serving {
             member.serving = serving;
             self.write_member(key, id, &member)?;
-            self.sync(key)?;
+            self.sync(key, None, None)?;
         }
         Ok(was)
     }
 
     fn unregister(&self, key: &str, id: &str) -> Result<(), NetworkError> {
         let _one_at_a_time = self.lock()?;
-        let path = self.members_dir(key).join(id);
-        match fs::remove_file(&path) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-            removed => removed.map_err(record_error(&path))?,
-        }
-        self.sync(key)
-    }
-
-    /// Makes the kernel's rules for service `key` match its members (lock held).
-    fn sync(&self, key: &str) -> Result<(), NetworkError> {
-        let Some(mut record) = read_json::<ServiceRecord>(&self.dir.join(key).join(RECORD)) else {
+        let Some(member) = self.member(key, id) else {
             return Ok(());
         };
-        let members = self.members(key);
+        let path = self.members_dir(key).join(id);
+        fs::remove_file(&path).map_err(record_error(&path))?;
+        self.sync(key, None, Some(binding(id, member.address)))
+    }
+
+    /// Makes the kernel's rules for service `key` match its members, with a new
+    /// member's port bound or a removed one's unbound (lock held).
+    fn sync(
+        &self,
+        key: &str,
+        bind: Option<Binding>,
+        unbind: Option<Binding>,
+    ) -> Result<(), NetworkError> {
+        let Some(mut change) = self.change_of(key) else {
+            return Ok(());
+        };
+        change.rules.bind.extend(bind);
+        change.rules.unbind.extend(unbind);
+        nat::apply_services(std::slice::from_ref(&change.rules)).map_err(NetworkError::Rules)?;
+        self.settle(change)
+    }
+
+    /// Puts every service's rules and every member's binding back in one
+    /// transaction: after another program flushed the ruleset (`systemctl restart
+    /// nftables`), nothing of wharf's would work, and containers would send nothing.
+    fn restore(&self) -> Result<(), NetworkError> {
+        let _one_at_a_time = self.lock()?;
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
+        let mut changes: Vec<Change> = entries
+            .flatten()
+            .filter_map(|entry| self.change_of(entry.file_name().to_str()?))
+            .collect();
+        for change in &mut changes {
+            let bindings = change.members.iter().map(|(id, m)| binding(id, m.address));
+            change.rules.bind.extend(bindings);
+        }
+        let rules: Vec<ServiceRules> = changes.iter().map(|c| c.rules.clone()).collect();
+        nat::apply_services(&rules).map_err(NetworkError::Rules)?;
+        changes
+            .into_iter()
+            .try_for_each(|change| self.settle(change))
+    }
+
+    /// What the kernel should have for service `key` now, from its records; members
+    /// whose container is gone are unbound.
+    fn change_of(&self, key: &str) -> Option<Change> {
+        let record = read_json::<ServiceRecord>(&self.dir.join(key).join(RECORD))?;
+        let (members, stale) = self.members_and_stale(key);
         let mut rules = ServiceRules {
             key: key.to_owned(),
             virtual_address: Some(record.address),
             gone: members.is_empty(),
             ..ServiceRules::default()
         };
+        for (id, member) in &stale {
+            rules.unbind.push(binding(id, member.address));
+        }
         for member in members.values() {
             if member.serving {
                 rules.ready.push(member.address);
@@ -283,13 +369,34 @@ impl Registry {
             .filter(|port| !rules.ports.contains_key(port))
             .copied()
             .collect();
-        nat::apply_service(&rules).map_err(NetworkError::Rules)?;
+        Some(Change {
+            key: key.to_owned(),
+            record,
+            members,
+            stale: stale.into_iter().map(|(id, _)| id).collect(),
+            rules,
+        })
+    }
+
+    /// Brings the records in line with a change the kernel took: stale members
+    /// forgotten, a service without members removed, the host ports now installed.
+    fn settle(&self, change: Change) -> Result<(), NetworkError> {
+        let Change {
+            key,
+            mut record,
+            stale,
+            rules,
+            ..
+        } = change;
+        for id in &stale {
+            let _ = fs::remove_file(self.members_dir(&key).join(id));
+        }
         if rules.gone {
-            let dir = self.dir.join(key);
+            let dir = self.dir.join(&key);
             return fs::remove_dir_all(&dir).map_err(record_error(&dir));
         }
         record.installed = rules.ports.into_keys().collect();
-        self.write_record(key, &record)
+        self.write_record(&key, &record)
     }
 
     /// Every service's key, record and live members.
@@ -308,12 +415,29 @@ impl Registry {
             .collect()
     }
 
-    /// The live members of service `key`; stale ones are removed.
-    fn members(&self, key: &str) -> BTreeMap<String, Member> {
-        let Ok(entries) = fs::read_dir(self.members_dir(key)) else {
-            return BTreeMap::new();
+    /// The services with a member whose container is gone.
+    fn with_stale_members(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
         };
-        let mut members = BTreeMap::new();
+        entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|key| !self.members_and_stale(key).1.is_empty())
+            .collect()
+    }
+
+    /// The live members of service `key`.
+    fn members(&self, key: &str) -> BTreeMap<String, Member> {
+        self.members_and_stale(key).0
+    }
+
+    /// The members of service `key`: live ones, and those whose container is gone.
+    fn members_and_stale(&self, key: &str) -> (BTreeMap<String, Member>, Vec<(String, Member)>) {
+        let (mut members, mut stale) = (BTreeMap::new(), Vec::new());
+        let Ok(entries) = fs::read_dir(self.members_dir(key)) else {
+            return (members, stale);
+        };
         for entry in entries.flatten() {
             let (Ok(id), Some(member)) = (
                 entry.file_name().into_string(),
@@ -322,12 +446,12 @@ impl Registry {
                 continue;
             };
             if member.is_stale() {
-                let _ = fs::remove_file(entry.path());
+                stale.push((id, member));
             } else {
                 members.insert(id, member);
             }
         }
-        members
+        (members, stale)
     }
 
     fn member(&self, key: &str, id: &str) -> Option<Member> {
@@ -344,6 +468,15 @@ impl Registry {
 
     fn write_member(&self, key: &str, id: &str, member: &Member) -> Result<(), NetworkError> {
         write_json(&self.members_dir(key).join(id), member)
+    }
+}
+
+/// Container `id`'s port on the bridge, bound to its address and the MAC made of it.
+fn binding(id: &str, address: Ipv4Addr) -> Binding {
+    Binding {
+        link: host_link_name(id),
+        mac: mac_of(address),
+        address,
     }
 }
 
@@ -365,6 +498,8 @@ fn hosts_line(name: &str, address: Ipv4Addr) -> String {
 fn append(path: &Path, text: &str) -> io::Result<()> {
     fs::OpenOptions::new()
         .append(true)
+        // Written by wharf under a root-only directory; still never through a link.
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)?
         .write_all(text.as_bytes())
 }
@@ -397,8 +532,12 @@ fn check_unbound(port: &HostPort) -> Result<(), NetworkError> {
             port: port.to_string(),
             owner: owner_of(port).unwrap_or_else(|| "another program".into()),
         }),
-        // An address the host does not have is refused by validation's rules or
-        // works for no one; other errors are not the port's.
+        Some(err) if err.kind() == io::ErrorKind::AddrNotAvailable => {
+            Err(NetworkError::NotAHostAddress {
+                port: port.to_string(),
+            })
+        }
+        // Other errors are not the port's.
         _ => Ok(()),
     }
 }

@@ -26,26 +26,37 @@ pub enum Action {
     Replace,
     /// Recreate an exited container with the same spec, as its restart policy says.
     Restart,
+    /// Put a running replica on the bridge in its service's rotation once it is
+    /// ready: one that passed its check after an apply gave up on it, or whose apply
+    /// was killed before it joined.
+    Join,
 }
 
 impl Action {
-    /// "create", "remove", "replace", "restart".
+    /// "create", "remove", "replace", "restart", "join".
     pub fn verb(self) -> &'static str {
         match self {
             Action::Create => "create",
             Action::Remove => "remove",
             Action::Replace => "replace",
             Action::Restart => "restart",
+            Action::Join => "join",
         }
     }
 
-    /// "created", "removed", "replaced", "restarted".
+    /// Whether the step makes a container (from the service's image).
+    pub fn needs_image(self) -> bool {
+        matches!(self, Action::Create | Action::Replace | Action::Restart)
+    }
+
+    /// "created", "removed", "replaced", "restarted", "joined".
     pub fn done(self) -> &'static str {
         match self {
             Action::Create => "created",
             Action::Remove => "removed",
             Action::Replace => "replaced",
             Action::Restart => "restarted",
+            Action::Join => "joined",
         }
     }
 }
@@ -158,6 +169,9 @@ pub struct Inputs<'a> {
     pub manifest_dir: &'a Path,
     pub prune: bool,
     pub hold_back: &'a HoldBack,
+    /// Plan `Join` steps for running replicas out of rotation (an agent keeps the
+    /// rotation itself, from its health checks).
+    pub join_rotation: bool,
 }
 
 /// Computes the plan. Pure: no I/O, no clock; steps in (service, slot) order.
@@ -311,6 +325,13 @@ fn plan_service(
         }
         if let Some(reason) = restart_reason(keep, spec.restart, inputs.unhealthy.get(&keep.id)) {
             steps.push(step(slot, Action::Restart, reason, Some(keep)));
+        } else if inputs.join_rotation
+            && keep.status == ContainerStatus::Running
+            && keep.address.is_some()
+            && !keep.in_rotation
+        {
+            let reason = "running out of rotation".to_owned();
+            steps.push(step(slot, Action::Join, reason, Some(keep)));
         }
     }
 
@@ -337,7 +358,7 @@ fn plan_service(
     // (highest slot first) come last, creations in slot order first.
     let order = |s: &Step| match s.action {
         Action::Create => 0,
-        Action::Restart | Action::Replace => 1,
+        Action::Restart | Action::Replace | Action::Join => 1,
         Action::Remove => 2,
     };
     steps.sort_by_key(|s| order(s));
@@ -463,7 +484,35 @@ mod tests {
             manifest_dir: Path::new(DIR),
             prune,
             hold_back: &Default::default(),
+            join_rotation: true,
         })
+    }
+
+    #[test]
+    fn a_running_replica_out_of_rotation_joins_it_unless_an_agent_keeps_the_rotation() {
+        let web = service("web", "replicas: 2\n");
+        let mut out = running(&web, 0);
+        out.address = Some(std::net::Ipv4Addr::new(10, 77, 0, 2));
+        let mut serving = running(&web, 1);
+        serving.address = Some(std::net::Ipv4Addr::new(10, 77, 0, 3));
+        serving.in_rotation = true;
+        let observed = [out, serving];
+        let plan_with = |join_rotation| {
+            plan(&Inputs {
+                desired: std::slice::from_ref(&web),
+                observed: &observed,
+                current_digests: &BTreeMap::new(),
+                unhealthy: &BTreeMap::new(),
+                manifest_dir: Path::new(DIR),
+                prune: false,
+                hold_back: &HoldBack::default(),
+                join_rotation,
+            })
+        };
+        let plan = plan_with(true);
+        assert_eq!(actions(&plan), [("web".into(), 0, Action::Join)]);
+        assert_eq!(plan.steps[0].reason, "running out of rotation");
+        assert!(plan_with(false).is_empty());
     }
 
     fn actions(plan: &Plan) -> Vec<(String, u32, Action)> {
@@ -493,6 +542,7 @@ mod tests {
                 manifest_dir: Path::new(DIR),
                 prune: false,
                 hold_back,
+                join_rotation: true,
             })
         };
         let everything = plan_holding(&HoldBack::default());
@@ -546,6 +596,7 @@ mod tests {
                 restarts: ["web/1".to_owned()].into(),
                 ..HoldBack::default()
             },
+            join_rotation: true,
         });
         assert_eq!(actions(&plan), [("web".into(), 0, Action::Restart)]);
         assert_eq!(plan.held.len(), 1);
@@ -631,6 +682,7 @@ mod tests {
             manifest_dir: Path::new(DIR),
             prune: false,
             hold_back: &nothing_held,
+            join_rotation: true,
         };
         let plan = plan(&inputs(std::slice::from_ref(&always)));
         assert_eq!(actions(&plan), [("web".into(), 0, Action::Replace)]);
@@ -646,6 +698,7 @@ mod tests {
             manifest_dir: Path::new(DIR),
             prune: false,
             hold_back: &Default::default(),
+            join_rotation: true,
         });
         assert!(plan.is_empty());
     }
@@ -702,6 +755,7 @@ mod tests {
             manifest_dir: Path::new(DIR),
             prune: false,
             hold_back: &Default::default(),
+            join_rotation: true,
         });
         assert_eq!(actions(&plan), [("a".into(), 0, Action::Restart)]);
         assert_eq!(

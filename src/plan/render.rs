@@ -117,6 +117,7 @@ fn render_step(step: &Step, palette: &Palette) -> String {
         Action::Remove => (palette.red("-"), "remove"),
         Action::Replace => (palette.yellow("-/+"), "replace"),
         Action::Restart => (palette.yellow("~"), "restart"),
+        Action::Join => (palette.green("~"), "join rotation"),
     };
     format!(
         "{mark} {}/{}  {word}: {}",
@@ -133,6 +134,7 @@ pub fn summary(plan: &Plan) -> String {
         (Action::Create, "to create"),
         (Action::Replace, "to replace"),
         (Action::Restart, "to restart"),
+        (Action::Join, "to join rotation"),
         (Action::Remove, "to remove"),
     ]
     .iter()
@@ -179,6 +181,7 @@ struct JsonSummary {
     create: usize,
     replace: usize,
     restart: usize,
+    join: usize,
     remove: usize,
 }
 
@@ -190,6 +193,7 @@ pub fn render_json(plan: &Plan) -> String {
             create: plan.count(Action::Create),
             replace: plan.count(Action::Replace),
             restart: plan.count(Action::Restart),
+            join: plan.count(Action::Join),
             remove: plan.count(Action::Remove),
         },
         steps: &plan.steps,

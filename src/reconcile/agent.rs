@@ -169,6 +169,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
     /// nothing is waiting), or why nothing could be done this time.
     pub async fn reconcile(&mut self) -> Result<Option<Instant>, ReconcileError> {
         let lock = ReconcileLock::acquire(&self.root, None).map_err(ReconcileError::Lock)?;
+        super::restore_network(self.executor.runtime).await;
         let desired = self.load()?;
         let observed = self
             .executor
@@ -194,9 +195,11 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         };
         // The agent follows deletions: a directory emptied file by file removes what
         // ran from it (an unreadable directory changes nothing, see `load`).
+        // The agent keeps rotations itself, from its health checks (`follow_health`).
         let options = Options {
             prune: true,
             allow_empty: true,
+            join_rotation: false,
         };
         let mut planned = prepare(desired, observed, &facts, &self.dir, options)?;
         // The events say how long the next restart of each slot will wait.

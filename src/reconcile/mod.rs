@@ -66,6 +66,17 @@ pub enum StepError {
         #[source]
         cleanup: Option<Box<RuntimeError>>,
     },
+    /// A replica on the bridge, first in its slot, did not become ready: it keeps
+    /// running out of rotation, so that its output can be read.
+    #[error(
+        "replica {service}/{slot} {}; it keeps running out of rotation: `wharf logs {service} --replica {slot}` shows its output",
+        error_chain(.cause)
+    )]
+    NotReady {
+        service: String,
+        slot: u32,
+        cause: HealthError,
+    },
     /// Start-first: the new replica failed before the old one was touched.
     #[error("{}; the old replica keeps running", error_chain(.cause))]
     OldKeptRunning { cause: Box<StepError> },
@@ -148,7 +159,7 @@ impl<R: Runtime> Executor<'_, R> {
                 let outcomes =
                     futures_util::future::join_all(batch.iter().map(|step| async move {
                         match image_failure {
-                            Some(cause) if step.action != Action::Remove => Err(cause.for_step()),
+                            Some(cause) if step.action.needs_image() => Err(cause.for_step()),
                             _ => self.run_step(step, service, observed).await,
                         }
                     }))
@@ -186,6 +197,7 @@ impl<R: Runtime> Executor<'_, R> {
                 self.create_ready(service, step.slot).await
             }
             (Action::Replace, Some(service)) => self.replace(step, service, observed).await,
+            (Action::Join, Some(service)) => self.join(step, service).await,
             (_, None) => Err(StepError::NotInManifests {
                 service: step.service.clone(),
             }),
@@ -254,37 +266,71 @@ impl<R: Runtime> Executor<'_, R> {
 
     /// Creates and starts a replica. One on the bridge gets connections (its
     /// service's published ports and name) only once it is ready: it is put in
-    /// rotation after its health check passed (see `create_healthy`).
+    /// rotation after its health check passed. One that does not pass keeps running
+    /// out of rotation (there is no replica before it to fall back to, and its
+    /// output says why).
     async fn create_ready(&self, service: &Service, slot: u32) -> Result<(), StepError> {
-        match service.spec.network {
-            Network::Bridge => self.create_healthy(service, slot).await,
-            Network::Host | Network::None => self.create(service, slot).await.map(drop),
+        let id = self.create(service, slot).await?;
+        if service.spec.network != Network::Bridge {
+            return Ok(());
         }
+        if let Err(cause) = self.wait_until_ready(service, &id).await {
+            return Err(StepError::NotReady {
+                service: service.name().to_owned(),
+                slot,
+                cause,
+            });
+        }
+        self.serve(&id).await
     }
 
     /// Creates and starts a replica, waits for its health check to pass (when it has
     /// one), and puts it in rotation; a replica that fails its check is removed.
     async fn create_healthy(&self, service: &Service, slot: u32) -> Result<(), StepError> {
         let id = self.create(service, slot).await?;
-        if let Some(health) = &service.spec.health {
-            let deadline = service
-                .spec
-                .update
-                .deadline
-                .map_or_else(|| health.verdict_within(), |d| d.as_std());
-            if let Err(cause) = wait_until_healthy(self.runtime, &id, health, deadline).await {
-                let (signal, timeout) = stop_settings(Some(&service.spec));
-                let removed = async {
-                    self.runtime.stop(&id, signal, timeout).await?;
-                    self.runtime.remove(&id).await
-                };
-                return Err(StepError::Unhealthy {
-                    cause,
-                    cleanup: removed.await.err().map(Box::new),
-                });
-            }
+        if let Err(cause) = self.wait_until_ready(service, &id).await {
+            let (signal, timeout) = stop_settings(Some(&service.spec));
+            let removed = async {
+                self.runtime.stop(&id, signal, timeout).await?;
+                self.runtime.remove(&id).await
+            };
+            return Err(StepError::Unhealthy {
+                cause,
+                cleanup: removed.await.err().map(Box::new),
+            });
         }
         self.serve(&id).await
+    }
+
+    /// Waits for a new replica's health check to pass (within `update.deadline`), when
+    /// its service has one.
+    async fn wait_until_ready(&self, service: &Service, id: &str) -> Result<(), HealthError> {
+        let Some(health) = &service.spec.health else {
+            return Ok(());
+        };
+        let deadline = service
+            .spec
+            .update
+            .deadline
+            .map_or_else(|| health.verdict_within(), |d| d.as_std());
+        wait_until_healthy(self.runtime, id, health, deadline).await
+    }
+
+    /// Puts a running replica in rotation once it is ready; one that is not keeps
+    /// running out of rotation.
+    async fn join(&self, step: &Step, service: &Service) -> Result<(), StepError> {
+        let Some(id) = step.container.as_deref() else {
+            return Ok(());
+        };
+        if let Err(cause) = self.wait_until_ready(service, id).await {
+            return Err(StepError::NotReady {
+                service: service.name().to_owned(),
+                slot: step.slot,
+                cause,
+            });
+        }
+        self.runtime.set_serving(id, true).await?;
+        Ok(())
     }
 
     /// Puts a new replica in rotation. One that cannot get connections is no
@@ -357,7 +403,7 @@ impl<R: Runtime> Executor<'_, R> {
         let needed: BTreeMap<&str, &Service> = plan
             .steps
             .iter()
-            .filter(|s| s.action != Action::Remove)
+            .filter(|s| s.action.needs_image())
             .filter_map(|s| desired.iter().find(|d| d.name() == s.service))
             .map(|s| (s.spec.image.as_str(), s))
             .collect();
@@ -423,6 +469,14 @@ fn batches<'s>(steps: &[&'s Step], spec: Option<&ServiceSpec>) -> Vec<Vec<&'s St
             {
                 batch.push(step)
             }
+            // New replicas take nothing down: they start (and wait to be ready)
+            // together.
+            Some(batch)
+                if step.action == Action::Create
+                    && batch.iter().all(|s| s.action == Action::Create) =>
+            {
+                batch.push(step)
+            }
             _ => batches.push(vec![step]),
         }
     }
@@ -468,11 +522,21 @@ pub async fn apply<R: Runtime>(
     planned: &Planned,
     observer: &dyn StepObserver,
 ) -> Outcome {
+    restore_network(executor.runtime).await;
     let report = executor
         .execute(&planned.plan, &planned.desired, &planned.observed, observer)
         .await;
     let recorded = record(root, &planned.manifest_dir, &planned.desired, &report);
     Outcome { report, recorded }
+}
+
+/// Puts the network's rules back if another program removed them: containers on
+/// the bridge would otherwise send nothing and be reached by nothing. A failure is
+/// logged; the steps still run (a create says what is wrong with the network).
+pub async fn restore_network<R: Runtime>(runtime: &R) {
+    if let Err(err) = runtime.restore_network().await {
+        tracing::warn!("{}", error_chain(&err));
+    }
 }
 
 /// Records the apply in the state database: services whose steps all succeeded are
@@ -550,7 +614,7 @@ mod tests {
     }
 
     #[test]
-    fn replacements_go_max_unavailable_at_a_time() {
+    fn creations_go_together_and_replacements_max_unavailable_at_a_time() {
         let text = "apiVersion: wharf/v1\nkind: Service\nname: web\nimage: busybox\nupdate: {max_unavailable: 2}\n";
         let spec = parse_manifest(std::path::Path::new("w.yaml"), text.as_bytes())
             .expect("valid")
@@ -558,6 +622,7 @@ mod tests {
             .spec;
         let steps = [
             step(3, Action::Create),
+            step(5, Action::Create),
             step(0, Action::Replace),
             step(1, Action::Replace),
             step(2, Action::Replace),
@@ -568,6 +633,6 @@ mod tests {
             .iter()
             .map(|batch| batch.iter().map(|s| s.slot).collect())
             .collect();
-        assert_eq!(slots, [vec![3], vec![0, 1], vec![2], vec![4]]);
+        assert_eq!(slots, [vec![3, 5], vec![0, 1], vec![2], vec![4]]);
     }
 }

@@ -62,6 +62,8 @@ pub struct Options {
     pub prune: bool,
     /// Let `prune` remove everything when the directory holds no services.
     pub allow_empty: bool,
+    /// Put running replicas out of rotation back once ready (see `Action::Join`).
+    pub join_rotation: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,7 @@ pub fn prepare(
         manifest_dir,
         prune: options.prune,
         hold_back: &facts.hold_back,
+        join_rotation: options.join_rotation,
     });
     let fingerprint = fingerprint(&desired, &observed, &facts.current_digests);
     Ok(Planned {
@@ -191,6 +194,7 @@ mod tests {
         let prune = Options {
             prune: true,
             allow_empty: false,
+            join_rotation: true,
         };
         let err = prepare_empty(vec![running_from(DIR)], prune)
             .err()

@@ -526,8 +526,10 @@ fn mounts(service: &ServiceSpec, host: &HostFacts) -> Result<Vec<Mount>, Runtime
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(invalid)?;
+    // Read-only: wharf keeps them (service names are appended to hosts), and a
+    // container writing them would fill the host's disk outside its own limits.
     for file in ["hosts", "hostname", "resolv.conf"] {
-        let etc_file = bind(&host.etc_dir.join(file), &format!("/etc/{file}"), false);
+        let etc_file = bind(&host.etc_dir.join(file), &format!("/etc/{file}"), true);
         mounts.push(etc_file.map_err(invalid)?);
     }
     if service.volumes.len() != host.mounts.len() {
@@ -707,7 +709,7 @@ mod tests {
             mounts[SYSTEM_MOUNTS.len()],
             json!({ "destination": "/etc/hosts", "type": "bind",
                     "source": "/var/lib/wharf/containers/web-1-abcdef/etc/hosts",
-                    "options": ["rbind", "rprivate", "nosuid", "nodev", "rw"] })
+                    "options": ["rbind", "rprivate", "nosuid", "nodev", "ro", "rro"] })
         );
         assert_eq!(
             mounts[mounts.len() - 2],

@@ -28,7 +28,9 @@ use super::users::resolve_user;
 use super::CreateRequest;
 use crate::image::{mount_rootfs, ImageConfig};
 use crate::manifest::{Network, ServiceSpec, VolumeKind};
-use crate::network::{attach, bring_up_loopback, register, reserve, service_key, Membership};
+use crate::network::{
+    attach, bridge, bring_up_loopback, register, reserve, service_key, Membership,
+};
 use crate::process::libcontainer_lock;
 use crate::reaper::Reaper;
 
@@ -80,10 +82,12 @@ impl LibcontainerRuntime {
         check_executable(&rootfs, &args[0], service, &image.config)?;
         let mounts = self.volume_sources(service, dir)?;
         let etc_dir = dir.join("etc");
-        let address = match service.network {
-            Network::Bridge => Some(self.reserve_address(dir, &service.name)?),
+        // The bridge is checked before an address is reserved.
+        let on_bridge = match service.network {
+            Network::Bridge => Some((bridge()?, self.reserve_address(dir, &service.name)?)),
             Network::Host | Network::None => None,
         };
+        let address = on_bridge.map(|(_, address)| address);
         write_etc_files(&etc_dir, hostname, service.network, address)
             .map_err(CreateError::EtcFiles)?;
         if let Some(address) = address {
@@ -122,9 +126,9 @@ impl LibcontainerRuntime {
         }
 
         let pid = self.build_in_forked_copy(id, dir, service)?;
-        match (service.network, address) {
+        match (service.network, on_bridge) {
             (Network::None, _) => bring_up_loopback(pid).map_err(CreateError::Loopback)?,
-            (Network::Bridge, Some(address)) => attach(pid, id, address)?,
+            (_, Some((bridge, address))) => attach(&bridge, pid, id, address)?,
             _ => {}
         }
         let started = start_time(pid).ok_or(CreateError::ExitedDuringCreation)?;

@@ -118,6 +118,16 @@ impl Runtime for LibcontainerRuntime {
         blocking(move || runtime.set_serving_blocking(&id, serving)).await
     }
 
+    async fn restore_network(&self) -> Result<(), RuntimeError> {
+        blocking(|| {
+            crate::network::restore().map_err(|source| RuntimeError::Rotation {
+                what: "the services on the bridge".into(),
+                source,
+            })
+        })
+        .await
+    }
+
     async fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         let runtime = self.clone();
         blocking(move || runtime.list_blocking()).await

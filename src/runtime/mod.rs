@@ -164,6 +164,9 @@ pub trait Runtime: Send + Sync {
         id: &str,
         serving: bool,
     ) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// Puts the network's rules back if another program removed them (a flushed
+    /// ruleset); done at most once a minute.
+    fn restore_network(&self) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Every container wharf created under this root.
     fn list(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
     /// Runs a command inside a running container (health checks), killing it after

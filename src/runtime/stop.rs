@@ -88,13 +88,23 @@ impl LibcontainerRuntime {
     ) -> Result<bool, RuntimeError> {
         self.ensure_ours(id)?;
         let record = AddressRecord::read(&self.container_dir(id)).ok().flatten();
-        match record.and_then(|record| record.service_key) {
-            Some(key) => set_serving(&key, id, serving).map_err(|source| RuntimeError::Rotation {
+        let Some(key) = record.and_then(|record| record.service_key) else {
+            return Ok(false);
+        };
+        let rotation = |serving| {
+            set_serving(&key, id, serving).map_err(|source| RuntimeError::Rotation {
                 what: format!("container {id}"),
                 source,
-            }),
-            None => Ok(false),
+            })
+        };
+        let was = rotation(serving)?;
+        // A container that ended before it joined: its monitor took it out of rotation
+        // before it was put in. Looked at after joining, the end is seen here or the
+        // monitor's removal comes after.
+        if serving && self.live_pid(id).is_none() {
+            rotation(false)?;
         }
+        Ok(was)
     }
 
     /// Tells the container's monitor that an end coming now is wharf's doing, not the

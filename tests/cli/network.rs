@@ -159,6 +159,17 @@ fn a_published_port_spreads_over_the_replicas_each_with_its_own_address() {
     assert!(ok(&by_name).starts_with("v1 web-"));
     let status = ok(&wharf_at(root.path(), &["status"])).to_owned();
     assert_eq!(status.matches("in rotation").count(), 3, "{status}");
+    assert!(
+        status.starts_with("web  3/3 running  name web → 10.77."),
+        "{status}"
+    );
+    assert!(
+        status
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with(", publishes 18181/tcp")),
+        "{status}"
+    );
     let table = wharf_table();
     assert!(
         table.contains(&service_chain(root.path(), "web")),
@@ -455,4 +466,69 @@ fn a_kill_during_apply_then_apply_again_leaves_no_duplicate_address_or_interface
         !table.contains(&service_chain(root.path(), "killed")),
         "{table}"
     );
+}
+
+#[test]
+fn a_replica_that_never_passes_its_check_stays_out_of_rotation_and_apply_says_so() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    write(
+        dir.path(),
+        "never.yaml",
+        web(
+            "never",
+            "env: {VERSION: v1}\nports: [{container: 8080, host: 18185}]\n\
+             health: {exec: [/bin/false], interval: 200ms, retries: 2}\n",
+        ),
+    );
+    let run = wharf_at(
+        root.path(),
+        &["apply", "--yes", dir.path().to_str().expect("UTF-8")],
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("replica never/0 unhealthy")
+            && said.contains("keeps running out of rotation"),
+        "{said}"
+    );
+    // It runs (its output can be read) and gets no connection: nothing answers.
+    let status = ok(&wharf_at(root.path(), &["status"])).to_owned();
+    assert!(status.contains("out of rotation"), "{status}");
+    assert!(try_get(local(18185)).is_err());
+    ok(&wharf_at(root.path(), &["down", "--all"]));
+}
+
+#[test]
+fn rules_another_program_removed_are_put_back_by_the_next_apply() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    write(
+        dir.path(),
+        "back.yaml",
+        web(
+            "back",
+            "env: {VERSION: v1}\nports: [{container: 8080, host: 18186}]\n",
+        ),
+    );
+    let apply = || {
+        ok(&wharf_at(
+            root.path(),
+            &["apply", "--yes", dir.path().to_str().expect("UTF-8")],
+        ))
+        .to_owned()
+    };
+    apply();
+    assert_eq!(get(local(18186)), "v1 back-0\n");
+    // As a firewall reload would (only this test's chain: other tests run meanwhile).
+    let flushed = Command::new("nft")
+        .args(["flush", "chain", "inet", "wharf", "port-tcp-18186"])
+        .status()
+        .expect("nft runs");
+    assert!(flushed.success());
+    assert!(try_get(local(18186)).is_err(), "the port leads nowhere now");
+    let again = apply();
+    assert!(again.contains("No changes"), "{again}");
+    assert_eq!(get(local(18186)), "v1 back-0\n");
+    ok(&wharf_at(root.path(), &["down", "--all"]));
 }
