@@ -193,7 +193,8 @@ async fn a_replica_that_cannot_be_created_is_reported_and_stops_its_service_only
     tokio::time::pause();
     let runtime = FakeRuntime::new().create_fails_if(version_two);
     let report = images.converge(&runtime, &[images.web(2, "")]).await;
-    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    // New replicas are created together: each failure is reported.
+    assert_eq!(report.failed.len(), 2, "{:?}", report.failed);
     assert!(wharf::error_chain(&report.failed[0].1).contains("scripted creation failure"));
     assert!(running(&runtime).is_empty());
 }
@@ -236,11 +237,21 @@ async fn a_replica_is_kept_out_of_rotation_for_its_drain_time_before_it_is_stopp
     images
         .converge(&runtime, &[images.web(1, "stop: {drain: 3s}\n")])
         .await;
+    let replica = runtime.containers().remove(0);
+    assert!(replica.in_rotation);
     let started = tokio::time::Instant::now();
-    // Removing the service stops its replicas: each leaves the rotation 3 s before.
-    images.converge(&runtime, &[]).await;
-    assert!(runtime.containers().is_empty());
+    wharf::runtime::stop_and_remove(&runtime, &replica)
+        .await
+        .expect("stopped and removed");
     assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    let journal = runtime.journal();
+    let drained = journal
+        .iter()
+        .position(|l| *l == format!("drain {}", replica.id));
+    let stopped = journal
+        .iter()
+        .position(|l| *l == format!("stop {}", replica.id));
+    assert!(drained.is_some() && drained < stopped, "{journal:#?}");
 }
 
 /// An agent following a manifest directory of its own, on the test double.

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -317,22 +317,27 @@ pub(super) fn apply_services(services: &[ServiceRules]) -> Result<(), String> {
 }
 
 /// Runs `nft -f -` with `ruleset` as one transaction. In a process that runs
-/// containers, its exit status comes from the reaper (see `crate::process`).
+/// containers, its exit status comes from the reaper (see `crate::process`). The
+/// rules are read from an unnamed temporary file, not a pipe: a pipe's write end,
+/// copied into a process libcontainer forks meanwhile (a container's init keeps what
+/// it inherited until it starts), would keep nft waiting for the end of its input.
 fn run_nft(ruleset: &str) -> Result<(), String> {
     let since = SystemTime::now();
+    let rules = tempfile::tempfile()
+        .and_then(|mut file| {
+            file.write_all(ruleset.as_bytes())?;
+            file.seek(SeekFrom::Start(0))?;
+            Ok(file)
+        })
+        .map_err(|err| format!("cannot write the rules for nft: {err}"))?;
     let mut nft = spawn_beside_containers(
         Command::new("nft")
             .args(["-f", "-"])
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(rules))
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     )
     .map_err(|err| format!("cannot run nft: {err}"))?;
-    if let Some(mut stdin) = nft.stdin.take() {
-        stdin
-            .write_all(ruleset.as_bytes())
-            .map_err(|err| format!("cannot give nft the rules: {err}"))?;
-    }
     // Waited for first, so that a hung nft is bounded in time; what it said then
     // waits in the pipe (a few lines, far less than a pipe holds).
     match Reaper::global().wait_for(nft.id() as i32, since, NFT_TIMEOUT) {

@@ -444,7 +444,8 @@ fn a_rollout_that_fails_its_health_check_stops_and_is_not_retried_until_the_next
     // `wharf status` says so under the service, with what to do.
     let status = wharf_at(root, &["status"]).stdout;
     assert!(
-        status.contains("api  3/3 running\n  rollout stopped at replica 0 (")
+        status.starts_with("api  3/3 running")
+            && status.contains("\n  rollout stopped at replica 0 (")
             && status.contains("the old replica keeps running; edit the manifest to retry"),
         "{status}"
     );
