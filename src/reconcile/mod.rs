@@ -459,6 +459,10 @@ pub async fn current_digests(
 /// every other step alone.
 fn batches<'s>(steps: &[&'s Step], spec: Option<&ServiceSpec>) -> Vec<Vec<&'s Step>> {
     let size = spec.map_or(1, |spec| spec.update.max_unavailable.max(1) as usize);
+    // On the bridge a new replica waits to be ready before it takes traffic: new
+    // replicas wait together. Elsewhere creations are quick and one at a time (builds
+    // are one at a time anyway; more at once only contend).
+    let creations_together = spec.is_some_and(|spec| spec.network == Network::Bridge);
     let mut batches: Vec<Vec<&Step>> = Vec::new();
     for step in steps {
         match batches.last_mut() {
@@ -469,10 +473,9 @@ fn batches<'s>(steps: &[&'s Step], spec: Option<&ServiceSpec>) -> Vec<Vec<&'s St
             {
                 batch.push(step)
             }
-            // New replicas take nothing down: they start (and wait to be ready)
-            // together.
             Some(batch)
-                if step.action == Action::Create
+                if creations_together
+                    && step.action == Action::Create
                     && batch.iter().all(|s| s.action == Action::Create) =>
             {
                 batch.push(step)
