@@ -59,7 +59,7 @@ pub enum NetworkError {
     Bridge(#[source] io::Error),
     #[error("cannot enable IPv4 forwarding (/proc/sys/net/ipv4/ip_forward): {0}")]
     Forwarding(#[source] io::Error),
-    #[error("cannot install the egress NAT rule of table inet wharf: {0}; is nftables installed?")]
+    #[error("cannot install the fixed rules of table inet wharf: {0}")]
     Nat(String),
     #[error("cannot connect the container to {BRIDGE}: {0}")]
     Attach(#[source] io::Error),

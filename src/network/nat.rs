@@ -337,7 +337,7 @@ fn run_nft(ruleset: &str) -> Result<(), String> {
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     )
-    .map_err(|err| format!("cannot run nft: {err}"))?;
+    .map_err(|err| format!("cannot run nft (is nftables installed?): {err}"))?;
     // Waited for first, so that a hung nft is bounded in time; what it said then
     // waits in the pipe (a few lines, far less than a pipe holds).
     match Reaper::global().wait_for(nft.id() as i32, since, NFT_TIMEOUT) {

@@ -532,3 +532,69 @@ fn rules_another_program_removed_are_put_back_by_the_next_apply() {
     assert_eq!(get(local(18186)), "v1 back-0\n");
     ok(&wharf_at(root.path(), &["down", "--all"]));
 }
+
+#[test]
+fn a_host_port_a_program_listens_on_or_another_service_publishes_is_refused() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    // This test listens on 18187 itself: wharf names it.
+    let listener = std::net::TcpListener::bind("0.0.0.0:18187").expect("bind 18187");
+    write(
+        dir.path(),
+        "taken.yaml",
+        web(
+            "taken",
+            "env: {VERSION: v1}\nports: [{container: 8080, host: 18187}]\n",
+        ),
+    );
+    let run = wharf_at(
+        root.path(),
+        &["apply", "--yes", dir.path().to_str().expect("UTF-8")],
+    );
+    assert_eq!(run.code, 1);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    let me = format!("(pid {})", std::process::id());
+    assert!(
+        said.contains("host port 18187/tcp is already in use on this host by")
+            && said.contains(&me),
+        "{said}"
+    );
+    assert!(
+        ps(root.path()).as_array().is_some_and(Vec::is_empty),
+        "nothing is left"
+    );
+    drop(listener);
+
+    // Published by a service of this root, the port is refused to another root.
+    ok(&wharf_at(
+        root.path(),
+        &["apply", "--yes", dir.path().to_str().expect("UTF-8")],
+    ));
+    let other_root = tempfile::tempdir().expect("another root");
+    let other_dir = tempfile::tempdir().expect("its manifests");
+    write(
+        other_dir.path(),
+        "thief.yaml",
+        web(
+            "thief",
+            "env: {VERSION: v1}\nports: [{container: 8080, host: 18187}]\n",
+        ),
+    );
+    let run = wharf_at(
+        other_root.path(),
+        &["apply", "--yes", other_dir.path().to_str().expect("UTF-8")],
+    );
+    assert_eq!(run.code, 1);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("host port 18187/tcp is already published by service taken (wharf root"),
+        "{said}"
+    );
+    assert_eq!(
+        get(local(18187)),
+        "v1 taken-0\n",
+        "the first service keeps it"
+    );
+    ok(&wharf_at(root.path(), &["down", "--all"]));
+    ok(&wharf_at(other_root.path(), &["down", "--all"]));
+}
