@@ -49,6 +49,14 @@ pub(super) fn ensure_rules(subnet: &Subnet) -> Result<(), String> {
     Ok(())
 }
 
+/// Every services transaction carries the fixed part too: no separate run is due
+/// for a while after one.
+fn note_installed() {
+    *INSTALLED_AT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+}
+
 /// The fixed part of the table. Declaring the table, maps and chains creates them if
 /// missing; the fixed chains are then rewritten whole, so that running this again
 /// changes nothing (and services' chains and map elements stay).
@@ -313,7 +321,9 @@ fn spread(targets: impl ExactSizeIterator<Item = String>) -> String {
 
 /// Applies services' rules in one transaction (see `services_script`).
 pub(super) fn apply_services(services: &[ServiceRules]) -> Result<(), String> {
-    run_nft(&services_script(&Subnet::current(), services))
+    run_nft(&services_script(&Subnet::current(), services))?;
+    note_installed();
+    Ok(())
 }
 
 /// Runs `nft -f -` with `ruleset` as one transaction. In a process that runs
