@@ -10,7 +10,9 @@
 //! nftables transaction for that service, computed from its members: any wharf
 //! process (apply, the agent, a container's monitor when it exits) may make it, and
 //! the last one writes what is true. A member whose container directory is gone (a
-//! wharf killed while removing it) counts for nothing and is dropped.
+//! wharf killed while removing it) counts for nothing: its rules and binding go.
+//! `restore` puts every service back in one transaction, after another program
+//! flushed the ruleset.
 //!
 //! Names: a virtual address per service, written into the hosts files rather than
 //! served by a resolver (podman's aardvark-dns): nothing runs for it, lookups work
