@@ -55,6 +55,14 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     Ok(bytes)
 }
 
+/// `read_regular` as text (invalid UTF-8 replaced): small files of the host and of
+/// wharf's own records (cgroup counters, /proc tables, JSON records).
+pub fn read_regular_text(path: &Path, limit: u64) -> Result<String, ReadError> {
+    let bytes = read_regular(path, limit)?;
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned()))
+}
+
 /// Err names what `meta` describes when it is not a regular file.
 pub fn require_regular(meta: &Metadata) -> Result<(), ReadError> {
     let file_type = meta.file_type();

@@ -36,7 +36,9 @@ pub fn to_kubernetes(services: &[Service]) -> (Vec<Value>, Vec<Warning>) {
         } else if spec.network == Network::Host {
             // Without ports, only a host-network service is reachable from elsewhere.
             if let Some(port) = spec.health.as_ref().and_then(health_port) {
-                objects.push(kube_service(spec, port));
+                let port =
+                    json!({ "name": format!("port-{port}"), "port": port, "targetPort": port });
+                objects.push(kube_service(spec, vec![port]));
             }
         }
         for name in spec.volumes.iter().filter_map(|v| v.name.as_ref()) {
@@ -400,6 +402,11 @@ fn published_ports_service(spec: &ServiceSpec, warn: &mut impl FnMut(&str, Strin
             spec.name
         ),
     );
+    kube_service(spec, ports)
+}
+
+/// A ClusterIP Service named after the service, selecting its pods, with `ports`.
+fn kube_service(spec: &ServiceSpec, ports: Vec<Value>) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -407,18 +414,6 @@ fn published_ports_service(spec: &ServiceSpec, warn: &mut impl FnMut(&str, Strin
         "spec": {
             "selector": selector(spec),
             "ports": ports,
-        },
-    })
-}
-
-fn kube_service(spec: &ServiceSpec, port: u16) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": spec.name, "labels": labels(spec) },
-        "spec": {
-            "selector": selector(spec),
-            "ports": [{ "name": format!("port-{port}"), "port": port, "targetPort": port }],
         },
     })
 }

@@ -126,8 +126,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
             }
         }
     }
-    loaded.errors.extend(duplicate_names(&loaded.services));
-    loaded.errors.extend(clashing_ports(&loaded.services));
+    loaded.errors.extend(clashes(&loaded.services));
     loaded
 }
 
@@ -187,8 +186,7 @@ pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Vec<Service>, Vec<Dia
             Err(found) => errors.extend(found),
         }
     }
-    errors.extend(duplicate_names(&services));
-    errors.extend(clashing_ports(&services));
+    errors.extend(clashes(&services));
     if errors.is_empty() {
         Ok(services)
     } else {
@@ -246,8 +244,16 @@ fn service_from_document(path: &Path, document: &Node) -> Result<Service, Vec<Di
     })
 }
 
+/// What makes a set of services unusable together, whatever each is alone: a name
+/// given twice, a host port published twice.
+pub fn clashes(services: &[Service]) -> Vec<Diagnostic> {
+    let mut clashes = duplicate_names(services);
+    clashes.extend(clashing_ports(services));
+    clashes
+}
+
 /// One error for every service whose name was already used, naming both places.
-pub fn duplicate_names(services: &[Service]) -> Vec<Diagnostic> {
+fn duplicate_names(services: &[Service]) -> Vec<Diagnostic> {
     let mut first_by_name: HashMap<&str, &Service> = HashMap::new();
     let mut errors = Vec::new();
     for service in services {
@@ -279,15 +285,6 @@ struct Published<'a> {
 }
 
 impl Published<'_> {
-    /// Whether two ports of the same protocol and host port would receive the same
-    /// connections: no host_ip means every address of the host.
-    fn overlaps(&self, other: &Published<'_>) -> bool {
-        match (self.port.host_ip, other.port.host_ip) {
-            (Some(mine), Some(theirs)) => mine == theirs,
-            _ => true,
-        }
-    }
-
     /// `18080/tcp on all addresses`, `18080/tcp on 127.0.0.1`.
     fn describe(&self) -> String {
         let on = match self.port.host_ip {
@@ -301,7 +298,7 @@ impl Published<'_> {
 /// One error for every published port that an earlier one already takes (the same
 /// protocol and host port on an overlapping address), in the same service or in
 /// another, naming both places: the host would not know where to send a connection.
-pub fn clashing_ports(services: &[Service]) -> Vec<Diagnostic> {
+fn clashing_ports(services: &[Service]) -> Vec<Diagnostic> {
     let mut published: HashMap<(Protocol, u16), Vec<Published<'_>>> = HashMap::new();
     let mut errors = Vec::new();
     for service in services {
@@ -312,7 +309,11 @@ pub fn clashing_ports(services: &[Service]) -> Vec<Diagnostic> {
                 port,
             };
             let taken = published.entry((port.protocol, port.host)).or_default();
-            match taken.iter().find(|earlier| this.overlaps(earlier)).copied() {
+            match taken
+                .iter()
+                .find(|earlier| port.overlaps(earlier.port))
+                .copied()
+            {
                 Some(earlier) => errors.push(port_clash(&this, &earlier)),
                 None => taken.push(this),
             }

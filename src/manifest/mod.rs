@@ -20,8 +20,8 @@ pub use diagnostic::Diagnostic;
 pub use hash::SpecHash;
 pub use image_ref::{ImageRef, ImageRefProblem, InvalidImageRef};
 pub use load::{
-    clashing_ports, duplicate_names, is_manifest_name, load_file, load_paths, manifest_files,
-    parse_manifest, Loaded, Service, MAX_MANIFEST_BYTES,
+    clashes, is_manifest_name, load_file, load_paths, manifest_files, parse_manifest, Loaded,
+    Service, MAX_MANIFEST_BYTES,
 };
 pub use spec::*;
 pub use trust::only_root_can_write;

@@ -183,6 +183,19 @@ pub struct PortSpec {
 
 /// An IPv4 address as written, with a message that says what to write instead of
 /// the standard library's "invalid IPv4 address syntax".
+impl PortSpec {
+    /// Whether both would receive the same connections: the same protocol and host
+    /// port on an overlapping address (no host_ip is every address of the host).
+    pub fn overlaps(&self, other: &PortSpec) -> bool {
+        self.protocol == other.protocol
+            && self.host == other.host
+            && match (self.host_ip, other.host_ip) {
+                (Some(mine), Some(theirs)) => mine == theirs,
+                _ => true,
+            }
+    }
+}
+
 fn host_ip_from_text<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<std::net::Ipv4Addr>, D::Error> {

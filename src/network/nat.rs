@@ -163,13 +163,6 @@ pub struct HostPort {
 }
 
 impl HostPort {
-    /// Whether both would receive the same packets.
-    pub fn overlaps(&self, other: &HostPort) -> bool {
-        self.protocol == other.protocol
-            && self.port == other.port
-            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
-    }
-
     fn chain(&self) -> String {
         let protocol = self.protocol.name();
         match self.host_ip {
@@ -445,15 +438,6 @@ mod tests {
         assert!(port
             .map_element()
             .starts_with("published-on { 127.0.0.1 . udp . 53"));
-        let any = HostPort {
-            host_ip: None,
-            ..port
-        };
-        assert!(port.overlaps(&any) && any.overlaps(&port));
-        assert!(!port.overlaps(&HostPort {
-            host_ip: Some(Ipv4Addr::new(10, 0, 0, 1)),
-            ..port
-        }));
     }
 
     #[test]

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 
 use super::nat::{self, Binding, HostPort, ServiceRules};
 use super::{host_link_name, mac_of, NetworkError, Subnet};
+use crate::bounded_read::read_regular_text;
 use crate::lockfile::FileLock;
 use crate::manifest::{PortSpec, Protocol};
 
@@ -205,21 +206,20 @@ impl Registry {
             self.sync(&stale, None, None)?;
         }
         let services = self.all();
-        let ports: BTreeSet<HostPort> = new.ports.iter().map(host_port).collect();
-        for port in &ports {
+        for port in new.ports {
             let owner = services.iter().find(|(other, _, members)| {
                 *other != key
                     && members
                         .values()
-                        .any(|member| member.ports.iter().any(|p| host_port(p).overlaps(port)))
+                        .any(|member| member.ports.iter().any(|p| p.overlaps(port)))
             });
             if let Some((_, record, _)) = owner {
                 return Err(NetworkError::PortPublished {
-                    port: port.to_string(),
+                    port: host_port(port).to_string(),
                     owner: format!("{} (wharf root {})", record.name, record.root.display()),
                 });
             }
-            check_unbound(port)?;
+            check_unbound(&host_port(port))?;
         }
         let existing = services.iter().find(|(other, ..)| *other == key);
         let address = match existing {
@@ -554,7 +554,7 @@ fn owner_of(port: &HostPort) -> Option<String> {
     };
     let inodes: BTreeSet<String> = tables
         .iter()
-        .filter_map(|table| read_bounded(Path::new(table), 16 << 20))
+        .filter_map(|table| read_regular_text(Path::new(table), 16 << 20).ok())
         .flat_map(|table| socket_inodes(&table, port.port, port.protocol))
         .collect();
     let wanted: BTreeSet<String> = inodes
@@ -582,7 +582,7 @@ fn owner_of(port: &HostPort) -> Option<String> {
                 continue;
             };
             if wanted.contains(target.to_string_lossy().as_ref()) {
-                let name = read_bounded(&process.path().join("comm"), 64).unwrap_or_default();
+                let name = read_regular_text(&process.path().join("comm"), 64).unwrap_or_default();
                 return Some(format!("{} (pid {pid})", name.trim()));
             }
         }
@@ -609,18 +609,8 @@ fn socket_inodes(table: &str, port: u16, protocol: Protocol) -> Vec<String> {
         .collect()
 }
 
-fn read_bounded(path: &Path, limit: u64) -> Option<String> {
-    let mut text = String::new();
-    fs::File::open(path)
-        .ok()?
-        .take(limit)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text)
-}
-
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    serde_json::from_str(&read_bounded(path, MAX_RECORD)?).ok()
+    serde_json::from_str(&read_regular_text(path, MAX_RECORD).ok()?).ok()
 }
 
 /// Written whole (temporary file, then rename), root-only.

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::health::{HealthMonitor, HealthState, Verdict};
 use crate::manifest::{
-    clashing_ports, duplicate_names, load_file, manifest_files, only_root_can_write, Diagnostic,
-    ImageRef, PullPolicy, Service,
+    clashes, load_file, manifest_files, only_root_can_write, Diagnostic, ImageRef, PullPolicy,
+    Service,
 };
 use crate::plan::{Action, HoldBack, Step};
 use crate::runtime::{ContainerStatus, ObservedContainer, Runtime, RuntimeError};
@@ -612,8 +612,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             }
         }
         let services: Vec<Service> = self.last_good.values().flatten().cloned().collect();
-        let mut clashes = duplicate_names(&services);
-        clashes.extend(clashing_ports(&services));
+        let clashes = clashes(&services);
         if !clashes.is_empty() {
             let clashes: Vec<String> = clashes.iter().map(ToString::to_string).collect();
             return Err(ReconcileError::Clash(clashes.join("; ")));

@@ -274,13 +274,7 @@ impl<R: Runtime> Executor<'_, R> {
         if service.spec.network != Network::Bridge {
             return Ok(());
         }
-        if let Err(cause) = self.wait_until_ready(service, &id).await {
-            return Err(StepError::NotReady {
-                service: service.name().to_owned(),
-                slot,
-                cause,
-            });
-        }
+        self.ready_or_kept_out(service, slot, &id).await?;
         self.serve(&id).await
     }
 
@@ -322,15 +316,26 @@ impl<R: Runtime> Executor<'_, R> {
         let Some(id) = step.container.as_deref() else {
             return Ok(());
         };
-        if let Err(cause) = self.wait_until_ready(service, id).await {
-            return Err(StepError::NotReady {
-                service: service.name().to_owned(),
-                slot: step.slot,
-                cause,
-            });
-        }
+        self.ready_or_kept_out(service, step.slot, id).await?;
         self.runtime.set_serving(id, true).await?;
         Ok(())
+    }
+
+    /// Waits for replica `slot` (container `id`) to be ready; one that is not stays as
+    /// it is, out of rotation (`NotReady`).
+    async fn ready_or_kept_out(
+        &self,
+        service: &Service,
+        slot: u32,
+        id: &str,
+    ) -> Result<(), StepError> {
+        self.wait_until_ready(service, id)
+            .await
+            .map_err(|cause| StepError::NotReady {
+                service: service.name().to_owned(),
+                slot,
+                cause,
+            })
     }
 
     /// Puts a new replica in rotation. One that cannot get connections is no
@@ -460,8 +465,7 @@ pub async fn current_digests(
 fn batches<'s>(steps: &[&'s Step], spec: Option<&ServiceSpec>) -> Vec<Vec<&'s Step>> {
     let size = spec.map_or(1, |spec| spec.update.max_unavailable.max(1) as usize);
     // On the bridge a new replica waits to be ready before it takes traffic: new
-    // replicas wait together. Elsewhere creations are quick and one at a time (builds
-    // are one at a time anyway; more at once only contend).
+    // replicas wait together. Elsewhere creations are quick and go one at a time.
     let creations_together = spec.is_some_and(|spec| spec.network == Network::Bridge);
     let mut batches: Vec<Vec<&Step>> = Vec::new();
     for step in steps {

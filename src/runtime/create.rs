@@ -26,6 +26,7 @@ use super::proc::start_time;
 use super::records::{AddressRecord, LayersRecord, ProcessRecord, Role, StartedRecord};
 use super::users::resolve_user;
 use super::CreateRequest;
+use crate::bounded_read::read_regular_text;
 use crate::image::{mount_rootfs, ImageConfig};
 use crate::manifest::{Network, ServiceSpec, VolumeKind};
 use crate::network::{
@@ -389,7 +390,8 @@ fn write_etc_files(
 /// (systemd-resolved's 127.0.0.53) is the container's own loopback, so the servers
 /// systemd-resolved uses are given instead when they are known.
 fn resolv_conf(network: Network) -> String {
-    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let read = |path: &str| read_regular_text(Path::new(path), MAX_RESOLV_CONF).ok();
+    let host = read("/etc/resolv.conf").unwrap_or_default();
     let loopback_only = host
         .lines()
         .filter_map(|line| line.strip_prefix("nameserver"))
@@ -397,8 +399,11 @@ fn resolv_conf(network: Network) -> String {
     if network == Network::Host || !loopback_only {
         return host;
     }
-    fs::read_to_string("/run/systemd/resolve/resolv.conf").unwrap_or(host)
+    read("/run/systemd/resolve/resolv.conf").unwrap_or(host)
 }
+
+/// A resolv.conf is a few lines (the host's; still read within a bound).
+const MAX_RESOLV_CONF: u64 = 64 << 10;
 
 fn nofile_hard_limit() -> u64 {
     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)

@@ -27,7 +27,6 @@
 
 use std::ffi::{CString, NulError};
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -45,6 +44,7 @@ use nix::unistd::{dup2, execve, Pid};
 use super::forked::answer_line;
 use super::output::{Output, Stream};
 use super::records::{AddressRecord, ExitRecord, StopRequest};
+use crate::bounded_read::read_regular_text;
 use crate::manifest::{LogDriver, ServiceSpec, MAX_LOG_FILES};
 
 /// The descriptors the monitor is started with.
@@ -442,19 +442,8 @@ pub(super) fn oom_kills(cgroup: &str) -> u64 {
     ];
     candidates
         .iter()
-        .find_map(|path| read_small(path).map(|text| oom_kill_count(&text)))
-        .unwrap_or(0)
-}
-
-/// A cgroup file: a few lines; read at most 4 KiB of it.
-fn read_small(path: &Path) -> Option<String> {
-    let mut text = String::new();
-    File::open(path)
-        .ok()?
-        .take(4096)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text)
+        .find_map(|path| read_regular_text(path, 4096).ok())
+        .map_or(0, |text| oom_kill_count(&text))
 }
 
 fn oom_kill_count(text: &str) -> u64 {

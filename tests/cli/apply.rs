@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{busybox_until_term, running_by_slot, wharf_at, write, Run};
+use crate::common::{apply, busybox_until_term, running_by_slot, wharf_at, write};
 use crate::support::{busybox, busybox_yaml, service_yaml};
 
 fn write_service(dir: &Path, name: &str, extra: &str) {
@@ -18,13 +18,6 @@ fn ids(root: &Path) -> BTreeMap<String, String> {
     let rows: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
     assert!(rows.is_array(), "{rows}");
     running_by_slot(&rows)
-}
-
-fn apply(root: &Path, dir: &Path, extra: &[&str]) -> Run {
-    let mut args = vec!["apply", "--yes"];
-    args.extend_from_slice(extra);
-    args.push(dir.to_str().expect("UTF-8"));
-    wharf_at(root, &args)
 }
 
 #[test]

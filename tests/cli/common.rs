@@ -138,6 +138,14 @@ pub fn assert_succeeds_with(run: &Run, stdout: &str) {
     assert_eq!(run.stdout, stdout);
 }
 
+/// `wharf --root ROOT apply --yes EXTRA... DIR`.
+pub fn apply(root: &Path, dir: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["apply", "--yes"];
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().expect("UTF-8"));
+    wharf_at(root, &args)
+}
+
 /// Runs `wharf --root ROOT ARGS...` from the repository root.
 pub fn wharf_at(root: &Path, args: &[&str]) -> Run {
     // tempfile makes directories 0755; wharf would tighten the root and say so in a
