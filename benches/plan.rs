@@ -45,6 +45,7 @@ fn observed(services: &[Service]) -> Vec<ObservedContainer> {
                 unmonitored: false,
                 address: None,
                 in_rotation: false,
+                files: Default::default(),
             })
         })
         .collect()
@@ -85,6 +86,7 @@ fn main() {
                 prune: true,
                 hold_back: &Default::default(),
                 join_rotation: true,
+                stored_contents: &BTreeMap::new(),
             });
             (started.elapsed(), plan.steps.len())
         };
@@ -92,7 +94,7 @@ fn main() {
             std::hint::black_box(
                 desired
                     .iter()
-                    .map(|s| SpecHash::of(&s.spec))
+                    .map(|s| SpecHash::of(&s.spec, &s.files))
                     .collect::<Vec<_>>(),
             );
         });

@@ -73,6 +73,7 @@ fn main() {
         image,
         layers,
         manifest: None,
+        files: Default::default(),
     };
 
     let mut wharf_ms = Vec::new();

@@ -20,7 +20,9 @@ pub mod reconcile;
 /// 5. watch: what wakes the agent.
 pub mod watch;
 
-// What the stages use: images, health checks, the state database, Git sources.
+// What the stages use: images, configs and secrets, health checks, the state
+// database, Git sources.
+pub mod files;
 pub mod health;
 pub mod image;
 pub mod state;

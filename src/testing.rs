@@ -171,6 +171,7 @@ impl Runtime for FakeRuntime {
                 unmonitored: false,
                 address: None,
                 in_rotation: false,
+                files: request.files.clone(),
             },
         );
         Ok(id)

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use wharf::image::{ImageStore, NoProgress, Registries};
-use wharf::manifest::{PullPolicy, Service};
+use wharf::manifest::{EnvValue, PullPolicy, Service};
 use wharf::plan::{plan, Inputs};
 use wharf::reconcile::{Agent, Executor, Report, StepError, StepObserver};
 use wharf::runtime::{ContainerStatus, Runtime};
@@ -88,6 +88,7 @@ impl Images {
             prune: true,
             hold_back: &Default::default(),
             join_rotation: true,
+            stored_contents: &BTreeMap::new(),
         });
         self.executor(runtime)
             .execute(&planned, desired, &observed, &Quiet)
@@ -96,7 +97,7 @@ impl Images {
 }
 
 fn version_two(spec: &wharf::manifest::ServiceSpec) -> bool {
-    spec.env.get("VERSION").map(String::as_str) == Some("2")
+    spec.env.get("VERSION").and_then(EnvValue::text) == Some("2")
 }
 
 /// `(slot, VERSION)` of each running container.
@@ -106,8 +107,9 @@ fn running(runtime: &FakeRuntime) -> Vec<(u32, String)> {
         .into_iter()
         .filter(|c| c.status == ContainerStatus::Running)
         .map(|c| {
-            let version = c.spec.and_then(|s| s.env.get("VERSION").cloned());
-            (c.slot, version.unwrap_or_default())
+            let version = c.spec.as_deref().and_then(|s| s.env.get("VERSION"));
+            let version = version.and_then(EnvValue::text).unwrap_or_default();
+            (c.slot, version.to_owned())
         })
         .collect();
     running.sort();

@@ -18,6 +18,7 @@ mod pull;
 mod reconcile;
 mod run;
 mod schema;
+mod secret;
 mod stats;
 mod status;
 mod sync;
@@ -156,6 +157,7 @@ pub enum Command {
     Stats(stats::Args),
     Export(export::Args),
     Sync(sync::Args),
+    Secret(secret::Args),
     /// Internal: prints the Docker-config login for a registry as JSON (run by wharf
     /// processes that run containers, which cannot wait for credential helpers).
     #[command(hide = true)]
@@ -183,6 +185,7 @@ pub fn main() -> ExitCode {
         Command::Schema(args) => schema::run(args),
         Command::Export(args) => export::run(&cli, args),
         Command::Sync(args) => with_session(&cli, |s| sync::run(s, args)),
+        Command::Secret(args) => with_session(&cli, |s| secret::run(s, args)),
         Command::Pull(args) => with_session(&cli, |s| pull::run(s, args)),
         Command::Images(args) => with_session(&cli, |s| images::run(s, args)),
         Command::Image(args) => with_session(&cli, |s| image::run(s, args)),

@@ -5,6 +5,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use super::{exit, output, Cli};
+use crate::files::SecretStore;
 use crate::manifest::{load_paths, Diagnostic, Loaded};
 use crate::style::Palette;
 
@@ -24,7 +25,19 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, args: &Args) -> u8 {
-    let loaded = load_paths(&args.paths);
+    let mut loaded = load_paths(&args.paths);
+    // Secrets are checked where this user can read them (root, usually).
+    match SecretStore::existing(&cli.root) {
+        Some(store) => {
+            let missing = store.resolve(&mut loaded.services);
+            loaded.errors.extend(missing);
+        }
+        None if loaded.services.iter().any(|s| !s.secret_uses.is_empty()) => eprintln!(
+            "note: secrets not checked: {} holds none this user can read",
+            cli.root.join("secrets").display()
+        ),
+        None => {}
+    }
     if args.json {
         if let Err(err) = print_json(&loaded) {
             return output::fail_with(

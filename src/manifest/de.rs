@@ -19,6 +19,11 @@ pub struct Problem {
     pub message: String,
 }
 
+/// The newtype name by which a value asks for scalars as written (`visit_str` with
+/// the text, whatever YAML would resolve it to) and anything else as it is: an env
+/// value that is text or `{secret: NAME}`, an octal file mode.
+pub const AS_WRITTEN: &str = "$wharf::as_written";
+
 /// Upper bound on deserialization attempts per document (see [`from_node`]).
 const MAX_ATTEMPTS: usize = 32;
 
@@ -421,10 +426,18 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'de> {
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, Error> {
-        visitor.visit_newtype_struct(self)
+        match &self.node.value {
+            Value::Scalar(scalar) if name == AS_WRITTEN && scalar.resolved != Resolved::Null => {
+                visitor
+                    .visit_str(&scalar.text)
+                    .map_err(|e: Error| e.locate(&self.path, self.node.mark))
+            }
+            _ if name == AS_WRITTEN => self.deserialize_any(visitor),
+            _ => visitor.visit_newtype_struct(self),
+        }
     }
 
     fn deserialize_struct<V: Visitor<'de>>(

@@ -1,7 +1,9 @@
 //! The spec hash: decides whether a running container still matches its manifest.
 //!
-//! It covers what shapes a container: image, command, args, env, workdir, user,
-//! network, published ports, resources, volumes and labels. It leaves out what wharf
+//! It covers what shapes a container: image, command, args, env (with what
+//! `env_file` added), workdir, user, network, published ports, resources, volumes,
+//! labels, configs and secrets, and what is read besides the spec ([`FileRefs`]):
+//! the content of each config and the version of each secret. It leaves out what wharf
 //! applies around the container and can change without recreating it: replicas
 //! (scaling never recreates), pull, restart, stop (drain included), health and
 //! update. It is computed from the normalised spec, so field order, formatting,
@@ -13,10 +15,32 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::spec::{Network, PortSpec, Resources, ServiceSpec, Volume};
+use super::spec::{
+    ConfigFile, EnvValue, Network, PortSpec, Resources, SecretFile, ServiceSpec, Volume,
+};
+
+/// What a container is made from besides its spec: the content of its configs (by
+/// digest) and the version of each secret it uses (a random id given at `wharf
+/// secret set`, never derived from the value). Recorded with each container, so
+/// that a rollback recreates the previous content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRefs {
+    /// Hex SHA-256 of each config's content, in the order of `configs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<String>,
+    /// The version of each secret the spec uses, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl FileRefs {
+    pub fn is_empty(&self) -> bool {
+        self.configs.is_empty() && self.secrets.is_empty()
+    }
+}
 
 /// Hex SHA-256 of the container-shaping part of a normalised spec.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -24,7 +48,7 @@ use super::spec::{Network, PortSpec, Resources, ServiceSpec, Volume};
 pub struct SpecHash(String);
 
 impl SpecHash {
-    pub fn of(spec: &ServiceSpec) -> Self {
+    pub fn of(spec: &ServiceSpec, files: &FileRefs) -> Self {
         // Which port is listed first publishes nothing differently.
         let mut ports = spec.ports.clone();
         ports.sort();
@@ -40,6 +64,9 @@ impl SpecHash {
             resources: &spec.resources,
             volumes: &spec.volumes,
             labels: &spec.labels,
+            configs: &spec.configs,
+            secrets: &spec.secrets,
+            files,
         };
         let mut hasher = Sha256::new();
         hasher.update(b"wharf/v1\0");
@@ -72,7 +99,7 @@ struct ContainerShape<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     args: Option<&'a [String]>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    env: &'a BTreeMap<String, String>,
+    env: &'a BTreeMap<String, EnvValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     workdir: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,4 +112,10 @@ struct ContainerShape<'a> {
     volumes: &'a [Volume],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "<[ConfigFile]>::is_empty")]
+    configs: &'a [ConfigFile],
+    #[serde(skip_serializing_if = "<[SecretFile]>::is_empty")]
+    secrets: &'a [SecretFile],
+    #[serde(skip_serializing_if = "FileRefs::is_empty")]
+    files: &'a FileRefs,
 }

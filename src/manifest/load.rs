@@ -11,17 +11,19 @@
 //! [`MAX_MANIFEST_BYTES`]. A FIFO, socket or device with a manifest's name is
 //! reported as what it is, and nothing waits on a FIFO.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::bounded_read::{read_regular, ReadError};
 
 use super::de::from_node;
 use super::diagnostic::Diagnostic;
-use super::hash::SpecHash;
-use super::spec::{PortSpec, Protocol, ServiceSpec};
+use super::files::read_files;
+use super::hash::{FileRefs, SpecHash};
+use super::spec::{EnvValue, PortSpec, Protocol, ServiceSpec};
 use super::validate::validate;
 use super::yaml::{display_path, parse_documents, Mark, Node, PathSegment};
 
@@ -40,6 +42,16 @@ pub struct Service {
     /// Position of each `ports[i].host` value, in the order of `spec.ports`, so that
     /// a port clash can point at both ports.
     pub host_port_marks: Vec<Mark>,
+    /// The content of each config, in the order of `spec.configs`.
+    pub config_contents: Vec<Arc<Vec<u8>>>,
+    /// Config digests and secret versions; the secrets' are filled in by
+    /// resolving them (`secrets::SecretStore::resolve`), which rehashes.
+    pub files: FileRefs,
+    /// The files read besides the manifest (configs, env files), as named from the
+    /// manifest's directory: the agent checks who can write them and watches them.
+    pub sources: Vec<PathBuf>,
+    /// Each secret the spec uses, with where it is first named (`field`, mark).
+    pub secret_uses: BTreeMap<String, (String, Mark)>,
 }
 
 impl Service {
@@ -50,6 +62,11 @@ impl Service {
     /// `file:line:col`, for messages that point at the definition.
     pub fn location(&self) -> String {
         format!("{}:{}", self.file.display(), self.mark)
+    }
+
+    /// Computes the spec hash again, after `files` changed.
+    pub fn rehash(&mut self) {
+        self.hash = SpecHash::of(&self.spec, &self.files);
     }
 
     /// `file:line:col` of `ports[index].host` (of the name when unknown).
@@ -219,13 +236,19 @@ fn service_from_document(path: &Path, document: &Node) -> Result<Service, Vec<Di
             .into_iter()
             .map(|p| diagnostic(&p.path, p.mark, p.message)),
     );
-    let spec = match validated {
+    let mut spec = match validated {
         Some(Ok(spec)) if errors.is_empty() => spec,
         _ => {
             errors.sort_by_key(|d| d.mark);
             return Err(errors);
         }
     };
+    let read = read_files(path, document, &spec)?;
+    // `env` overrides the env files.
+    for (name, value) in read.env {
+        spec.env.entry(name).or_insert(EnvValue::Text(value));
+    }
+    let secret_uses = secret_uses(&spec, document);
     let host_port_marks = (0..spec.ports.len())
         .map(|index| {
             document.locate(&[
@@ -235,13 +258,42 @@ fn service_from_document(path: &Path, document: &Node) -> Result<Service, Vec<Di
             ])
         })
         .collect();
+    let (config_contents, digests) = read.configs.into_iter().unzip();
+    let files = FileRefs {
+        configs: digests,
+        secrets: BTreeMap::new(),
+    };
     Ok(Service {
-        hash: SpecHash::of(&spec),
+        hash: SpecHash::of(&spec, &files),
         mark: document.locate(&[PathSegment::Key("name".into())]),
         host_port_marks,
         file: path.to_owned(),
         spec,
+        config_contents,
+        files,
+        sources: read.sources,
+        secret_uses,
     })
+}
+
+/// Each secret `spec` uses (mounted or in env), with the field and position that
+/// first names it.
+fn secret_uses(spec: &ServiceSpec, document: &Node) -> BTreeMap<String, (String, Mark)> {
+    let key = |k: &str| PathSegment::Key(k.to_owned());
+    let mut uses = BTreeMap::new();
+    let mounted = spec.secrets.iter().enumerate().map(|(index, secret)| {
+        let path = vec![key("secrets"), PathSegment::Index(index), key("name")];
+        (secret.name.as_str(), path)
+    });
+    let in_env = spec.env.iter().filter_map(|(name, value)| {
+        let path = vec![key("env"), key(name), key("secret")];
+        value.secret().map(|secret| (secret, path))
+    });
+    for (name, path) in mounted.chain(in_env) {
+        uses.entry(name.to_owned())
+            .or_insert_with(|| (display_path(&path), document.locate(&path)));
+    }
+    uses
 }
 
 /// What makes a set of services unusable together, whatever each is alone: a name

@@ -7,6 +7,7 @@
 
 mod de;
 mod diagnostic;
+mod files;
 mod hash;
 mod image_ref;
 mod load;
@@ -17,7 +18,8 @@ mod validate;
 mod yaml;
 
 pub use diagnostic::Diagnostic;
-pub use hash::SpecHash;
+pub use files::{MAX_CONFIG_BYTES, MAX_ENV_FILE_BYTES};
+pub use hash::{FileRefs, SpecHash};
 pub use image_ref::{ImageRef, ImageRefProblem, InvalidImageRef};
 pub use load::{
     clashes, is_manifest_name, load_file, load_paths, manifest_files, parse_manifest, Loaded,
@@ -26,6 +28,7 @@ pub use load::{
 pub use spec::*;
 pub use trust::only_root_can_write;
 pub use units::{ByteSize, Duration};
+pub use validate::check_secret_name;
 pub use yaml::Mark;
 
 /// The JSON Schema of a `wharf/v1` manifest, as committed in `schemas/service.schema.json`.

@@ -45,10 +45,26 @@ pub struct ServiceSpec {
     /// Replaces the image's Cmd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
-    /// Environment variables, added to (and overriding) the image's. Numbers and
-    /// booleans are taken as written.
+    /// Environment variables, added to (and overriding) the image's and those of
+    /// `env_file`. Numbers and booleans are taken as written; `{secret: NAME}` takes
+    /// the value of a secret set with `wharf secret set`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
+    /// Files of `KEY=VALUE` lines (relative to the manifest's directory), read in
+    /// order; `env` overrides them. Their content is part of the spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub env_file: Vec<RelativePath>,
+    /// Files from the manifest's directory, mounted read-only into each container.
+    /// Their content is part of the spec: an edit replaces the containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub configs: Vec<ConfigFile>,
+    /// Secrets (set with `wharf secret set`) mounted read-only from memory into each
+    /// container. A new value replaces the containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub secrets: Vec<SecretFile>,
     /// Working directory (absolute); the image's when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
@@ -96,6 +112,14 @@ fn default_replicas() -> u32 {
 }
 
 impl ServiceSpec {
+    /// The secrets it uses, mounted or in env.
+    pub fn secret_names(&self) -> std::collections::BTreeSet<&str> {
+        let mounted = self.secrets.iter().map(|s| s.name.as_str());
+        mounted
+            .chain(self.env.values().filter_map(EnvValue::secret))
+            .collect()
+    }
+
     /// The update order: as written, else start-first on a bridge (old and new
     /// replicas have their own addresses and share the published ports) and
     /// stop-first with `host` or `none` (with `host` both would bind the same ports).
@@ -104,6 +128,282 @@ impl ServiceSpec {
             Network::Bridge => UpdateOrder::StartFirst,
             Network::Host | Network::None => UpdateOrder::StopFirst,
         })
+    }
+}
+
+/// An environment variable's value: text as written, or a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Text(String),
+    /// The value of the secret `secret` (one trailing newline left out), read when
+    /// the container is created.
+    Secret { secret: String },
+}
+
+impl EnvValue {
+    /// The text, if it is text.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            EnvValue::Text(text) => Some(text),
+            EnvValue::Secret { .. } => None,
+        }
+    }
+
+    /// The secret it names, if it is one.
+    pub fn secret(&self) -> Option<&str> {
+        match self {
+            EnvValue::Text(_) => None,
+            EnvValue::Secret { secret } => Some(secret),
+        }
+    }
+}
+
+impl From<&str> for EnvValue {
+    fn from(text: &str) -> Self {
+        EnvValue::Text(text.to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvValueVisitor;
+        impl<'de> serde::de::Visitor<'de> for EnvValueVisitor {
+            type Value = EnvValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, a number, a boolean or {secret: NAME}")
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<EnvValue, D::Error> {
+                deserializer.deserialize_any(self)
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<EnvValue, E> {
+                Ok(EnvValue::Text(text.to_owned()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<EnvValue, E> {
+                Ok(EnvValue::Text(value.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<EnvValue, E> {
+                Ok(EnvValue::Text(value.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<EnvValue, E> {
+                Ok(EnvValue::Text(value.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<EnvValue, E> {
+                Ok(EnvValue::Text(value.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<EnvValue, A::Error> {
+                let mut secret = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "secret" || secret.is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "unexpected key `{key}`: a value from a secret is written {{secret: NAME}}"
+                        )));
+                    }
+                    secret = Some(map.next_value::<String>()?);
+                }
+                secret
+                    .map(|secret| EnvValue::Secret { secret })
+                    .ok_or_else(|| serde::de::Error::custom("write {secret: NAME}"))
+            }
+        }
+        // Scalars as written (`1.10` stays `1.10`), see `de::AS_WRITTEN`.
+        deserializer.deserialize_newtype_struct(super::de::AS_WRITTEN, EnvValueVisitor)
+    }
+}
+
+impl JsonSchema for EnvValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EnvValue".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Text (numbers and booleans as written) or the value of a secret.",
+            "anyOf": [
+                {"type": ["string", "number", "boolean"]},
+                {
+                    "type": "object",
+                    "properties": {"secret": secret_name_schema()},
+                    "required": ["secret"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
+/// Secret names become file names under the root: letters, digits, `_`, `.`, `-`.
+pub const SECRET_NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
+
+fn secret_name_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "string",
+        "pattern": SECRET_NAME_PATTERN,
+        "description": "A secret set with `wharf secret set NAME`."
+    })
+}
+
+/// A path relative to the manifest's directory, inside it (no `..`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RelativePath(pub String);
+
+impl RelativePath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl JsonSchema for RelativePath {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RelativePath".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A path relative to the manifest's directory, inside it.",
+            "type": "string",
+            "minLength": 1,
+            "pattern": r"^(?!/)(?!.*(^|/)\.\.(/|$)).+$"
+        })
+    }
+}
+
+/// A file mode written in octal: `0440`, `440` or `"0440"` (YAML reads them alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileMode(pub u32);
+
+impl Serialize for FileMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{:04o}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ModeVisitor;
+        impl serde::de::Visitor<'_> for ModeVisitor {
+            type Value = FileMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an octal file mode such as 0440")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FileMode, E> {
+                let digits = text.strip_prefix("0o").unwrap_or(text);
+                u32::from_str_radix(digits, 8)
+                    .ok()
+                    .filter(|mode| *mode <= 0o777 && !digits.is_empty() && digits.len() <= 4)
+                    .map(FileMode)
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "\"{text}\" is not a file mode: write up to 3 octal digits for owner, group and others, such as 0440"
+                        ))
+                    })
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<FileMode, E> {
+                // From JSON (a recorded spec): the digits as written.
+                self.visit_str(&value.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<FileMode, E> {
+                self.visit_str(&value.to_string())
+            }
+        }
+        deserializer.deserialize_newtype_struct(super::de::AS_WRITTEN, AsWritten(ModeVisitor))
+    }
+}
+
+/// Forwards a newtype to `deserialize_any` for deserializers without the
+/// `AS_WRITTEN` convention (JSON), which give strings and numbers as they are.
+struct AsWritten<V>(V);
+
+impl<'de, V: serde::de::Visitor<'de>> serde::de::Visitor<'de> for AsWritten<V> {
+    type Value = V::Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.0.expecting(f)
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<V::Value, D::Error> {
+        deserializer.deserialize_any(self.0)
+    }
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<V::Value, E> {
+        self.0.visit_str(text)
+    }
+}
+
+impl JsonSchema for FileMode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FileMode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Octal file mode, such as 0440.",
+            "anyOf": [
+                {"type": "string", "pattern": "^(0o|0)?[0-7]{1,3}$"},
+                {"type": "integer", "minimum": 0, "maximum": 777}
+            ]
+        })
+    }
+}
+
+/// A file of the manifest's directory mounted read-only into each container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with source and target")]
+pub struct ConfigFile {
+    /// The file, relative to the manifest's directory (symlinks are followed inside
+    /// it), at most 1 MiB.
+    pub source: RelativePath,
+    /// Absolute path inside the container.
+    #[schemars(regex(pattern = r"^/.*[^/]$"))]
+    pub target: String,
+    /// Octal mode; 0444 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<FileMode>,
+    /// Owner; 0 (root) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Group; 0 (root) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+/// A secret mounted read-only, from memory, into each container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a mapping with name and target")]
+pub struct SecretFile {
+    /// The secret, as set with `wharf secret set NAME`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))]
+    pub name: String,
+    /// Absolute path inside the container; `/run/secrets/<name>` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/.*[^/]$"))]
+    pub target: Option<String>,
+    /// Octal mode; 0400 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<FileMode>,
+    /// Owner; the container's user when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Group; the container's user's group when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+impl SecretFile {
+    /// Where it is mounted: the target given, else `/run/secrets/<name>`.
+    pub fn target(&self) -> String {
+        self.target
+            .clone()
+            .unwrap_or_else(|| format!("/run/secrets/{}", self.name))
     }
 }
 

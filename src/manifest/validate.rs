@@ -7,10 +7,10 @@ use std::net::Ipv4Addr;
 
 use super::image_ref::ImageRef;
 use super::spec::{
-    Health, Network, PortSpec, ServiceSpec, UpdateOrder, Volume, VolumeKind, MAX_LOG_FILES,
+    EnvValue, Health, Network, PortSpec, ServiceSpec, UpdateOrder, Volume, VolumeKind, MAX_LOG_FILES,
 };
 use super::units::{ByteSize, Duration};
-use super::yaml::PathSegment;
+use super::yaml::{display_path, PathSegment};
 
 pub const MAX_NAME_LEN: usize = 48;
 pub const MAX_REPLICAS: u32 = 1000;
@@ -109,6 +109,7 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec, Vec<Invalid>> {
     }
     check_update(&spec, &mut check);
     check_volumes(&spec.volumes, &mut check);
+    check_files(&mut spec, &mut check);
     for label in spec.labels.keys() {
         if label.is_empty() {
             check.fail(&[key("labels")], "label names must not be empty".into());
@@ -174,20 +175,123 @@ pub fn normalize_image(image: &str) -> Result<String, String> {
 fn check_env(spec: &ServiceSpec, check: &mut Checker) {
     for (name, value) in &spec.env {
         let path = [key("env"), key(name)];
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
-            check.fail(
-                &path,
-                format!("invalid variable name \"{name}\" (must be non-empty, without '=')"),
-            );
-        } else if RESERVED_ENV.contains(&name.as_str()) {
-            check.fail(
-                &path,
-                format!("{name} is set by wharf in every container; choose another name"),
-            );
+        if let Err(message) = check_env_name(name) {
+            check.fail(&path, message);
         }
-        if value.contains('\0') {
-            check.fail(&path, "value contains a NUL byte".into());
+        match value {
+            EnvValue::Text(text) if text.contains('\0') => {
+                check.fail(&path, "value contains a NUL byte".into())
+            }
+            EnvValue::Secret { secret } => {
+                if let Err(message) = check_secret_name(secret) {
+                    check.fail(&[key("env"), key(name), key("secret")], message);
+                }
+            }
+            EnvValue::Text(_) => {}
         }
+    }
+    for (index, file) in spec.env_file.iter().enumerate() {
+        if let Err(message) = check_relative(file.as_str()) {
+            check.fail(&[key("env_file"), PathSegment::Index(index)], message);
+        }
+    }
+}
+
+/// An environment variable name: not empty, no `=` or NUL, not one wharf sets.
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('=') || name.contains('\0') || name.contains(char::is_whitespace) {
+        Err(format!(
+            "invalid variable name \"{name}\" (must be non-empty, without '=' or spaces)"
+        ))
+    } else if RESERVED_ENV.contains(&name) {
+        Err(format!(
+            "{name} is set by wharf in every container; choose another name"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A secret name becomes a file name under the root (see `SECRET_NAME_PATTERN`).
+pub fn check_secret_name(name: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid secret name \"{name}\" (use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit)"
+        ))
+    }
+}
+
+/// A path inside the manifest's directory: relative, without `..`.
+fn check_relative(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("is empty; give a file relative to the manifest's directory".into());
+    }
+    if path.starts_with('/') {
+        return Err(format!(
+            "\"{path}\" is absolute; give a file relative to the manifest's directory (files outside it are mounted with a bind volume)"
+        ));
+    }
+    if path.split('/').any(|part| part == "..") {
+        return Err(format!(
+            "\"{path}\" leaves the manifest's directory ('..'); files must be inside it"
+        ));
+    }
+    if path.contains('\0') {
+        return Err("path contains a NUL byte".into());
+    }
+    Ok(())
+}
+
+/// Configs and secrets: sources and names, and targets that are absolute and
+/// mounted once (volumes' targets included). Secrets get their default target.
+fn check_files(spec: &mut ServiceSpec, check: &mut Checker) {
+    let mut targets: HashMap<String, String> = spec
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(index, v)| (v.target.trim_end_matches('/').to_owned(), format!("volumes[{index}]")))
+        .collect();
+    let mut check_target = |target: &str, at: &[PathSegment], check: &mut Checker| {
+        match check_absolute(target) {
+            Err(message) => check.fail(at, message),
+            Ok(()) if target.ends_with('/') => check.fail(
+                at,
+                format!("\"{target}\" ends with '/'; give the path of the file itself"),
+            ),
+            Ok(()) => {
+                let here = display_path(at);
+                if let Some(first) = targets.insert(target.to_owned(), here) {
+                    check.fail(
+                        at,
+                        format!("\"{target}\" is already the target of {first}; each target may be mounted once"),
+                    );
+                }
+            }
+        }
+    };
+    for (index, config) in spec.configs.iter().enumerate() {
+        let at = |field: &str| [key("configs"), PathSegment::Index(index), key(field)];
+        if let Err(message) = check_relative(config.source.as_str()) {
+            check.fail(&at("source"), message);
+        }
+        check_target(&config.target, &at("target"), check);
+    }
+    for (index, secret) in spec.secrets.iter_mut().enumerate() {
+        let at = |field: &str| [key("secrets"), PathSegment::Index(index), key(field)];
+        if let Err(message) = check_secret_name(&secret.name) {
+            check.fail(&at("name"), message);
+            continue;
+        }
+        // Normalised: the spec says where the secret is.
+        secret.target = Some(secret.target());
+        check_target(&secret.target(), &at("target"), check);
     }
 }
 

@@ -6,6 +6,7 @@ mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -85,8 +86,20 @@ pub struct ServiceChange {
     pub after: Option<ServiceSpec>,
     /// Replicas running or created before, and wanted after.
     pub replicas: (u32, u32),
-    /// Top-level fields whose change forces replacement.
+    /// Top-level fields whose change forces replacement, and changed files
+    /// (`config app.conf`, `secret dbpass`).
     pub forced_by: Vec<String>,
+    /// Configs whose content changed, for the diff (never secrets).
+    #[serde(skip)]
+    pub config_diffs: Vec<ConfigDiff>,
+}
+
+/// A config's content before (when it is still stored) and after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigDiff {
+    pub source: String,
+    pub before: Option<Arc<Vec<u8>>>,
+    pub after: Arc<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -172,6 +185,9 @@ pub struct Inputs<'a> {
     /// Plan `Join` steps for running replicas out of rotation (an agent keeps the
     /// rotation itself, from its health checks).
     pub join_rotation: bool,
+    /// The stored contents of the running containers' configs, by digest, for the
+    /// diffs (missing ones are shown as unknown).
+    pub stored_contents: &'a BTreeMap<String, Arc<Vec<u8>>>,
 }
 
 /// Computes the plan. Pure: no I/O, no clock; steps in (service, slot) order.
@@ -220,6 +236,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
             after: None,
             replicas: (containers.len() as u32, 0),
             forced_by: Vec::new(),
+            config_diffs: Vec::new(),
         });
         steps.extend(containers.into_iter().map(|c| Step {
             service: service.to_owned(),
@@ -252,6 +269,7 @@ fn plan_service(
     let mut steps = Vec::new();
     let mut forced_by = BTreeSet::new();
     let mut fields_by_hash: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut config_diffs: BTreeMap<String, ConfigDiff> = BTreeMap::new();
     let step = |slot, action, reason: String, container: Option<&ObservedContainer>| Step {
         service: spec.name.clone(),
         slot,
@@ -298,7 +316,13 @@ fn plan_service(
             // Replicas of one old spec share the diff: compute it once per old hash.
             let fields = fields_by_hash
                 .entry(keep.spec_hash.as_str())
-                .or_insert_with(|| changed_fields(keep.spec.as_deref(), spec))
+                .or_insert_with(|| {
+                    let mut fields = changed_fields(keep.spec.as_deref(), spec);
+                    let (files, diffs) = changed_files(keep, service, inputs.stored_contents);
+                    fields.extend(files);
+                    config_diffs.extend(diffs.into_iter().map(|d| (d.source.clone(), d)));
+                    fields
+                })
                 .clone();
             let reason = if fields.is_empty() {
                 "spec changed".to_owned()
@@ -380,6 +404,7 @@ fn plan_service(
         after: Some(spec.clone()),
         replicas: (existing.len() as u32, spec.replicas),
         forced_by: forced_by.into_iter().collect(),
+        config_diffs: config_diffs.into_values().collect(),
     };
     (steps, Some(change))
 }
@@ -434,6 +459,46 @@ pub fn changed_fields(before: Option<&ServiceSpec>, after: &ServiceSpec) -> Vec<
         .collect()
 }
 
+/// The files whose content changed between a container and its service's spec
+/// (`config app.conf`, `secret dbpass`), with the diffs of the configs. A config is
+/// matched by its source; one new or gone is a change of `configs` itself.
+fn changed_files(
+    container: &ObservedContainer,
+    service: &Service,
+    stored: &BTreeMap<String, Arc<Vec<u8>>>,
+) -> (Vec<String>, Vec<ConfigDiff>) {
+    let mut fields = Vec::new();
+    let mut diffs = Vec::new();
+    let before_configs = container.spec.as_deref().map_or(&[][..], |s| &s.configs[..]);
+    for (index, config) in service.spec.configs.iter().enumerate() {
+        let old_digest = before_configs
+            .iter()
+            .position(|old| old.source == config.source)
+            .and_then(|old_index| container.files.configs.get(old_index));
+        let (Some(old_digest), Some(new_digest), Some(after)) = (
+            old_digest,
+            service.files.configs.get(index),
+            service.config_contents.get(index),
+        ) else {
+            continue;
+        };
+        if old_digest != new_digest {
+            fields.push(format!("config {}", config.source.as_str()));
+            diffs.push(ConfigDiff {
+                source: config.source.as_str().to_owned(),
+                before: stored.get(old_digest).cloned(),
+                after: Arc::clone(after),
+            });
+        }
+    }
+    for (name, version) in &service.files.secrets {
+        if matches!(container.files.secrets.get(name), Some(old) if old != version) {
+            fields.push(format!("secret {name}"));
+        }
+    }
+    (fields, diffs)
+}
+
 fn short(digest: &str) -> &str {
     digest.get(..19).unwrap_or(digest)
 }
@@ -472,6 +537,7 @@ mod tests {
             unmonitored: false,
             address: None,
             in_rotation: false,
+            files: Default::default(),
         }
     }
 
@@ -485,6 +551,7 @@ mod tests {
             prune,
             hold_back: &Default::default(),
             join_rotation: true,
+            stored_contents: &BTreeMap::new(),
         })
     }
 
@@ -507,6 +574,7 @@ mod tests {
                 prune: false,
                 hold_back: &HoldBack::default(),
                 join_rotation,
+                stored_contents: &BTreeMap::new(),
             })
         };
         let plan = plan_with(true);
@@ -543,6 +611,7 @@ mod tests {
                 prune: false,
                 hold_back,
                 join_rotation: true,
+                stored_contents: &BTreeMap::new(),
             })
         };
         let everything = plan_holding(&HoldBack::default());
@@ -597,6 +666,7 @@ mod tests {
                 ..HoldBack::default()
             },
             join_rotation: true,
+            stored_contents: &BTreeMap::new(),
         });
         assert_eq!(actions(&plan), [("web".into(), 0, Action::Restart)]);
         assert_eq!(plan.held.len(), 1);
@@ -674,6 +744,7 @@ mod tests {
         let observed = [running(&always, 0)];
         let healthy = BTreeMap::new();
         let nothing_held = HoldBack::default();
+        let no_contents = BTreeMap::new();
         let inputs = |desired| Inputs {
             desired,
             observed: &observed,
@@ -683,6 +754,7 @@ mod tests {
             prune: false,
             hold_back: &nothing_held,
             join_rotation: true,
+            stored_contents: &no_contents,
         };
         let plan = plan(&inputs(std::slice::from_ref(&always)));
         assert_eq!(actions(&plan), [("web".into(), 0, Action::Replace)]);
@@ -699,6 +771,7 @@ mod tests {
             prune: false,
             hold_back: &Default::default(),
             join_rotation: true,
+            stored_contents: &BTreeMap::new(),
         });
         assert!(plan.is_empty());
     }
@@ -756,6 +829,7 @@ mod tests {
             prune: false,
             hold_back: &Default::default(),
             join_rotation: true,
+            stored_contents: &BTreeMap::new(),
         });
         assert_eq!(actions(&plan), [("a".into(), 0, Action::Restart)]);
         assert_eq!(

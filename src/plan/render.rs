@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use similar::{ChangeTag, TextDiff};
 
-use super::{Action, ChangeKind, Plan, Step};
+use super::{Action, ChangeKind, ConfigDiff, Plan, Step};
 use crate::manifest::ServiceSpec;
 use crate::style::Palette;
 
@@ -93,6 +93,9 @@ pub fn render_human(plan: &Plan, palette: &Palette) -> String {
             if let (Some(before), Some(after)) = (&change.before, &change.after) {
                 out.push_str(&spec_diff(before, after, palette));
             }
+            for config in &change.config_diffs {
+                out.push_str(&config_diff(config, palette));
+            }
         }
         for step in plan.steps.iter().filter(|s| s.service == change.service) {
             out.push_str(&format!("    {}\n", render_step(step, palette)));
@@ -149,8 +152,33 @@ pub fn summary(plan: &Plan) -> String {
 /// A unified diff of two specs as YAML, indented under the service header.
 fn spec_diff(before: &ServiceSpec, after: &ServiceSpec, palette: &Palette) -> String {
     let yaml = |spec: &ServiceSpec| serde_yaml::to_string(spec).unwrap_or_default();
-    let (old, new) = (yaml(before), yaml(after));
-    let diff = TextDiff::from_lines(&old, &new);
+    text_diff(&yaml(before), &yaml(after), palette)
+}
+
+/// `config app.conf:` and a diff of its content; sizes only for binary content or
+/// when the earlier content is no longer stored.
+fn config_diff(config: &ConfigDiff, palette: &Palette) -> String {
+    let mut out = format!("      config {}:\n", config.source);
+    let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
+    match (config.before.as_deref().map(|b| text(b)), text(&config.after)) {
+        (Some(Some(old)), Some(new)) => out.push_str(&text_diff(&old, &new, palette)),
+        (before, _) => {
+            let before = match (before, config.before.as_deref()) {
+                (Some(_), Some(bytes)) => format!("{} bytes", bytes.len()),
+                _ => "content no longer stored".to_owned(),
+            };
+            out.push_str(&format!(
+                "        {before} -> {} bytes (not shown: not text, or unknown before)\n",
+                config.after.len()
+            ));
+        }
+    }
+    out
+}
+
+/// A unified diff of two texts (2 lines of context), indented under the header.
+fn text_diff(old: &str, new: &str, palette: &Palette) -> String {
+    let diff = TextDiff::from_lines(old, new);
     let mut out = String::new();
     for group in diff.grouped_ops(2) {
         for op in group {

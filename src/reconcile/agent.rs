@@ -17,6 +17,7 @@ use super::{
     apply, current_digests, prepare, Backoff, Executor, Facts, Options, Outcome, PrepareError,
     ReconcileLock, StepError, StepObserver,
 };
+use crate::files::SecretStore;
 use crate::health::{HealthMonitor, HealthState, Verdict};
 use crate::manifest::{
     clashes, load_file, manifest_files, only_root_can_write, Diagnostic, ImageRef, PullPolicy,
@@ -192,6 +193,8 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             current_digests: self.digests.clone(),
             unhealthy: self.health.unhealthy(),
             hold_back,
+            // The agent logs why it replaces, without diffs.
+            stored_contents: BTreeMap::new(),
         };
         // The agent follows deletions: a directory emptied file by file removes what
         // ran from it (an unreadable directory changes nothing, see `load`).
@@ -542,6 +545,57 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         self.last_event = Some(message);
     }
 
+    /// The directories whose changes can change the services: the manifest
+    /// directory, those of the files the services read, and the secrets'.
+    pub fn watched_dirs(&self) -> BTreeSet<PathBuf> {
+        let mut dirs: BTreeSet<PathBuf> = self
+            .last_good
+            .values()
+            .flatten()
+            .flat_map(|service| &service.sources)
+            .filter_map(|source| source.parent().map(Path::to_owned))
+            .collect();
+        dirs.insert(self.dir.clone());
+        if let Ok(store) = SecretStore::open(&self.root) {
+            dirs.insert(store.dir().to_owned());
+        }
+        dirs
+    }
+
+    /// The files a file's services read pass the trust rule that manifests do, and
+    /// the secrets they use are set (their versions filled in).
+    fn check_files(&self, mut services: Vec<Service>) -> Result<Vec<Service>, Vec<Diagnostic>> {
+        let mut errors = Vec::new();
+        if self.require_root_only {
+            for service in &services {
+                for source in &service.sources {
+                    if let Err(message) = only_root_can_write(source) {
+                        errors.push(Diagnostic {
+                            file: source.clone(),
+                            mark: None,
+                            field: String::new(),
+                            message: format!("read by service \"{}\": {message}", service.name()),
+                        });
+                    }
+                }
+            }
+        }
+        match SecretStore::open(&self.root) {
+            Ok(store) => errors.extend(store.resolve(&mut services)),
+            Err(err) => errors.push(Diagnostic {
+                file: self.root.clone(),
+                mark: None,
+                field: String::new(),
+                message: format!("cannot open the secrets: {}", crate::error_chain(&err)),
+            }),
+        }
+        if errors.is_empty() {
+            Ok(services)
+        } else {
+            Err(errors)
+        }
+    }
+
     /// The services defined in the directory, keeping the last good definition of
     /// files that are broken now. An error (touch nothing) when the directory cannot
     /// be read or names clash.
@@ -569,6 +623,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                     }]
                 })
                 .and_then(|()| load_file(&file))
+                .and_then(|services| self.check_files(services))
                 .and_then(|services| {
                 if services.is_empty() && had_services {
                     Err(vec![Diagnostic {
@@ -697,6 +752,7 @@ mod tests {
             unmonitored: false,
             address: Some(std::net::Ipv4Addr::new(10, 89, 0, 2)),
             in_rotation,
+            files: Default::default(),
         }
     }
 

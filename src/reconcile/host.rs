@@ -1,13 +1,16 @@
 //! What every reconcile needs of the host, opened once per process: the state
 //! directory, the container runtime, the image store and the registry clients.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{current_digests, prepare, Executor, Facts, Options, Planned, PrepareError};
 use crate::hostroot::{RootError, Tightened};
 use crate::image::{ImageStore, Registries, StoreError};
-use crate::manifest::{load_paths, Diagnostic};
-use crate::runtime::{LibcontainerRuntime, Runtime, RuntimeError};
+use crate::files::{ContentStore, SecretStore};
+use crate::manifest::{load_paths, Diagnostic, Service};
+use crate::runtime::{LibcontainerRuntime, ObservedContainer, Runtime, RuntimeError};
 
 pub struct Host {
     pub root: PathBuf,
@@ -71,7 +74,10 @@ impl Host {
         dir: &Path,
         options: Options,
     ) -> Result<(Planned, Vec<String>), PlanDirError> {
-        let loaded = load_paths(&[dir.to_owned()]);
+        let mut loaded = load_paths(&[dir.to_owned()]);
+        if loaded.errors.is_empty() {
+            loaded.errors = self.resolve_secrets(&mut loaded.services);
+        }
         if !loaded.errors.is_empty() {
             return Err(PlanDirError::Invalid {
                 dir: dir.to_owned(),
@@ -89,10 +95,25 @@ impl Host {
                 warnings.borrow_mut().push(warning)
             })
             .await,
+            stored_contents: stored_contents(&self.root, &observed),
             ..Facts::default()
         };
         let planned = prepare(loaded.services, observed, &facts, &manifest_dir, options)?;
         Ok((planned, warnings.into_inner()))
+    }
+
+    /// Fills in the versions of the secrets `services` use (see
+    /// `SecretStore::resolve`); one error per secret that is not set.
+    pub fn resolve_secrets(&self, services: &mut [Service]) -> Vec<Diagnostic> {
+        match SecretStore::open(&self.root) {
+            Ok(store) => store.resolve(services),
+            Err(err) => vec![Diagnostic {
+                file: self.root.clone(),
+                mark: None,
+                field: String::new(),
+                message: format!("cannot open the secrets: {}", crate::error_chain(&err)),
+            }],
+        }
     }
 
     /// Runs plans on this host: the one way to build an executor.
@@ -103,4 +124,19 @@ impl Host {
             registries: &self.registries,
         }
     }
+}
+
+/// The stored contents of the configs of `observed`, by digest (for plan diffs).
+fn stored_contents(
+    root: &Path,
+    observed: &[ObservedContainer],
+) -> BTreeMap<String, Arc<Vec<u8>>> {
+    let Ok(store) = ContentStore::open(root) else {
+        return BTreeMap::new();
+    };
+    let digests: BTreeSet<&String> = observed.iter().flat_map(|c| &c.files.configs).collect();
+    digests
+        .into_iter()
+        .filter_map(|digest| Some((digest.clone(), Arc::new(store.get(digest).ok()?))))
+        .collect()
 }

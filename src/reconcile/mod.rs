@@ -25,8 +25,9 @@ use std::sync::Arc;
 use crate::error_chain;
 use crate::health::{wait_until_healthy, HealthError};
 use crate::image::{ImageError, ImageStore, NoProgress, Registries};
+use crate::files::{keep_only, ContentStore, FilesError};
 use crate::manifest::{
-    ImageRef, InvalidImageRef, Network, PullPolicy, Service, ServiceSpec, SpecHash, UpdateOrder,
+    FileRefs, ImageRef, InvalidImageRef, Network, PullPolicy, Service, ServiceSpec, SpecHash, UpdateOrder,
 };
 use crate::plan::{Action, Plan, Step};
 use crate::runtime::{
@@ -238,7 +239,8 @@ impl<R: Runtime> Executor<'_, R> {
                 };
                 let previous = Service {
                     spec: spec.clone(),
-                    hash: SpecHash::of(spec),
+                    hash: SpecHash::of(spec, &old_container.files),
+                    files: old_container.files.clone(),
                     ..service.clone()
                 };
                 // The image that ran, by digest: its tag may have moved since (a
@@ -381,6 +383,7 @@ impl<R: Runtime> Executor<'_, R> {
             layers: self.images.layer_dirs(&image),
             image,
             manifest: service.file.canonicalize().ok(),
+            files: service.files.clone(),
         };
         let id = self.runtime.create(&request).await?;
         if let Err(err) = self.runtime.start(&id).await {
@@ -530,11 +533,49 @@ pub async fn apply<R: Runtime>(
     observer: &dyn StepObserver,
 ) -> Outcome {
     restore_network(executor.runtime).await;
+    if let Err(err) = store_contents(root, &planned.desired) {
+        // The creations that need them say so.
+        tracing::warn!("{}", error_chain(&err));
+    }
     let report = executor
         .execute(&planned.plan, &planned.desired, &planned.observed, observer)
         .await;
     let recorded = record(root, &planned.manifest_dir, &planned.desired, &report);
+    let uses_files = |files: &FileRefs| !files.is_empty();
+    if planned.desired.iter().any(|s| uses_files(&s.files))
+        || planned.observed.iter().any(|c| uses_files(&c.files))
+    {
+        drop_unused_files(executor.runtime, root, &planned.desired).await;
+    }
     Outcome { report, recorded }
+}
+
+/// Stores the config contents of `services` by digest, where containers are
+/// created from (and a rollback finds them later).
+fn store_contents(root: &std::path::Path, services: &[Service]) -> Result<(), FilesError> {
+    let store = ContentStore::open(root)?;
+    for content in services.iter().flat_map(|s| &s.config_contents) {
+        store.put(content)?;
+    }
+    Ok(())
+}
+
+/// Drops the config contents and secret versions that neither a container (of
+/// any manifest directory) nor `desired` uses.
+async fn drop_unused_files<R: Runtime>(runtime: &R, root: &std::path::Path, desired: &[Service]) {
+    let containers = match runtime.list().await {
+        Ok(containers) => containers,
+        // Not knowing what is in use, keep everything.
+        Err(_) => return,
+    };
+    let in_use: Vec<&FileRefs> = containers
+        .iter()
+        .map(|c| &c.files)
+        .chain(desired.iter().map(|s| &s.files))
+        .collect();
+    if let Err(err) = keep_only(root, &in_use) {
+        tracing::warn!("{}", error_chain(&err));
+    }
 }
 
 /// Puts the network's rules back if another program removed them: containers on

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
@@ -53,6 +54,8 @@ pub struct Facts {
     pub unhealthy: BTreeMap<String, String>,
     /// Steps the agent's policies hold back.
     pub hold_back: HoldBack,
+    /// The stored contents of the running containers' configs, for the plan's diffs.
+    pub stored_contents: BTreeMap<String, Arc<Vec<u8>>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -100,6 +103,7 @@ pub fn prepare(
         prune: options.prune,
         hold_back: &facts.hold_back,
         join_rotation: options.join_rotation,
+        stored_contents: &facts.stored_contents,
     });
     let fingerprint = fingerprint(&desired, &observed, &facts.current_digests);
     Ok(Planned {
@@ -173,6 +177,7 @@ mod tests {
             unmonitored: false,
             address: None,
             in_rotation: false,
+            files: Default::default(),
         }
     }
 

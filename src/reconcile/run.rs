@@ -44,6 +44,7 @@ pub async fn run<R: Runtime + Clone + 'static>(
         })
         .ok();
     let mut next_restart = reconcile_logged(agent, None).await;
+    triggers.follow(agent.watched_dirs());
     notify_systemd("READY=1");
     let period = periodic.as_ref().map_or(resync, |p| p.period());
     let mut tick = tokio::time::interval(period);
@@ -63,6 +64,7 @@ pub async fn run<R: Runtime + Clone + 'static>(
             }
         }
         next_restart = reconcile_logged(agent, next_restart).await;
+        triggers.follow(agent.watched_dirs());
     }
     notify_systemd("STOPPING=1");
 }

@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use super::error::RuntimeError;
 use crate::image::ImageConfig;
-use crate::manifest::{ByteSize, Network, ServiceSpec, VolumeKind};
+use super::files::ContainerFiles;
+use crate::manifest::{ByteSize, EnvValue, Network, ServiceSpec, VolumeKind};
 
 /// Annotations wharf writes into every config.json: enough to rebuild what is
 /// running after the agent restarts or the state database is lost.
@@ -33,6 +34,8 @@ pub mod annotation {
     pub const MANIFEST_DIR: &str = "io.wharf.manifest-dir";
     /// The normalised service spec, as JSON.
     pub const SPEC: &str = "io.wharf.spec";
+    /// The config digests and secret versions (JSON), for a rollback.
+    pub const FILES: &str = "io.wharf.files";
 }
 
 /// Docker's default capability set.
@@ -216,6 +219,8 @@ pub struct HostFacts {
     pub rootfs: PathBuf,
     pub user: ResolvedUser,
     pub mounts: Vec<MountSource>,
+    /// Configs and secrets, and env values from secrets.
+    pub files: ContainerFiles,
     /// /etc/hosts, /etc/hostname and /etc/resolv.conf written for the container.
     pub etc_dir: PathBuf,
     /// The host's hard limit on open files (the container cannot go above it).
@@ -264,8 +269,14 @@ pub fn command_line(
     Ok(line)
 }
 
-/// Image env overlaid by manifest env, plus WHARF_SERVICE and WHARF_REPLICA.
-pub fn environment(service: &ServiceSpec, image: &ImageConfig, slot: u32) -> Vec<String> {
+/// Image env overlaid by manifest env (variables taken from secrets have their
+/// values in `secret_env`), plus WHARF_SERVICE and WHARF_REPLICA.
+pub fn environment(
+    service: &ServiceSpec,
+    image: &ImageConfig,
+    slot: u32,
+    secret_env: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let image_env = image
         .config
@@ -278,7 +289,15 @@ pub fn environment(service: &ServiceSpec, image: &ImageConfig, slot: u32) -> Vec
     }
     env.entry("PATH".into())
         .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    env.extend(service.env.clone());
+    for (name, value) in &service.env {
+        let value = match value {
+            EnvValue::Text(text) => Some(text),
+            EnvValue::Secret { .. } => secret_env.get(name),
+        };
+        if let Some(value) = value {
+            env.insert(name.clone(), value.clone());
+        }
+    }
     env.insert("WHARF_SERVICE".into(), service.name.clone());
     env.insert("WHARF_REPLICA".into(), slot.to_string());
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
@@ -331,7 +350,7 @@ fn runtime_spec(
         .terminal(false)
         .user(user)
         .args(command_line(service, image)?)
-        .env(environment(service, image, host.slot))
+        .env(environment(service, image, host.slot, &host.files.secret_env))
         .cwd(working_dir(service, image))
         .capabilities(capabilities().map_err(invalid)?)
         .rlimits(vec![nofile])
@@ -546,6 +565,10 @@ fn mounts(service: &ServiceSpec, host: &HostFacts) -> Result<Vec<Mount>, Runtime
         };
         mounts.push(volume_mount.map_err(invalid)?);
     }
+    // After the volumes: a config may be mounted at a path inside one.
+    for (source, target) in &host.files.mounts {
+        mounts.push(bind(source, target, true).map_err(invalid)?);
+    }
     Ok(mounts)
 }
 
@@ -614,6 +637,7 @@ mod tests {
                 gid: 1000,
             },
             mounts,
+            files: ContainerFiles::default(),
             etc_dir: "/var/lib/wharf/containers/web-1-abcdef/etc".into(),
             nofile_hard: 4096,
             cgroups_path: "/wharf/web-1-abcdef".into(),

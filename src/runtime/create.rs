@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +19,7 @@ use super::config::{
     annotation, command_line, environment, runtime_config, HostFacts, MountSource,
 };
 use super::error::{CreateError, RuntimeError};
+use super::files::put_files;
 use super::forked::in_forked_copy_becoming;
 use super::libcontainer::LibcontainerRuntime;
 use super::monitor::MonitorCommand;
@@ -82,6 +83,7 @@ impl LibcontainerRuntime {
         let args = command_line(service, &image.config).map_err(config_error)?;
         check_executable(&rootfs, &args[0], service, &image.config)?;
         let mounts = self.volume_sources(service, dir)?;
+        let files = put_files(self.root(), request, dir, user)?;
         let etc_dir = dir.join("etc");
         // The bridge is checked before an address is reserved.
         let on_bridge = match service.network {
@@ -109,6 +111,7 @@ impl LibcontainerRuntime {
             rootfs,
             user,
             mounts,
+            files,
             etc_dir,
             nofile_hard: nofile_hard_limit(),
             cgroups_path: cgroups_path.to_owned(),
@@ -116,10 +119,19 @@ impl LibcontainerRuntime {
         };
         let config = runtime_config(service, &image.config, &host).map_err(config_error)?;
         let config_path = dir.join("config.json");
-        if let Err(error) = fs::write(
-            &config_path,
-            serde_json::to_vec_pretty(&config).unwrap_or_default(),
-        ) {
+        // Root-only: env values taken from secrets are in it.
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config_path)
+            .and_then(|mut file| {
+                std::io::Write::write_all(
+                    &mut file,
+                    &serde_json::to_vec_pretty(&config).unwrap_or_default(),
+                )
+            });
+        if let Err(error) = written {
             return Err(CreateError::WriteConfig {
                 path: config_path,
                 error,
@@ -292,6 +304,12 @@ fn annotations(request: &CreateRequest) -> BTreeMap<String, String> {
             serde_json::to_string(service).unwrap_or_default(),
         ),
     ]);
+    if !request.files.is_empty() {
+        annotations.insert(
+            annotation::FILES.to_owned(),
+            serde_json::to_string(&request.files).unwrap_or_default(),
+        );
+    }
     if let Some(manifest) = &request.manifest {
         annotations.insert(
             annotation::MANIFEST.to_owned(),
@@ -326,7 +344,7 @@ fn check_executable(
     let found = if program.contains('/') {
         root.resolve(program).is_ok()
     } else {
-        let env = environment(service, image, 0);
+        let env = environment(service, image, 0, &BTreeMap::new());
         let path = env
             .iter()
             .find_map(|entry| entry.strip_prefix("PATH="))

@@ -81,6 +81,18 @@ pub enum CreateError {
     CreateVolume { path: PathBuf, error: io::Error },
     #[error("cannot write /etc files: {0}")]
     EtcFiles(io::Error),
+    #[error("cannot put configs and secrets in place")]
+    Files(#[source] crate::files::FilesError),
+    #[error("cannot mount a memory file system for configs and secrets at {}: {error}", path.display())]
+    FilesMount { path: PathBuf, error: io::Error },
+    #[error("cannot write {what} into the container's files: {error}")]
+    WriteFile { what: String, error: io::Error },
+    #[error("env {variable}: secret {secret} {why}; only text without NUL bytes can be an environment value (mount it as a file instead)")]
+    SecretNotText {
+        variable: String,
+        secret: String,
+        why: &'static str,
+    },
     #[error("cannot write {}: {error}", path.display())]
     WriteConfig { path: PathBuf, error: io::Error },
     #[error("cannot create a pipe: {0}")]

@@ -7,6 +7,7 @@ mod config;
 mod create;
 mod error;
 mod exec;
+mod files;
 mod forked;
 mod libcontainer;
 mod logs;
@@ -39,7 +40,7 @@ pub use stats::{read_usage, Usage};
 // The runtime tests spawn their helpers through this path.
 
 use crate::image::LocalImage;
-use crate::manifest::{ServiceSpec, SpecHash};
+use crate::manifest::{FileRefs, ServiceSpec, SpecHash};
 
 /// What to create: one replica slot of a service from a stored image.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct CreateRequest {
     pub layers: Vec<PathBuf>,
     /// The manifest file that defines the service, when it came from one.
     pub manifest: Option<PathBuf>,
+    /// The config contents (stored by digest) and secret versions to put in.
+    pub files: FileRefs,
 }
 
 /// A wharf container as found on the host.
@@ -76,6 +79,8 @@ pub struct ObservedContainer {
     pub address: Option<std::net::Ipv4Addr>,
     /// In rotation: its service's published ports and name send it new connections.
     pub in_rotation: bool,
+    /// The config contents and secret versions it was created with.
+    pub files: FileRefs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -112,6 +112,9 @@ impl LibcontainerRuntime {
             unmonitored: false,
             address: None,
             in_rotation: false,
+            files: get(annotation::FILES)
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or_default(),
         };
         lock(&self.described).insert(id.to_owned(), container.clone());
         Some(container)

@@ -12,6 +12,7 @@ use super::error::RuntimeError;
 use super::libcontainer::{lock, LibcontainerRuntime};
 use super::observe::MONITOR_GRACE;
 use super::records::{AddressRecord, StopRequest};
+use super::files::remove_files;
 use crate::image::unmount_rootfs;
 use crate::network::{release, set_serving, unregister};
 use crate::process::libcontainer_lock;
@@ -152,6 +153,7 @@ impl LibcontainerRuntime {
             release(record.address, &dir);
         }
         let _ = unmount_rootfs(&dir);
+        remove_files(&dir);
         let _ = fs::remove_dir_all(&dir);
         let _ = fs::remove_dir_all(self.state.join(id));
     }

@@ -4,7 +4,8 @@
 //! resync that catches whatever events missed (queue overflow, a replaced directory,
 //! containers changed by hand).
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -25,8 +26,10 @@ pub struct Triggers {
     /// Keeps the channel open (so waiting times out rather than ending) even when
     /// the directory cannot be watched; notifiers send through it.
     sender: UnboundedSender<Trigger>,
-    /// Kept alive for as long as the directory is watched.
-    _watcher: Option<RecommendedWatcher>,
+    /// Kept alive for as long as the directories are watched.
+    watcher: Option<RecommendedWatcher>,
+    /// The directories watched now.
+    watched: BTreeSet<PathBuf>,
 }
 
 impl Triggers {
@@ -73,11 +76,37 @@ impl Triggers {
             })
             .map(drop)
             .unwrap_or_else(|err| tracing::warn!("cannot watch container exits: {err}"));
+        let watched = match &watcher {
+            Ok(_) => BTreeSet::from([dir.to_owned()]),
+            Err(_) => BTreeSet::new(),
+        };
         Triggers {
             receiver,
             sender,
-            _watcher: watcher.ok(),
+            watcher: watcher.ok(),
+            watched,
         }
+    }
+
+    /// Watches exactly `dirs` from now on (not recursively): the manifest directory,
+    /// those of the files manifests name, the secrets'. One that cannot be watched
+    /// (not there yet) is tried again at the next call.
+    pub fn follow(&mut self, dirs: BTreeSet<PathBuf>) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        for gone in self.watched.difference(&dirs) {
+            let _ = watcher.unwatch(gone);
+        }
+        let mut watched = BTreeSet::new();
+        for dir in dirs {
+            if self.watched.contains(&dir)
+                || watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok()
+            {
+                watched.insert(dir);
+            }
+        }
+        self.watched = watched;
     }
 
     /// A function that wakes the agent with `trigger`, for work done elsewhere.
@@ -123,7 +152,8 @@ mod tests {
         Triggers {
             receiver,
             sender,
-            _watcher: None,
+            watcher: None,
+            watched: BTreeSet::new(),
         }
     }
 

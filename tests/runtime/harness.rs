@@ -68,6 +68,7 @@ impl Host {
             layers: self.images.layer_dirs(&image),
             image,
             manifest: Some(PathBuf::from("/etc/wharf/services/test.yaml")),
+            files: service.files.clone(),
         }
     }
 
