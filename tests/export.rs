@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service as KubeService};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service as KubeService};
 use serde_json::Value;
 use wharf::export::to_kubernetes;
 use wharf::manifest::{load_paths, parse_manifest};
@@ -27,6 +27,7 @@ fn assert_valid_kubernetes(object: &Value) {
         Some("Deployment") => round_trip::<Deployment>(object),
         Some("Service") => round_trip::<KubeService>(object),
         Some("PersistentVolumeClaim") => round_trip::<PersistentVolumeClaim>(object),
+        Some("ConfigMap") => round_trip::<ConfigMap>(object),
         other => panic!("unexpected kind {other:?}"),
     };
     assert_eq!(
@@ -48,6 +49,29 @@ fn export_service(extra: &str) -> (Vec<Value>, Vec<String>) {
     let services = parse_manifest(Path::new("web.yaml"), text.as_bytes())
         .unwrap_or_else(|errors| panic!("invalid test manifest: {errors:?}"));
     let (objects, warnings) = to_kubernetes(&services);
+    for object in &objects {
+        assert_valid_kubernetes(object);
+    }
+    (objects, warnings.iter().map(ToString::to_string).collect())
+}
+
+/// A directory holding `files` (a manifest and the files it names), for exports of
+/// services with configs, which are read next to their manifest.
+fn directory(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("in the directory")).expect("mkdir");
+        std::fs::write(&path, content).expect("write");
+    }
+    dir
+}
+
+/// The objects (each checked) and warnings for the manifests of `dir`.
+fn export_directory(dir: &Path) -> (Vec<Value>, Vec<String>) {
+    let loaded = load_paths(&[dir.to_owned()]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let (objects, warnings) = to_kubernetes(&loaded.services);
     for object in &objects {
         assert_valid_kubernetes(object);
     }
@@ -255,4 +279,268 @@ fn the_command_prints_yaml_documents_and_warnings_on_stderr() {
         .expect("wharf runs");
     assert_eq!(broken.status.code(), Some(1));
     assert!(broken.stdout.is_empty());
+}
+
+/// A service with a config file next to its manifest, a mounted secret and a secret
+/// in env, as the examples below export it.
+const WEB_WITH_FILES: &str = "\
+apiVersion: wharf/v1
+kind: Service
+name: web
+image: busybox
+env:
+  LOG_LEVEL: info
+  DB_PASSWORD: {secret: dbpass}
+configs:
+  - {source: app.conf, target: /etc/app/app.conf}
+  - {source: logo.png, target: /srv/www/logo.png, mode: 0440}
+secrets:
+  - {name: tls-key, target: /etc/app/tls.key}
+";
+
+#[test]
+fn configs_become_a_config_map_mounted_at_their_targets() {
+    let dir = directory(&[
+        ("web.yaml", WEB_WITH_FILES.as_bytes()),
+        ("app.conf", b"listen 8080\n"),
+        // Not UTF-8: carried as binaryData (base64).
+        ("logo.png", b"\x89PNG\xff\x00"),
+    ]);
+    let (objects, _) = export_directory(dir.path());
+    // The ConfigMap comes first, so that `kubectl apply` creates it before the pods
+    // that mount it.
+    assert_eq!(kinds(&objects), ["ConfigMap", "Deployment"]);
+
+    // One ConfigMap per service, `<service>-config`, keyed by the sources' file names.
+    let config_map = &objects[0];
+    assert_eq!(config_map["metadata"]["name"], "web-config");
+    assert_eq!(
+        config_map["data"],
+        serde_json::json!({"app.conf": "listen 8080\n"})
+    );
+    assert_eq!(
+        config_map["binaryData"],
+        serde_json::json!({"logo.png": "iVBOR/8A"})
+    );
+
+    // Each config is one file of the ConfigMap's volume, mounted read-only at its
+    // target (subPath), with its mode (0444 unless given) as Kubernetes writes modes:
+    // a decimal number.
+    let pod = &objects[1]["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "configs")
+        .expect("the configs volume");
+    assert_eq!(
+        volume["configMap"],
+        serde_json::json!({
+            "name": "web-config",
+            "items": [
+                {"key": "app.conf", "path": "app.conf", "mode": 0o444},
+                {"key": "logo.png", "path": "logo.png", "mode": 0o440},
+            ],
+        })
+    );
+    let mounts = &pod["containers"][0]["volumeMounts"];
+    assert_eq!(
+        mounts[0],
+        serde_json::json!({
+            "name": "configs",
+            "mountPath": "/etc/app/app.conf",
+            "subPath": "app.conf",
+            "readOnly": true,
+        })
+    );
+    assert_eq!(mounts[1]["mountPath"], "/srv/www/logo.png");
+    assert_eq!(mounts[1]["subPath"], "logo.png");
+
+    // An edit of a config changes the pod template, so the Deployment replaces its
+    // pods, as wharf replaces its containers.
+    let digest = |objects: &[Value]| {
+        objects[1]["spec"]["template"]["metadata"]["annotations"]["checksum/config"].clone()
+    };
+    assert!(digest(&objects).is_string());
+    std::fs::write(dir.path().join("app.conf"), "listen 9090\n").expect("write");
+    let (edited, _) = export_directory(dir.path());
+    assert_ne!(digest(&edited), digest(&objects));
+}
+
+#[test]
+fn secrets_are_referred_to_by_name_and_never_exported() {
+    let dir = directory(&[
+        ("web.yaml", WEB_WITH_FILES.as_bytes()),
+        ("app.conf", b"listen 8080\n"),
+        ("logo.png", b"\x89PNG\xff\x00"),
+    ]);
+    let (objects, warnings) = export_directory(dir.path());
+    // No Secret object: the values stay on the host.
+    assert!(!kinds(&objects).contains(&"Secret"), "{objects:#?}");
+    let pod = &objects[1]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+
+    // `{secret: dbpass}` in env: the key `value` of the Secret `dbpass`.
+    assert_eq!(
+        container["env"],
+        serde_json::json!([
+            {
+                "name": "DB_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "dbpass", "key": "value"}},
+            },
+            {"name": "LOG_LEVEL", "value": "info"},
+        ])
+    );
+
+    // A mounted secret: a `secret` volume with that key as one file (mode 0400 unless
+    // given), mounted read-only at the target.
+    assert_eq!(
+        pod["volumes"][1],
+        serde_json::json!({
+            "name": "secret-0",
+            "secret": {
+                "secretName": "tls-key",
+                "items": [{"key": "value", "path": "value", "mode": 0o400}],
+            },
+        })
+    );
+    assert_eq!(
+        container["volumeMounts"][2],
+        serde_json::json!({
+            "name": "secret-0",
+            "mountPath": "/etc/app/tls.key",
+            "subPath": "value",
+            "readOnly": true,
+        })
+    );
+
+    // Each secret's warning says how to create it in the cluster.
+    let location = format!("{}:3:7 service web:", dir.path().join("web.yaml").display());
+    for expected in [
+        "secrets[0].name: secret tls-key is referred to by name and its value is not exported: \
+         create the Secret in the cluster before applying, with the value in key \"value\": \
+         kubectl create secret generic tls-key --from-file=value=./tls-key.txt",
+        // Used in env: wharf leaves a trailing newline out of the value, Kubernetes not.
+        "env.DB_PASSWORD.secret: secret dbpass is referred to by name and its value is not \
+         exported: create the Secret in the cluster before applying, with the value in key \
+         \"value\": kubectl create secret generic dbpass --from-file=value=./dbpass.txt \
+         (without a trailing newline: wharf drops one from env, Kubernetes not)",
+    ] {
+        assert!(
+            warnings.contains(&format!("{location} {expected}")),
+            "no warning {expected:?} in {warnings:#?}"
+        );
+    }
+    // Kubernetes cannot give a mounted file an owner: tls.key is root's there, and
+    // with mode 0400 only root can read it.
+    assert!(
+        warnings.iter().any(|w| w.contains("secrets[0]: the owner (the container's user) is not carried over")
+            && w.contains("with mode 0400")),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn secret_names_are_made_kubernetes_names_and_owners_are_warned_about() {
+    let (objects, warnings) = export_service(
+        "user: \"0\"\n\
+         env: {TOKEN: {secret: API_Token}}\n\
+         secrets: [{name: API_Token}, {name: ca.pem, target: /etc/ca.pem, mode: 0444, uid: 1000}]\n",
+    );
+    let pod = &objects[0]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+        "api-token"
+    );
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "api-token");
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/run/secrets/API_Token"
+    );
+    assert_eq!(pod["volumes"][1]["secret"]["secretName"], "ca.pem");
+    let said = |text: &str| warnings.iter().any(|w| w.contains(text));
+    assert!(
+        said("secret name API_Token is not a Kubernetes name (lowercase letters, digits, '-' and '.'); the pods refer to the Secret api-token"),
+        "{warnings:#?}"
+    );
+    assert!(
+        said("kubectl create secret generic api-token --from-file=value=./API_Token.txt"),
+        "{warnings:#?}"
+    );
+    // Run as root, the default owner changes nothing; an owner given is not carried over.
+    assert!(!said("secrets[0]: the owner"), "{warnings:#?}");
+    assert!(
+        said("secrets[1]: the owner (uid 1000) is not carried over: Kubernetes cannot set a mounted file's owner, /etc/ca.pem is owned by root"),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn config_keys_are_unique_and_valid_whatever_the_file_names() {
+    let manifest = "\
+apiVersion: wharf/v1
+kind: Service
+name: web
+image: busybox
+configs:
+  - {source: a/app.conf, target: /etc/a.conf}
+  - {source: b/app.conf, target: /etc/b.conf}
+  - {source: my settings.ini, target: /etc/settings.ini, uid: 1000, gid: 1000}
+";
+    let dir = directory(&[
+        ("web.yaml", manifest.as_bytes()),
+        ("a/app.conf", b"a\n"),
+        ("b/app.conf", b"b\n"),
+        ("my settings.ini", b"[x]\n"),
+    ]);
+    let (objects, warnings) = export_directory(dir.path());
+    assert_eq!(
+        objects[0]["data"],
+        serde_json::json!({"app.conf": "a\n", "app.conf-2": "b\n", "my-settings.ini": "[x]\n"})
+    );
+    let mounts = &objects[1]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"];
+    let sub_paths: Vec<&str> = (0..3)
+        .map(|i| mounts[i]["subPath"].as_str().expect("subPath"))
+        .collect();
+    assert_eq!(sub_paths, ["app.conf", "app.conf-2", "my-settings.ini"]);
+    assert!(
+        warnings.iter().any(|w| w.contains(
+            "configs[2]: the owner (uid 1000, gid 1000) is not carried over"
+        )),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn the_command_prints_the_config_map_and_how_to_create_each_secret() {
+    let dir = directory(&[
+        ("web.yaml", WEB_WITH_FILES.as_bytes()),
+        ("app.conf", b"listen 8080\n"),
+        ("logo.png", b"\x89PNG\xff\x00"),
+    ]);
+    let output = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["export", "kubernetes"])
+        .arg(dir.path())
+        .output()
+        .expect("wharf runs");
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let documents: Vec<Value> = stdout
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_yaml::from_str(d).expect("YAML"))
+        .collect();
+    assert_eq!(kinds(&documents), ["ConfigMap", "Deployment"]);
+    for document in &documents {
+        assert_valid_kubernetes(document);
+    }
+    assert_eq!(documents[0]["data"]["app.conf"], "listen 8080\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("kubectl create secret generic dbpass --from-file=value=./dbpass.txt")
+            && stderr.contains(
+                "kubectl create secret generic tls-key --from-file=value=./tls-key.txt"
+            ),
+        "{stderr}"
+    );
 }

@@ -1,25 +1,60 @@
 //! A Deployment per service; a Service for its published ports (or, with `network:
-//! host`, for the port its health check names, which it binds on the host); and a
-//! PersistentVolumeClaim per named volume.
+//! host`, for the port its health check names, which it binds on the host); a
+//! PersistentVolumeClaim per named volume; and a ConfigMap per service with configs,
+//! each config mounted at its target.
+//!
+//! Secrets are referred to by name, never by value (their values stay on the host):
+//! a Kubernetes Secret with one key, `value`, per wharf secret, which the user
+//! creates (a warning says how). Env values from a secret become `secretKeyRef`s;
+//! mounted secrets, `secret` volumes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
+use sha2::{Digest as _, Sha256};
 
 use super::Warning;
 use crate::manifest::{
-    Health, LogPolicy, Network, Protocol, PullPolicy, RestartPolicy, Service, ServiceSpec,
-    UpdateOrder, Volume, VolumeKind,
+    ConfigFile, EnvValue, Health, LogPolicy, Network, Protocol, PullPolicy, RestartPolicy,
+    Service, ServiceSpec, UpdateOrder, Volume, VolumeKind,
 };
 
 /// Size given to the claim of each named volume (wharf volumes have none).
 const CLAIM_SIZE: &str = "1Gi";
+
+/// The key of the one value of each exported secret's Kubernetes Secret.
+const SECRET_KEY: &str = "value";
+
+/// The pod volume of a service's ConfigMap.
+const CONFIG_VOLUME: &str = "configs";
+
+/// What Kubernetes allows a ConfigMap to hold (keys and values together).
+const MAX_CONFIG_MAP_BYTES: usize = 1 << 20;
+
+/// Modes wharf gives configs and secrets when the manifest gives none.
+const DEFAULT_CONFIG_MODE: u32 = 0o444;
+const DEFAULT_SECRET_MODE: u32 = 0o400;
+
+/// Said of a secret used in env.
+const ENV_NEWLINE: &str = " (without a trailing newline: wharf drops one from env, Kubernetes not)";
+
+/// Pod template annotation with a digest of the service's ConfigMap: an edit of a
+/// config changes the template, so the Deployment replaces its pods, as wharf
+/// replaces its containers (a ConfigMap mounted with subPath is never updated in
+/// running pods).
+const CONFIG_DIGEST_ANNOTATION: &str = "checksum/config";
 
 /// The Kubernetes objects for `services`, in order, and what could not be carried over.
 pub fn to_kubernetes(services: &[Service]) -> (Vec<Value>, Vec<Warning>) {
     let mut objects = Vec::new();
     let mut warnings = Vec::new();
     let mut claims: BTreeSet<&str> = BTreeSet::new();
+    let secret_names = kube_secret_names(services);
+    let env_secrets: BTreeSet<&str> = services
+        .iter()
+        .flat_map(|service| service.spec.env.values().filter_map(EnvValue::secret))
+        .collect();
+    let mut announced: BTreeSet<&str> = BTreeSet::new();
     for service in services {
         let mut warn = |field: &str, message: String| {
             warnings.push(Warning {
@@ -30,7 +65,11 @@ pub fn to_kubernetes(services: &[Service]) -> (Vec<Value>, Vec<Warning>) {
             })
         };
         let spec = &service.spec;
-        objects.push(deployment(spec, &mut warn));
+        let config_keys = config_keys(&spec.configs);
+        if !spec.configs.is_empty() {
+            objects.push(config_map(service, &config_keys, &mut warn));
+        }
+        objects.push(deployment(service, &config_keys, &secret_names, &mut warn));
         if !spec.ports.is_empty() {
             objects.push(published_ports_service(spec, &mut warn));
         } else if spec.network == Network::Host {
@@ -50,8 +89,300 @@ pub fn to_kubernetes(services: &[Service]) -> (Vec<Value>, Vec<Warning>) {
                 objects.push(claim(name));
             }
         }
+        // Each secret once, where it is first used.
+        for name in spec.secret_names() {
+            if !announced.insert(name) {
+                continue;
+            }
+            let field = service
+                .secret_uses
+                .get(name)
+                .map_or("secrets", |(field, _)| field.as_str());
+            let kube = kube_secret(&secret_names, name);
+            if kube != name {
+                warn(
+                    field,
+                    format!("secret name {name} is not a Kubernetes name (lowercase letters, digits, '-' and '.'); the pods refer to the Secret {kube}"),
+                );
+            }
+            let newline = if env_secrets.contains(name) {
+                ENV_NEWLINE
+            } else {
+                ""
+            };
+            warn(
+                field,
+                format!("secret {name} is referred to by name and its value is not exported: create the Secret in the cluster before applying, with the value in key \"{SECRET_KEY}\": kubectl create secret generic {kube} --from-file={SECRET_KEY}=./{name}.txt{newline}"),
+            );
+        }
     }
     (objects, warnings)
+}
+
+/// The Kubernetes name of each secret the services use: lowercase, `_` as `-`, each
+/// dot-separated part trimmed of `-` (a DNS subdomain, as Kubernetes names are).
+/// Names that are already valid keep them; two secrets whose names map to the same
+/// one get `-2`, `-3`... in name order.
+fn kube_secret_names(services: &[Service]) -> BTreeMap<&str, String> {
+    let used: BTreeSet<&str> = services
+        .iter()
+        .flat_map(|service| service.spec.secret_names())
+        .collect();
+    let mut ordered: Vec<&str> = used.into_iter().collect();
+    // Stable: names in order, those that need no change first.
+    ordered.sort_by_key(|name| kube_name(name) != *name);
+    let mut taken = BTreeSet::new();
+    ordered
+        .into_iter()
+        .map(|name| {
+            let base = kube_name(name);
+            let mut kube = base.clone();
+            let mut suffix = 2;
+            while !taken.insert(kube.clone()) {
+                kube = format!("{base}-{suffix}");
+                suffix += 1;
+            }
+            (name, kube)
+        })
+        .collect()
+}
+
+fn kube_secret(names: &BTreeMap<&str, String>, name: &str) -> String {
+    names.get(name).cloned().unwrap_or_else(|| kube_name(name))
+}
+
+/// `name` as a DNS subdomain: lowercase letters, digits, `-` and `.`, each
+/// dot-separated part starting and ending with a letter or digit.
+fn kube_name(name: &str) -> String {
+    let lower: String = name
+        .chars()
+        .map(|c| match c {
+            c if c.is_ascii_alphanumeric() => c.to_ascii_lowercase(),
+            '.' => '.',
+            _ => '-',
+        })
+        .collect();
+    let parts: Vec<&str> = lower
+        .split('.')
+        .map(|part| part.trim_matches('-'))
+        .filter(|part| !part.is_empty())
+        .collect();
+    if parts.is_empty() {
+        "secret".to_owned()
+    } else {
+        parts.join(".")
+    }
+}
+
+/// The ConfigMap key of each config, in the order of `configs`: its source's file
+/// name with characters a key cannot have (`[-._a-zA-Z0-9]`) as `-`, made unique
+/// with `-2`, `-3`...
+fn config_keys(configs: &[ConfigFile]) -> Vec<String> {
+    let mut taken = BTreeSet::new();
+    configs
+        .iter()
+        .map(|config| {
+            let source = config.source.as_str();
+            let file = source.rsplit_once('/').map_or(source, |(_, file)| file);
+            let mut base: String = file
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .take(200)
+                .collect();
+            // Kubernetes refuses the keys ".", ".." and those starting with "..".
+            if base.is_empty() || base == "." || base.starts_with("..") {
+                base = format!("config-{base}");
+            }
+            let mut key = base.clone();
+            let mut suffix = 2;
+            while !taken.insert(key.clone()) {
+                key = format!("{base}-{suffix}");
+                suffix += 1;
+            }
+            key
+        })
+        .collect()
+}
+
+fn config_map_name(spec: &ServiceSpec) -> String {
+    format!("{}-config", spec.name)
+}
+
+/// The service's configs, by key: UTF-8 content as `data`, anything else base64 in
+/// `binaryData`.
+fn config_map(service: &Service, keys: &[String], warn: &mut impl FnMut(&str, String)) -> Value {
+    let spec = &service.spec;
+    let mut data = Map::new();
+    let mut binary = Map::new();
+    let mut size = 0;
+    for (key, content) in keys.iter().zip(&service.config_contents) {
+        size += key.len() + content.len();
+        if let Ok(text) = std::str::from_utf8(content) {
+            data.insert(key.clone(), text.into());
+        } else {
+            binary.insert(key.clone(), base64(content).into());
+        }
+    }
+    let name = config_map_name(spec);
+    if size > MAX_CONFIG_MAP_BYTES {
+        warn(
+            "configs",
+            format!("the ConfigMap {name} holds {size} bytes, more than the 1 MiB Kubernetes allows; mount the largest files from a volume instead"),
+        );
+    }
+    let mut object = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": name, "labels": labels(spec) },
+    });
+    if !data.is_empty() {
+        object["data"] = data.into();
+    }
+    if !binary.is_empty() {
+        object["binaryData"] = binary.into();
+    }
+    object
+}
+
+/// Hex SHA-256 of the keys and contents of the service's ConfigMap.
+fn config_digest(service: &Service, keys: &[String]) -> String {
+    let mut hasher = Sha256::new();
+    for (key, content) in keys.iter().zip(&service.config_contents) {
+        hasher.update((key.len() as u64).to_le_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update((content.len() as u64).to_le_bytes());
+        hasher.update(content.as_slice());
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+/// Standard base64 with padding (RFC 4648), as `binaryData` wants.
+fn base64(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let byte = |index: usize| u32::from(chunk.get(index).copied().unwrap_or(0));
+        let group = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for index in 0..4 {
+            if index <= chunk.len() {
+                let sextet = (group >> (18 - 6 * index)) & 0x3f;
+                out.push(char::from(DIGITS[sextet as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Whether the service's processes run as root, as far as the manifest says.
+fn runs_as_root(spec: &ServiceSpec) -> bool {
+    spec.user
+        .as_deref()
+        .and_then(|user| user.split(':').next())
+        .is_some_and(|user| user == "0" || user == "root")
+}
+
+/// The volumeMounts and volumes that put the configs and secrets at their targets:
+/// one file each (subPath), read-only, with the manifest's mode. Kubernetes cannot
+/// set a mounted file's owner: what that changes is warned about.
+fn file_mounts(
+    spec: &ServiceSpec,
+    config_keys: &[String],
+    secret_names: &BTreeMap<&str, String>,
+    warn: &mut impl FnMut(&str, String),
+) -> (Vec<Value>, Vec<Value>) {
+    let mut mounts = Vec::new();
+    let mut volumes = Vec::new();
+    let unreadable = |mode: u32| {
+        if mode & 0o004 == 0 {
+            format!(", so with mode {mode:04o} a process that does not run as root cannot read it unless the pod's securityContext.fsGroup is set and the mode lets the group read (such as 0440); or give a mode others can read (such as 0444)")
+        } else {
+            String::new()
+        }
+    };
+    let id = |what: &str, value: Option<u32>| value.map(|value| format!("{what} {value}"));
+    let mut items = Vec::new();
+    for (index, (config, key)) in spec.configs.iter().zip(config_keys).enumerate() {
+        let mode = config.mode.map_or(DEFAULT_CONFIG_MODE, |mode| mode.0);
+        items.push(json!({ "key": key, "path": key, "mode": mode }));
+        mounts.push(json!({
+            "name": CONFIG_VOLUME,
+            "mountPath": config.target,
+            "subPath": key,
+            "readOnly": true,
+        }));
+        // wharf's default owner, root, is Kubernetes' too.
+        if config.uid.unwrap_or(0) != 0 || config.gid.unwrap_or(0) != 0 {
+            let owner: Vec<String> = [id("uid", config.uid), id("gid", config.gid)]
+                .into_iter()
+                .flatten()
+                .collect();
+            warn(
+                &format!("configs[{index}]"),
+                format!(
+                    "the owner ({}) is not carried over: Kubernetes cannot set a mounted file's owner, {} is owned by root (its group is the pod's securityContext.fsGroup when set){}",
+                    owner.join(", "),
+                    config.target,
+                    unreadable(mode)
+                ),
+            );
+        }
+    }
+    if !items.is_empty() {
+        volumes.push(json!({
+            "name": CONFIG_VOLUME,
+            "configMap": { "name": config_map_name(spec), "items": items },
+        }));
+    }
+    for (index, secret) in spec.secrets.iter().enumerate() {
+        let volume = format!("secret-{index}");
+        let mode = secret.mode.map_or(DEFAULT_SECRET_MODE, |mode| mode.0);
+        let target = secret.target();
+        volumes.push(json!({
+            "name": volume,
+            "secret": {
+                "secretName": kube_secret(secret_names, &secret.name),
+                "items": [{ "key": SECRET_KEY, "path": SECRET_KEY, "mode": mode }],
+            },
+        }));
+        mounts.push(json!({
+            "name": volume,
+            "mountPath": target,
+            "subPath": SECRET_KEY,
+            "readOnly": true,
+        }));
+        // wharf's default owner is the container's user; Kubernetes' is root.
+        let owner: Vec<String> = [id("uid", secret.uid), id("gid", secret.gid)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let owner = if owner.is_empty() {
+            "the container's user".to_owned()
+        } else {
+            owner.join(", ")
+        };
+        let root_owned = match (secret.uid, secret.gid) {
+            (None, None) => runs_as_root(spec),
+            (uid, gid) => uid.unwrap_or(0) == 0 && gid.unwrap_or(0) == 0,
+        };
+        if !root_owned {
+            warn(
+                &format!("secrets[{index}]"),
+                format!(
+                    "the owner ({owner}) is not carried over: Kubernetes cannot set a mounted file's owner, {target} is owned by root (its group is the pod's securityContext.fsGroup when set){}",
+                    unreadable(mode)
+                ),
+            );
+        }
+    }
+    (mounts, volumes)
 }
 
 fn labels(spec: &ServiceSpec) -> Map<String, Value> {
@@ -69,7 +400,13 @@ fn selector(spec: &ServiceSpec) -> Value {
     json!({ "app.kubernetes.io/name": spec.name })
 }
 
-fn deployment(spec: &ServiceSpec, warn: &mut impl FnMut(&str, String)) -> Value {
+fn deployment(
+    service: &Service,
+    config_keys: &[String],
+    secret_names: &BTreeMap<&str, String>,
+    warn: &mut impl FnMut(&str, String),
+) -> Value {
+    let spec = &service.spec;
     let mut container = Map::new();
     container.insert("name".into(), spec.name.clone().into());
     container.insert("image".into(), spec.image.clone().into());
@@ -92,7 +429,18 @@ fn deployment(spec: &ServiceSpec, warn: &mut impl FnMut(&str, String)) -> Value 
         let env: Vec<Value> = spec
             .env
             .iter()
-            .map(|(name, value)| json!({ "name": name, "value": value }))
+            .map(|(name, value)| match value {
+                EnvValue::Text(text) => json!({ "name": name, "value": text }),
+                EnvValue::Secret { secret } => json!({
+                    "name": name,
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": kube_secret(secret_names, secret),
+                            "key": SECRET_KEY,
+                        },
+                    },
+                }),
+            })
             .collect();
         container.insert("env".into(), env.into());
     }
@@ -130,7 +478,10 @@ fn deployment(spec: &ServiceSpec, warn: &mut impl FnMut(&str, String)) -> Value 
             json!({ "preStop": { "sleep": { "seconds": whole_seconds(drain) } } }),
         );
     }
-    let (mounts, volumes) = volumes(&spec.volumes);
+    let (mut mounts, mut volumes) = volumes(&spec.volumes);
+    let (file_mounts, file_volumes) = file_mounts(spec, config_keys, secret_names, warn);
+    mounts.extend(file_mounts);
+    volumes.extend(file_volumes);
     if !mounts.is_empty() {
         container.insert("volumeMounts".into(), mounts.into());
     }
@@ -194,6 +545,10 @@ fn deployment(spec: &ServiceSpec, warn: &mut impl FnMut(&str, String)) -> Value 
     });
     if let Some(deadline) = spec.update.deadline {
         deployment_spec["progressDeadlineSeconds"] = whole_seconds(deadline.as_std()).into();
+    }
+    if !spec.configs.is_empty() {
+        deployment_spec["template"]["metadata"]["annotations"] =
+            json!({ CONFIG_DIGEST_ANNOTATION: config_digest(service, config_keys) });
     }
     json!({
         "apiVersion": "apps/v1",
@@ -433,4 +788,64 @@ fn claim(name: &str) -> Value {
 /// Kubernetes counts whole seconds, at least 1.
 fn whole_seconds(duration: std::time::Duration) -> u64 {
     (duration.as_secs() + u64::from(duration.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_the_standard_alphabet_with_padding() {
+        // RFC 4648, section 10, and the last two letters of the alphabet.
+        let cases: [(&[u8], &str); 8] = [
+            (b"", ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+            (b"\xfb\xff", "+/8="),
+        ];
+        for (bytes, encoded) in cases {
+            assert_eq!(base64(bytes), encoded, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn secret_names_become_dns_subdomains() {
+        assert_eq!(kube_name("dbpass"), "dbpass");
+        assert_eq!(kube_name("tls.key"), "tls.key");
+        assert_eq!(kube_name("DB_Pass"), "db-pass");
+        assert_eq!(kube_name("db_"), "db");
+        assert_eq!(kube_name("a._b"), "a.b");
+        assert_eq!(kube_name("a..b"), "a.b");
+    }
+
+    #[test]
+    fn config_keys_are_valid_and_unique() {
+        let config = |source: &str| -> ConfigFile {
+            serde_json::from_value(json!({ "source": source, "target": "/etc/x" }))
+                .expect("a config")
+        };
+        let configs = [
+            config("app.conf"),
+            config("other/app.conf"),
+            config("app.conf-2"),
+            config("my config.ini"),
+            config("..hidden"),
+            config("étoile.txt"),
+        ];
+        assert_eq!(
+            config_keys(&configs),
+            [
+                "app.conf",
+                "app.conf-2",
+                "app.conf-2-2",
+                "my-config.ini",
+                "config-..hidden",
+                "-toile.txt",
+            ]
+        );
+    }
 }

@@ -4,17 +4,41 @@
 //! agent see one manifest directory across commits). A failed fetch or a commit with
 //! broken manifests leaves that directory at the last good commit. The `git` command
 //! does the fetching, with the user's own configuration and credentials.
+//!
+//! The files manifests name besides themselves (`configs[].source`, `env_file`) come
+//! from the same commit, so that a commit changing only a config file rolls its
+//! service, and a commit naming a missing or oversized file is refused like any other
+//! invalid manifest. A commit is hostile input, so it is read in two bounded passes
+//! of `git archive`:
+//!
+//! 1. the manifest files at the top of `path`, each at most [`MAX_MANIFEST_BYTES`];
+//! 2. the files of `path` (subdirectories included) that the manifests may name:
+//!    every YAML scalar of the manifests that is a relative path inside the
+//!    directory (a superset of the real references, found without expanding any
+//!    alias, so it costs no more than the manifests' own text). Only regular files
+//!    are taken, at most [`MAX_NAMED_FILES`] of them; symlinks in the commit are
+//!    skipped (a manifest naming one is told the file does not exist). A file over
+//!    the 1 MiB limit is not read: it is written as an empty sparse file of its
+//!    size, so that the loader refuses it by its real size if a manifest names it.
+//!
+//! The loader then checks everything, reading the named files as `apply` will, and
+//! only the files its services name are mirrored, next to the manifests. The
+//! manifest directory is sync's own: after a sync it holds exactly the commit's
+//! manifests and the files they name, and nothing else.
 
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::manifest::{is_manifest_name, load_paths, MAX_MANIFEST_BYTES};
+use crate::manifest::{
+    is_manifest_name, load_paths, MAX_CONFIG_BYTES, MAX_ENV_FILE_BYTES, MAX_MANIFEST_BYTES,
+};
 
 /// Why a sync did not move the manifest directory to the ref's commit.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +83,9 @@ pub enum SyncError {
     },
     #[error("commit {commit}: more than {MAX_MANIFEST_FILES} manifest files in one directory")]
     TooManyManifests { commit: String },
+    /// More files of `path` than [`MAX_NAMED_FILES`] are named in its manifests.
+    #[error("commit {commit}: the manifests of {path} name more than {MAX_NAMED_FILES} of its files (configs, env files); share files between services or split the directory")]
+    TooManyNamedFiles { commit: String, path: String },
     #[error("commit {commit}: cannot read {name} from git archive")]
     ArchiveFile {
         commit: String,
@@ -131,7 +158,7 @@ pub struct SyncRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Synced {
     pub commit: String,
-    /// Manifest files written or removed.
+    /// Files written or removed: manifests and the files they name.
     pub files_changed: usize,
 }
 
@@ -250,9 +277,12 @@ fn fetch_and_mirror(
     .trim()
     .to_owned();
     let short = &commit[..commit.len().min(12)];
-    let files = manifests_at(&repo, &commit, &source.path)?;
+    let abbreviated = || short.to_owned();
+    let files = read_archive(&repo, &commit, &source.path, |tar, prefix| {
+        read_manifests(tar, prefix, &abbreviated)
+    })?;
 
-    // Check the commit's manifests before anything changes.
+    // Check the commit's manifests, and the files they name, before anything changes.
     let incoming = base.join("incoming");
     let _ = fs::remove_dir_all(&incoming);
     fs::create_dir_all(&incoming).map_err(io(&incoming))?;
@@ -260,14 +290,48 @@ fn fetch_and_mirror(
         let path = incoming.join(name);
         fs::write(&path, bytes).map_err(io(&path))?;
     }
+    let mut named = named_paths(&files);
+    for (name, _) in &files {
+        // Already there, and mirrored as a manifest.
+        named.remove(name);
+    }
+    let extracted = if named.is_empty() {
+        BTreeSet::new()
+    } else {
+        let extracted = read_archive(&repo, &commit, &source.path, |tar, prefix| {
+            extract_named(tar, prefix, &named, &incoming, &abbreviated)
+        });
+        match extracted {
+            Ok(extracted) => extracted,
+            Err(err) => {
+                let _ = fs::remove_dir_all(&incoming);
+                return Err(match err {
+                    SyncError::TooManyNamedFiles { commit, .. } => SyncError::TooManyNamedFiles {
+                        commit,
+                        path: source.path.clone(),
+                    },
+                    err => err,
+                });
+            }
+        }
+    };
     let loaded = load_paths(std::slice::from_ref(&incoming));
     if !loaded.errors.is_empty() {
+        let dir = source.path.trim_end_matches('/');
+        // Files are shown under `incoming/`; the loader also names the directory
+        // itself ("does not exist in DIR").
         let shown = format!("{}/", incoming.display());
-        let place = format!("{short}:{}/", source.path.trim_end_matches('/'));
+        let place = format!("{short}:{dir}/");
+        let shown_dir = incoming.display().to_string();
+        let place_dir = format!("{short}:{dir}");
         let errors: Vec<String> = loaded
             .errors
             .iter()
-            .map(|e| e.to_string().replace(&shown, &place))
+            .map(|e| {
+                e.to_string()
+                    .replace(&shown, &place)
+                    .replace(&shown_dir, &place_dir)
+            })
             .collect();
         let _ = fs::remove_dir_all(&incoming);
         return Err(SyncError::InvalidManifests {
@@ -276,20 +340,36 @@ fn fetch_and_mirror(
             errors,
         });
     }
-    let files_changed = mirror(&incoming, &base.join("manifests"))?;
+    // What the services really name: the extracted files are a superset.
+    let referenced: BTreeSet<String> = loaded
+        .services
+        .iter()
+        .flat_map(|service| {
+            let configs = service.spec.configs.iter().map(|c| c.source.as_str());
+            configs.chain(service.spec.env_file.iter().map(|f| f.as_str()))
+        })
+        .filter_map(relative_inside)
+        .filter(|name| extracted.contains(name))
+        .collect();
+    let manifests: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    let result = mirror(&incoming, &base.join("manifests"), &manifests, &referenced);
     let _ = fs::remove_dir_all(&incoming);
     Ok(Synced {
         commit,
-        files_changed,
+        files_changed: result?,
     })
 }
 
-/// The manifest files directly in `path` at `commit`: (file name, contents).
-fn manifests_at(
+/// Streams `git archive` of `path` at `commit` into `read`, with the prefix of the
+/// entries of `path` (`hosts/`, or nothing for the top). When git fails, its stderr
+/// is the error, unless `read` refused the archive first (git then fails on the
+/// closed pipe).
+fn read_archive<T>(
     repo: &Path,
     commit: &str,
     path: &str,
-) -> Result<Vec<(String, Vec<u8>)>, SyncError> {
+    read: impl FnOnce(&mut ChildStdout, &str) -> Result<T, SyncError>,
+) -> Result<T, SyncError> {
     let short = || commit[..commit.len().min(12)].to_owned();
     let prefix = match path.trim_matches('/') {
         "" | "." => String::new(),
@@ -323,10 +403,22 @@ fn manifests_at(
             text
         })
     });
-    let files = child.stdout.take().map_or_else(
-        || Ok(Vec::new()),
-        |stdout| read_manifests(stdout, &prefix, &short),
-    );
+    let result = match child.stdout.take() {
+        Some(mut stdout) => {
+            let result = read(&mut stdout, &prefix);
+            if result.is_ok() {
+                // The padding after the end of the archive, so that git never fails
+                // on a pipe closed early; bounded, in case it is not just padding.
+                let _ = std::io::copy(&mut stdout.by_ref().take(1 << 20), &mut std::io::sink());
+            }
+            result
+            // stdout is closed here, before waiting: a git still writing stops.
+        }
+        None => Err(SyncError::Archive {
+            commit: short(),
+            source: std::io::Error::other("git archive gave no output"),
+        }),
+    };
     let status = child.wait();
     let stderr = stderr
         .and_then(|reader| reader.join().ok())
@@ -337,17 +429,29 @@ fn manifests_at(
         git,
     };
     match status {
-        Ok(status) if status.success() => files,
-        Ok(_) => match files {
+        Ok(status) if status.success() => result,
+        Ok(_) => match result {
             // Refused here, so reading stopped: git then fails on its closed pipe.
-            Err(
-                err @ (SyncError::ManifestTooLarge { .. } | SyncError::TooManyManifests { .. }),
-            ) => Err(err),
+            Err(err) if err.stops_reading() => Err(err),
             _ => Err(failed(GitError::Failed {
                 stderr: stderr.trim().to_owned(),
             })),
         },
         Err(source) => Err(failed(GitError::Spawn(source))),
+    }
+}
+
+impl SyncError {
+    /// Whether reading the archive stopped on purpose (a refusal, or a file that could
+    /// not be written), rather than because the archive broke.
+    fn stops_reading(&self) -> bool {
+        matches!(
+            self,
+            SyncError::ManifestTooLarge { .. }
+                | SyncError::TooManyManifests { .. }
+                | SyncError::TooManyNamedFiles { .. }
+                | SyncError::Io { .. }
+        )
     }
 }
 
@@ -408,30 +512,236 @@ fn read_manifests(
     Ok(files)
 }
 
-/// Makes the manifest files of `target` those of `source`: changed files are renamed
-/// in (atomically, one by one), files gone are removed. Returns how many changed.
-fn mirror(source: &Path, target: &Path) -> Result<usize, SyncError> {
+/// How many files of the directory its manifests may name (configs, env files).
+pub const MAX_NAMED_FILES: usize = 1_000;
+
+/// The largest file a manifest may name: larger ones are not read from the archive.
+const MAX_NAMED_BYTES: u64 = if MAX_CONFIG_BYTES > MAX_ENV_FILE_BYTES {
+    MAX_CONFIG_BYTES
+} else {
+    MAX_ENV_FILE_BYTES
+};
+
+/// Every scalar of the manifests that is a relative path inside their directory,
+/// normalised: the files they may name. A superset of `configs[].source` and
+/// `env_file`, found from the parser's events alone: an alias repeats scalars
+/// already seen, so none needs expanding, and the cost is that of the text. A file
+/// that does not parse contributes what came before the error (the loader reports
+/// it).
+fn named_paths(files: &[(String, Vec<u8>)]) -> BTreeSet<String> {
+    let mut named = BTreeSet::new();
+    for (_, bytes) in files {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            continue;
+        };
+        for event in saphyr_parser::Parser::new_from_str(text) {
+            let Ok((event, _)) = event else {
+                break;
+            };
+            if let saphyr_parser::Event::Scalar(value, ..) = event {
+                if let Some(path) = relative_inside(&value) {
+                    named.insert(path);
+                }
+            }
+        }
+    }
+    named
+}
+
+/// `text` as a path inside the manifests' directory, normalised (`./conf//a` is
+/// `conf/a`); None when it is absolute, leaves the directory (`..`), is empty or
+/// cannot be a path.
+fn relative_inside(text: &str) -> Option<String> {
+    // PATH_MAX: no file of the commit has a longer name.
+    if text.is_empty() || text.len() > 4096 || text.starts_with('/') || text.contains('\0') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return None,
+            part => parts.push(part),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// Writes the regular files of a `git archive` tar stream whose paths under `prefix`
+/// are in `named` to `into` (subdirectories created), and returns their paths. Sizes
+/// are checked before reading: a file over [`MAX_NAMED_BYTES`] is written as an
+/// empty sparse file of its size, for the loader to refuse by its real size if a
+/// manifest names it (and to ignore otherwise). Symlinks and other entries are
+/// skipped. `named` holds only normalised relative paths without `..`, so every
+/// file stays inside `into`.
+fn extract_named(
+    tar: impl Read,
+    prefix: &str,
+    named: &BTreeSet<String>,
+    into: &Path,
+    short: &dyn Fn() -> String,
+) -> Result<BTreeSet<String>, SyncError> {
+    let mut archive = tar::Archive::new(tar);
+    let mut written = BTreeSet::new();
+    let archive_error = |source: std::io::Error| SyncError::Archive {
+        commit: short(),
+        source,
+    };
+    let entries = archive.entries().map_err(archive_error)?;
+    for entry in entries {
+        let mut entry = entry.map_err(archive_error)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned))
+            .and_then(|p| p.strip_prefix(prefix).map(str::to_owned));
+        let Some(name) = name.filter(|n| named.contains(n) && !written.contains(n)) else {
+            continue;
+        };
+        if written.len() >= MAX_NAMED_FILES {
+            return Err(SyncError::TooManyNamedFiles {
+                commit: short(),
+                path: prefix.trim_end_matches('/').to_owned(),
+            });
+        }
+        let path = into.join(&name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let size = entry.size();
+        if size > MAX_NAMED_BYTES {
+            let file = fs::File::create(&path).map_err(io(&path))?;
+            // A size the file system cannot hold is still over the limit.
+            file.set_len(size)
+                .or_else(|_| file.set_len(MAX_NAMED_BYTES + 1))
+                .map_err(io(&path))?;
+        } else {
+            let mut bytes = Vec::new();
+            if let Err(source) = entry
+                .by_ref()
+                .take(MAX_NAMED_BYTES)
+                .read_to_end(&mut bytes)
+            {
+                return Err(SyncError::ArchiveFile {
+                    commit: short(),
+                    name: format!("{prefix}{name}"),
+                    source,
+                });
+            }
+            fs::write(&path, &bytes).map_err(io(&path))?;
+        }
+        written.insert(name);
+    }
+    Ok(written)
+}
+
+/// Makes `target` hold the manifests of `source` (file names) and the files they name
+/// (`referenced`, relative paths), and nothing else: changed files are renamed in
+/// (atomically, one by one; the named files first, so that a manifest renamed in
+/// finds its files), then every other file is removed, and emptied subdirectories.
+/// Returns how many files were written or removed.
+fn mirror(
+    source: &Path,
+    target: &Path,
+    manifests: &[&str],
+    referenced: &BTreeSet<String>,
+) -> Result<usize, SyncError> {
     fs::create_dir_all(target).map_err(io(target))?;
     let mut changed = 0;
-    let mut wanted = Vec::new();
-    for entry in fs::read_dir(source).map_err(io(source))?.flatten() {
-        let name = entry.file_name();
-        let into = target.join(&name);
-        let new = fs::read(entry.path()).map_err(io(&entry.path()))?;
-        if fs::read(&into).ok().as_deref() != Some(new.as_slice()) {
-            fs::rename(entry.path(), &into).map_err(io(&into))?;
-            changed += 1;
+    let wanted: HashSet<&str> = referenced
+        .iter()
+        .map(String::as_str)
+        .chain(manifests.iter().copied())
+        .collect();
+    for name in referenced.iter().map(String::as_str).chain(manifests.iter().copied()) {
+        let from = source.join(name);
+        let into = target.join(name);
+        let new = fs::read(&from).map_err(io(&from))?;
+        if same_content(&into, &new) {
+            continue;
         }
-        wanted.push(name);
+        changed += clear_way(target, name)?;
+        fs::rename(&from, &into).map_err(io(&into))?;
+        changed += 1;
     }
-    for entry in fs::read_dir(target).map_err(io(target))?.flatten() {
-        let name = entry.file_name();
-        if is_manifest_name(&name.to_string_lossy()) && !wanted.contains(&name) {
-            fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
-            changed += 1;
-        }
-    }
+    changed += remove_unwanted(target, &wanted)?;
     Ok(changed)
+}
+
+/// Whether `path` is a regular file (not a symlink) holding exactly `new`; read only
+/// when its size already matches.
+fn same_content(path: &Path, new: &[u8]) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() && meta.len() == new.len() as u64 => {
+            fs::read(path).is_ok_and(|old| old == new)
+        }
+        _ => false,
+    }
+}
+
+/// Makes room in `target` for the file `name` (a relative path): what an earlier
+/// commit left where a directory of `name` must be (a file) or where `name` goes (a
+/// directory) is removed, and the directories of `name` are created. Returns how
+/// many were removed.
+fn clear_way(target: &Path, name: &str) -> Result<usize, SyncError> {
+    let mut removed = 0;
+    let mut dir = target.to_owned();
+    let parts: Vec<&str> = name.split('/').collect();
+    if let Some((_, ancestors)) = parts.split_last() {
+        for part in ancestors {
+            dir.push(part);
+            match fs::symlink_metadata(&dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    fs::remove_file(&dir).map_err(io(&dir))?;
+                    removed += 1;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let into = target.join(name);
+    if fs::symlink_metadata(&into).is_ok_and(|meta| meta.is_dir()) {
+        fs::remove_dir_all(&into).map_err(io(&into))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Removes every file (or symlink) under `target` whose relative path is not in
+/// `wanted`, then the subdirectories left empty. Returns how many files it removed.
+fn remove_unwanted(target: &Path, wanted: &HashSet<&str>) -> Result<usize, SyncError> {
+    let mut removed = 0;
+    let mut to_visit = vec![PathBuf::new()];
+    let mut dirs = Vec::new();
+    while let Some(dir) = to_visit.pop() {
+        let path = target.join(&dir);
+        for entry in fs::read_dir(&path).map_err(io(&path))?.flatten() {
+            let relative = dir.join(entry.file_name());
+            // Not followed: a symlink is removed like a file.
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                to_visit.push(relative.clone());
+                dirs.push(relative);
+                continue;
+            }
+            if relative.to_str().is_some_and(|name| wanted.contains(name)) {
+                continue;
+            }
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io(&path))?;
+            removed += 1;
+        }
+    }
+    // Deepest first; a directory that still holds something stays.
+    dirs.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
+    for dir in dirs {
+        let _ = fs::remove_dir(target.join(dir));
+    }
+    Ok(removed)
 }
 
 /// An I/O error at `path`, for `map_err`.
