@@ -282,7 +282,7 @@ fn the_command_prints_yaml_documents_and_warnings_on_stderr() {
 }
 
 /// A service with a config file next to its manifest, a mounted secret and a secret
-/// in env, as the examples below export it.
+/// in env, as the tests below export it.
 const WEB_WITH_FILES: &str = "\
 apiVersion: wharf/v1
 kind: Service
@@ -298,14 +298,19 @@ secrets:
   - {name: tls-key, target: /etc/app/tls.key}
 ";
 
-#[test]
-fn configs_become_a_config_map_mounted_at_their_targets() {
-    let dir = directory(&[
+/// WEB_WITH_FILES in its directory, with the configs it names.
+fn web_with_files() -> tempfile::TempDir {
+    directory(&[
         ("web.yaml", WEB_WITH_FILES.as_bytes()),
         ("app.conf", b"listen 8080\n"),
         // Not UTF-8: carried as binaryData (base64).
         ("logo.png", b"\x89PNG\xff\x00"),
-    ]);
+    ])
+}
+
+#[test]
+fn configs_become_a_config_map_mounted_at_their_targets() {
+    let dir = web_with_files();
     let (objects, _) = export_directory(dir.path());
     // The ConfigMap comes first, so that `kubectl apply` creates it before the pods
     // that mount it.
@@ -325,22 +330,19 @@ fn configs_become_a_config_map_mounted_at_their_targets() {
 
     // Each config is one file of the ConfigMap's volume, mounted read-only at its
     // target (subPath), with its mode (0444 unless given) as Kubernetes writes modes:
-    // a decimal number.
+    // a decimal number (0o444 is 292).
     let pod = &objects[1]["spec"]["template"]["spec"];
-    let volume = pod["volumes"]
-        .as_array()
-        .expect("volumes")
-        .iter()
-        .find(|v| v["name"] == "configs")
-        .expect("the configs volume");
     assert_eq!(
-        volume["configMap"],
+        pod["volumes"][0],
         serde_json::json!({
-            "name": "web-config",
-            "items": [
-                {"key": "app.conf", "path": "app.conf", "mode": 0o444},
-                {"key": "logo.png", "path": "logo.png", "mode": 0o440},
-            ],
+            "name": "configs",
+            "configMap": {
+                "name": "web-config",
+                "items": [
+                    {"key": "app.conf", "path": "app.conf", "mode": 0o444},
+                    {"key": "logo.png", "path": "logo.png", "mode": 0o440},
+                ],
+            },
         })
     );
     let mounts = &pod["containers"][0]["volumeMounts"];
@@ -369,11 +371,7 @@ fn configs_become_a_config_map_mounted_at_their_targets() {
 
 #[test]
 fn secrets_are_referred_to_by_name_and_never_exported() {
-    let dir = directory(&[
-        ("web.yaml", WEB_WITH_FILES.as_bytes()),
-        ("app.conf", b"listen 8080\n"),
-        ("logo.png", b"\x89PNG\xff\x00"),
-    ]);
+    let dir = web_with_files();
     let (objects, warnings) = export_directory(dir.path());
     // No Secret object: the values stay on the host.
     assert!(!kinds(&objects).contains(&"Secret"), "{objects:#?}");
@@ -415,52 +413,62 @@ fn secrets_are_referred_to_by_name_and_never_exported() {
     );
 
     // Each secret's warning says how to create it in the cluster.
-    let location = format!("{}:3:7 service web:", dir.path().join("web.yaml").display());
+    let manifest = dir.path().join("web.yaml");
+    let location = format!("{}:3:7 service web:", manifest.display());
     for expected in [
-        "secrets[0].name: secret tls-key is referred to by name and its value is not exported: \
-         create the Secret in the cluster before applying, with the value in key \"value\": \
-         kubectl create secret generic tls-key --from-file=value=./tls-key.txt",
-        // Used in env: wharf leaves a trailing newline out of the value, Kubernetes not.
+        "secrets[0].name: secret tls-key is referred to by name and its value is not \
+         exported: create the Secret in the cluster before applying, with the value in key \
+         \"value\": kubectl create secret generic tls-key --from-file=value=./tls-key.txt",
+        // Used in env: wharf leaves a trailing newline out of the value, Kubernetes keeps it.
         "env.DB_PASSWORD.secret: secret dbpass is referred to by name and its value is not \
          exported: create the Secret in the cluster before applying, with the value in key \
          \"value\": kubectl create secret generic dbpass --from-file=value=./dbpass.txt \
-         (without a trailing newline: wharf drops one from env, Kubernetes not)",
+         (the file without a trailing newline: Kubernetes keeps one in env values, wharf \
+         does not)",
     ] {
+        let warning = format!("{location} {expected}");
         assert!(
-            warnings.contains(&format!("{location} {expected}")),
-            "no warning {expected:?} in {warnings:#?}"
+            warnings.contains(&warning),
+            "no {warning:?} in {warnings:#?}"
         );
     }
     // Kubernetes cannot give a mounted file an owner: tls.key is root's there, and
     // with mode 0400 only root can read it.
-    assert!(
-        warnings.iter().any(|w| w.contains("secrets[0]: the owner (the container's user) is not carried over")
-            && w.contains("with mode 0400")),
-        "{warnings:#?}"
-    );
+    let owner = warnings
+        .iter()
+        .find(|w| w.contains("secrets[0]: the owner (the container's user) is not carried over"))
+        .expect("a warning about the owner");
+    assert!(owner.contains("with mode 0400"), "{owner}");
 }
 
 #[test]
 fn secret_names_are_made_kubernetes_names_and_owners_are_warned_about() {
-    let (objects, warnings) = export_service(
-        "user: \"0\"\n\
-         env: {TOKEN: {secret: API_Token}}\n\
-         secrets: [{name: API_Token}, {name: ca.pem, target: /etc/ca.pem, mode: 0444, uid: 1000}]\n",
-    );
+    let extra = "\
+user: \"0\"
+env: {TOKEN: {secret: API_Token}}
+secrets:
+  - {name: API_Token}
+  - {name: ca.pem, target: /etc/ca.pem, mode: 0444, uid: 1000}
+";
+    let (objects, warnings) = export_service(extra);
     let pod = &objects[0]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
     assert_eq!(
-        pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+        container["env"][0]["valueFrom"]["secretKeyRef"]["name"],
         "api-token"
     );
     assert_eq!(pod["volumes"][0]["secret"]["secretName"], "api-token");
     assert_eq!(
-        pod["containers"][0]["volumeMounts"][0]["mountPath"],
+        container["volumeMounts"][0]["mountPath"],
         "/run/secrets/API_Token"
     );
     assert_eq!(pod["volumes"][1]["secret"]["secretName"], "ca.pem");
     let said = |text: &str| warnings.iter().any(|w| w.contains(text));
     assert!(
-        said("secret name API_Token is not a Kubernetes name (lowercase letters, digits, '-' and '.'); the pods refer to the Secret api-token"),
+        said(
+            "secret name API_Token is not a Kubernetes name (lowercase letters, digits, '-' \
+             and '.'); the pods refer to the Secret api-token"
+        ),
         "{warnings:#?}"
     );
     assert!(
@@ -470,7 +478,10 @@ fn secret_names_are_made_kubernetes_names_and_owners_are_warned_about() {
     // Run as root, the default owner changes nothing; an owner given is not carried over.
     assert!(!said("secrets[0]: the owner"), "{warnings:#?}");
     assert!(
-        said("secrets[1]: the owner (uid 1000) is not carried over: Kubernetes cannot set a mounted file's owner, /etc/ca.pem is owned by root"),
+        said(
+            "secrets[1]: the owner (uid 1000) is not carried over: Kubernetes cannot set a \
+             mounted file's owner, /etc/ca.pem is owned by root"
+        ),
         "{warnings:#?}"
     );
 }
@@ -499,25 +510,19 @@ configs:
         serde_json::json!({"app.conf": "a\n", "app.conf-2": "b\n", "my-settings.ini": "[x]\n"})
     );
     let mounts = &objects[1]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"];
-    let sub_paths: Vec<&str> = (0..3)
-        .map(|i| mounts[i]["subPath"].as_str().expect("subPath"))
-        .collect();
+    let sub_paths: Vec<&Value> = (0..3).map(|i| &mounts[i]["subPath"]).collect();
     assert_eq!(sub_paths, ["app.conf", "app.conf-2", "my-settings.ini"]);
     assert!(
-        warnings.iter().any(|w| w.contains(
-            "configs[2]: the owner (uid 1000, gid 1000) is not carried over"
-        )),
+        warnings
+            .iter()
+            .any(|w| w.contains("configs[2]: the owner (uid 1000, gid 1000) is not carried over")),
         "{warnings:#?}"
     );
 }
 
 #[test]
 fn the_command_prints_the_config_map_and_how_to_create_each_secret() {
-    let dir = directory(&[
-        ("web.yaml", WEB_WITH_FILES.as_bytes()),
-        ("app.conf", b"listen 8080\n"),
-        ("logo.png", b"\x89PNG\xff\x00"),
-    ]);
+    let dir = web_with_files();
     let output = Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args(["export", "kubernetes"])
         .arg(dir.path())
@@ -536,11 +541,10 @@ fn the_command_prints_the_config_map_and_how_to_create_each_secret() {
     }
     assert_eq!(documents[0]["data"]["app.conf"], "listen 8080\n");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("kubectl create secret generic dbpass --from-file=value=./dbpass.txt")
-            && stderr.contains(
-                "kubectl create secret generic tls-key --from-file=value=./tls-key.txt"
-            ),
-        "{stderr}"
-    );
+    for command in [
+        "kubectl create secret generic dbpass --from-file=value=./dbpass.txt",
+        "kubectl create secret generic tls-key --from-file=value=./tls-key.txt",
+    ] {
+        assert!(stderr.contains(command), "no {command:?} in {stderr}");
+    }
 }

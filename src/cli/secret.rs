@@ -78,9 +78,8 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 .insert(container.service.clone());
         }
     }
-    let used_by = |name: &str| -> Vec<String> {
-        users.get(name).into_iter().flatten().cloned().collect()
-    };
+    let used_by =
+        |name: &str| -> Vec<String> { users.get(name).into_iter().flatten().cloned().collect() };
     match &args.command {
         SecretCommand::Set { name, file } => {
             let value = match read_value(file.as_ref()) {
@@ -103,7 +102,10 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                             services.join(", ")
                         )
                     };
-                    println!("secret {name} set ({}){note}", human_bytes(value.len() as u64));
+                    println!(
+                        "secret {name} set ({}){note}",
+                        human_bytes(value.len() as u64)
+                    );
                 }
                 Err(err) => return session.fail(&err),
             }

@@ -8,6 +8,7 @@
 //! creates (a warning says how). Env values from a secret become `secretKeyRef`s;
 //! mounted secrets, `secret` volumes.
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
@@ -15,8 +16,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::Warning;
 use crate::manifest::{
-    ConfigFile, EnvValue, Health, LogPolicy, Network, Protocol, PullPolicy, RestartPolicy,
-    Service, ServiceSpec, UpdateOrder, Volume, VolumeKind,
+    ConfigFile, EnvValue, Health, LogPolicy, Network, Protocol, PullPolicy, RestartPolicy, Service,
+    ServiceSpec, UpdateOrder, Volume, VolumeKind,
 };
 
 /// Size given to the claim of each named volume (wharf volumes have none).
@@ -36,7 +37,8 @@ const DEFAULT_CONFIG_MODE: u32 = 0o444;
 const DEFAULT_SECRET_MODE: u32 = 0o400;
 
 /// Said of a secret used in env.
-const ENV_NEWLINE: &str = " (without a trailing newline: wharf drops one from env, Kubernetes not)";
+const ENV_NEWLINE: &str =
+    " (the file without a trailing newline: Kubernetes keeps one in env values, wharf does not)";
 
 /// Pod template annotation with a digest of the service's ConfigMap: an edit of a
 /// config changes the template, so the Deployment replaces its pods, as wharf
@@ -226,7 +228,10 @@ fn config_map(service: &Service, keys: &[String], warn: &mut impl FnMut(&str, St
         if let Ok(text) = std::str::from_utf8(content) {
             data.insert(key.clone(), text.into());
         } else {
-            binary.insert(key.clone(), base64(content).into());
+            binary.insert(
+                key.clone(),
+                BASE64_STANDARD.encode(content.as_slice()).into(),
+            );
         }
     }
     let name = config_map_name(spec);
@@ -260,25 +265,6 @@ fn config_digest(service: &Service, keys: &[String]) -> String {
         hasher.update(content.as_slice());
     }
     format!("{:x}", hasher.finalize())
-}
-
-/// Standard base64 with padding (RFC 4648), as `binaryData` wants.
-fn base64(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let byte = |index: usize| u32::from(chunk.get(index).copied().unwrap_or(0));
-        let group = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for index in 0..4 {
-            if index <= chunk.len() {
-                let sextet = (group >> (18 - 6 * index)) & 0x3f;
-                out.push(char::from(DIGITS[sextet as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Whether the service's processes run as root, as far as the manifest says.
@@ -793,24 +779,6 @@ fn whole_seconds(duration: std::time::Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_is_the_standard_alphabet_with_padding() {
-        // RFC 4648, section 10, and the last two letters of the alphabet.
-        let cases: [(&[u8], &str); 8] = [
-            (b"", ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-            (b"foob", "Zm9vYg=="),
-            (b"fooba", "Zm9vYmE="),
-            (b"foobar", "Zm9vYmFy"),
-            (b"\xfb\xff", "+/8="),
-        ];
-        for (bytes, encoded) in cases {
-            assert_eq!(base64(bytes), encoded, "{bytes:?}");
-        }
-    }
 
     #[test]
     fn secret_names_become_dns_subdomains() {

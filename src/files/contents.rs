@@ -88,9 +88,15 @@ mod tests {
         let new = store.put(b"listen 8080\n").expect("put");
         assert_eq!(store.get(&old).expect("get"), b"listen 80\n");
         store.prune(&BTreeSet::from([new.as_str()])).expect("prune");
-        assert!(matches!(store.get(&old), Err(FilesError::ContentMissing(_))));
+        assert!(matches!(
+            store.get(&old),
+            Err(FilesError::ContentMissing(_))
+        ));
         assert_eq!(store.get(&new).expect("kept"), b"listen 8080\n");
         // A digest is never a path.
-        assert!(matches!(store.get("../secrets"), Err(FilesError::ContentMissing(_))));
+        assert!(matches!(
+            store.get("../secrets"),
+            Err(FilesError::ContentMissing(_))
+        ));
     }
 }

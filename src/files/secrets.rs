@@ -229,17 +229,28 @@ mod tests {
     fn a_new_value_is_a_new_version_and_the_same_value_changes_nothing() {
         let root = tempfile::tempdir().expect("tempdir");
         let store = SecretStore::open(root.path()).expect("open");
-        assert_eq!(store.set("dbpass", b"one").expect("set"), SetOutcome::Changed);
+        assert_eq!(
+            store.set("dbpass", b"one").expect("set"),
+            SetOutcome::Changed
+        );
         let first = store.get("dbpass").expect("get").expect("set");
-        assert_eq!(store.set("dbpass", b"one").expect("set"), SetOutcome::Unchanged);
-        assert_eq!(store.set("dbpass", b"two").expect("set"), SetOutcome::Changed);
+        assert_eq!(
+            store.set("dbpass", b"one").expect("set"),
+            SetOutcome::Unchanged
+        );
+        assert_eq!(
+            store.set("dbpass", b"two").expect("set"),
+            SetOutcome::Changed
+        );
         let second = store.get("dbpass").expect("get").expect("set");
         assert_ne!(first.version, second.version);
         assert_eq!(second.size, 3);
         assert_eq!(store.value(&second.version).expect("value"), b"two");
 
         // The first value goes once nothing keeps it; the current one stays.
-        store.prune(&BTreeSet::from([first.version.as_str()])).expect("prune");
+        store
+            .prune(&BTreeSet::from([first.version.as_str()]))
+            .expect("prune");
         assert_eq!(store.value(&first.version).expect("kept"), b"one");
         store.prune(&BTreeSet::new()).expect("prune");
         assert!(store.value(&first.version).is_err());
@@ -251,9 +262,15 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let store = SecretStore::open(root.path()).expect("open");
         for name in ["../x", "", ".hidden", "a/b"] {
-            assert!(matches!(store.set(name, b"v"), Err(FilesError::InvalidName(_))), "{name}");
+            assert!(
+                matches!(store.set(name, b"v"), Err(FilesError::InvalidName(_))),
+                "{name}"
+            );
         }
-        assert!(matches!(store.remove("missing"), Err(FilesError::NotSet(_))));
+        assert!(matches!(
+            store.remove("missing"),
+            Err(FilesError::NotSet(_))
+        ));
     }
 
     #[test]

@@ -53,10 +53,7 @@ pub fn read_files(
     };
     let mut errors = Vec::new();
     let at = |list: &str, index: usize, field: Option<&str>, message: String| {
-        let mut path = vec![
-            PathSegment::Key(list.to_owned()),
-            PathSegment::Index(index),
-        ];
+        let mut path = vec![PathSegment::Key(list.to_owned()), PathSegment::Index(index)];
         path.extend(field.map(|f| PathSegment::Key(f.to_owned())));
         Diagnostic {
             file: manifest.to_owned(),
@@ -72,7 +69,10 @@ pub fn read_files(
                 file: manifest.to_owned(),
                 mark: None,
                 field: String::new(),
-                message: format!("cannot open the manifest's directory {}: {err}", dir.display()),
+                message: format!(
+                    "cannot open the manifest's directory {}: {err}",
+                    dir.display()
+                ),
             }])
         }
     };
@@ -185,10 +185,7 @@ fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> 
         }
         let trimmed = trimmed.strip_prefix("export ").unwrap_or(trimmed);
         let Some((name, value)) = trimmed.split_once('=') else {
-            return Err((
-                number,
-                "expected KEY=VALUE (or a # comment)".to_owned(),
-            ));
+            return Err((number, "expected KEY=VALUE (or a # comment)".to_owned()));
         };
         let name = name.trim_end();
         check_env_name(name).map_err(|message| (number, message))?;

@@ -138,7 +138,9 @@ pub enum EnvValue {
     Text(String),
     /// The value of the secret `secret` (one trailing newline left out), read when
     /// the container is created.
-    Secret { secret: String },
+    Secret {
+        secret: String,
+    },
 }
 
 impl EnvValue {

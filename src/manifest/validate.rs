@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 
 use super::image_ref::ImageRef;
 use super::spec::{
-    EnvValue, Health, Network, PortSpec, ServiceSpec, UpdateOrder, Volume, VolumeKind, MAX_LOG_FILES,
+    EnvValue, Health, Network, PortSpec, ServiceSpec, UpdateOrder, Volume, VolumeKind,
+    MAX_LOG_FILES,
 };
 use super::units::{ByteSize, Duration};
 use super::yaml::{display_path, PathSegment};
@@ -199,7 +200,11 @@ fn check_env(spec: &ServiceSpec, check: &mut Checker) {
 
 /// An environment variable name: not empty, no `=` or NUL, not one wharf sets.
 pub fn check_env_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.contains('=') || name.contains('\0') || name.contains(char::is_whitespace) {
+    if name.is_empty()
+        || name.contains('=')
+        || name.contains('\0')
+        || name.contains(char::is_whitespace)
+    {
         Err(format!(
             "invalid variable name \"{name}\" (must be non-empty, without '=' or spaces)"
         ))
@@ -256,7 +261,12 @@ fn check_files(spec: &mut ServiceSpec, check: &mut Checker) {
         .volumes
         .iter()
         .enumerate()
-        .map(|(index, v)| (v.target.trim_end_matches('/').to_owned(), format!("volumes[{index}]")))
+        .map(|(index, v)| {
+            (
+                v.target.trim_end_matches('/').to_owned(),
+                format!("volumes[{index}]"),
+            )
+        })
         .collect();
     let mut check_target = |target: &str, at: &[PathSegment], check: &mut Checker| {
         match check_absolute(target) {

@@ -469,7 +469,10 @@ fn changed_files(
 ) -> (Vec<String>, Vec<ConfigDiff>) {
     let mut fields = Vec::new();
     let mut diffs = Vec::new();
-    let before_configs = container.spec.as_deref().map_or(&[][..], |s| &s.configs[..]);
+    let before_configs = container
+        .spec
+        .as_deref()
+        .map_or(&[][..], |s| &s.configs[..]);
     for (index, config) in service.spec.configs.iter().enumerate() {
         let old_digest = before_configs
             .iter()

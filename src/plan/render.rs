@@ -160,7 +160,10 @@ fn spec_diff(before: &ServiceSpec, after: &ServiceSpec, palette: &Palette) -> St
 fn config_diff(config: &ConfigDiff, palette: &Palette) -> String {
     let mut out = format!("      config {}:\n", config.source);
     let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
-    match (config.before.as_deref().map(|b| text(b)), text(&config.after)) {
+    match (
+        config.before.as_deref().map(|b| text(b)),
+        text(&config.after),
+    ) {
         (Some(Some(old)), Some(new)) => out.push_str(&text_diff(&old, &new, palette)),
         (before, _) => {
             let before = match (before, config.before.as_deref()) {

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{current_digests, prepare, Executor, Facts, Options, Planned, PrepareError};
+use crate::files::{ContentStore, SecretStore};
 use crate::hostroot::{RootError, Tightened};
 use crate::image::{ImageStore, Registries, StoreError};
-use crate::files::{ContentStore, SecretStore};
 use crate::manifest::{load_paths, Diagnostic, Service};
 use crate::runtime::{LibcontainerRuntime, ObservedContainer, Runtime, RuntimeError};
 
@@ -127,10 +127,7 @@ impl Host {
 }
 
 /// The stored contents of the configs of `observed`, by digest (for plan diffs).
-fn stored_contents(
-    root: &Path,
-    observed: &[ObservedContainer],
-) -> BTreeMap<String, Arc<Vec<u8>>> {
+fn stored_contents(root: &Path, observed: &[ObservedContainer]) -> BTreeMap<String, Arc<Vec<u8>>> {
     let Ok(store) = ContentStore::open(root) else {
         return BTreeMap::new();
     };

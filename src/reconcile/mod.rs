@@ -23,11 +23,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::error_chain;
+use crate::files::{keep_only, ContentStore, FilesError};
 use crate::health::{wait_until_healthy, HealthError};
 use crate::image::{ImageError, ImageStore, NoProgress, Registries};
-use crate::files::{keep_only, ContentStore, FilesError};
 use crate::manifest::{
-    FileRefs, ImageRef, InvalidImageRef, Network, PullPolicy, Service, ServiceSpec, SpecHash, UpdateOrder,
+    FileRefs, ImageRef, InvalidImageRef, Network, PullPolicy, Service, ServiceSpec, SpecHash,
+    UpdateOrder,
 };
 use crate::plan::{Action, Plan, Step};
 use crate::runtime::{

@@ -17,8 +17,8 @@ use libcontainer::oci_spec::OciSpecError;
 use serde_json::Value;
 
 use super::error::RuntimeError;
-use crate::image::ImageConfig;
 use super::files::ContainerFiles;
+use crate::image::ImageConfig;
 use crate::manifest::{ByteSize, EnvValue, Network, ServiceSpec, VolumeKind};
 
 /// Annotations wharf writes into every config.json: enough to rebuild what is
@@ -350,7 +350,12 @@ fn runtime_spec(
         .terminal(false)
         .user(user)
         .args(command_line(service, image)?)
-        .env(environment(service, image, host.slot, &host.files.secret_env))
+        .env(environment(
+            service,
+            image,
+            host.slot,
+            &host.files.secret_env,
+        ))
         .cwd(working_dir(service, image))
         .capabilities(capabilities().map_err(invalid)?)
         .rlimits(vec![nofile])

@@ -106,7 +106,10 @@ pub fn put_files(
             what: format!("secrets[{index}] ({})", secret.name),
             bytes: secret_value(&secret.name)?,
             mode: secret.mode.map_or(0o400, |m| m.0),
-            owner: (secret.uid.unwrap_or(user.uid), secret.gid.unwrap_or(user.gid)),
+            owner: (
+                secret.uid.unwrap_or(user.uid),
+                secret.gid.unwrap_or(user.gid),
+            ),
             target: secret.target(),
         });
     }

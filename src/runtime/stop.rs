@@ -9,10 +9,10 @@ use libcontainer::container::Container;
 use nix::sys::signal::Signal;
 
 use super::error::RuntimeError;
+use super::files::remove_files;
 use super::libcontainer::{lock, LibcontainerRuntime};
 use super::observe::MONITOR_GRACE;
 use super::records::{AddressRecord, StopRequest};
-use super::files::remove_files;
 use crate::image::unmount_rootfs;
 use crate::network::{release, set_serving, unregister};
 use crate::process::libcontainer_lock;

@@ -305,13 +305,7 @@ fn fetch_and_mirror(
             Ok(extracted) => extracted,
             Err(err) => {
                 let _ = fs::remove_dir_all(&incoming);
-                return Err(match err {
-                    SyncError::TooManyNamedFiles { commit, .. } => SyncError::TooManyNamedFiles {
-                        commit,
-                        path: source.path.clone(),
-                    },
-                    err => err,
-                });
+                return Err(err);
             }
         }
     };
@@ -405,7 +399,7 @@ fn read_archive<T>(
     });
     let result = match child.stdout.take() {
         Some(mut stdout) => {
-            let result = read(&mut stdout, &prefix);
+            let result = read(&mut stdout, prefix.as_str());
             if result.is_ok() {
                 // The padding after the end of the archive, so that git never fails
                 // on a pipe closed early; bounded, in case it is not just padding.
@@ -604,7 +598,10 @@ fn extract_named(
         if written.len() >= MAX_NAMED_FILES {
             return Err(SyncError::TooManyNamedFiles {
                 commit: short(),
-                path: prefix.trim_end_matches('/').to_owned(),
+                path: match prefix.trim_end_matches('/') {
+                    "" => ".".to_owned(),
+                    dir => dir.to_owned(),
+                },
             });
         }
         let path = into.join(&name);
@@ -620,11 +617,7 @@ fn extract_named(
                 .map_err(io(&path))?;
         } else {
             let mut bytes = Vec::new();
-            if let Err(source) = entry
-                .by_ref()
-                .take(MAX_NAMED_BYTES)
-                .read_to_end(&mut bytes)
-            {
+            if let Err(source) = entry.by_ref().take(MAX_NAMED_BYTES).read_to_end(&mut bytes) {
                 return Err(SyncError::ArchiveFile {
                     commit: short(),
                     name: format!("{prefix}{name}"),
@@ -656,7 +649,11 @@ fn mirror(
         .map(String::as_str)
         .chain(manifests.iter().copied())
         .collect();
-    for name in referenced.iter().map(String::as_str).chain(manifests.iter().copied()) {
+    for name in referenced
+        .iter()
+        .map(String::as_str)
+        .chain(manifests.iter().copied())
+    {
         let from = source.join(name);
         let into = target.join(name);
         let new = fs::read(&from).map_err(io(&from))?;

@@ -39,10 +39,22 @@ impl Repo {
 
     /// Writes (or with None removes) `hosts/NAME`, commits and pushes main.
     fn commit(&self, name: &str, text: Option<&str>, message: &str) {
-        let path = self.work.join("hosts").join(name);
-        match text {
-            Some(text) => std::fs::write(&path, text).expect("write"),
-            None => std::fs::remove_file(&path).expect("rm"),
+        self.commit_files(&[(name, text)], message);
+    }
+
+    /// Writes (or with None removes) each `hosts/NAME` (NAME may have directories),
+    /// then commits them together and pushes main.
+    fn commit_files(&self, files: &[(&str, Option<&str>)], message: &str) {
+        for (name, text) in files {
+            let path = self.work.join("hosts").join(name);
+            match text {
+                Some(text) => {
+                    let dir = path.parent().expect("in hosts/");
+                    std::fs::create_dir_all(dir).expect("mkdir");
+                    std::fs::write(&path, text).expect("write");
+                }
+                None => std::fs::remove_file(&path).expect("rm"),
+            }
         }
         git(&self.work, &["add", "-A"]);
         git(&self.work, &["commit", "--quiet", "-m", message]);
@@ -296,5 +308,139 @@ fn a_commit_is_read_with_bounds_an_oversized_manifest_is_refused_and_big_files_a
         run.stderr
     );
     assert_eq!(running(root), first);
+    assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
+}
+
+/// The directory `wharf sync` mirrors the commit into (`ROOT/git/KEY/manifests`), for
+/// a root that synced one source.
+fn mirrored(root: &Path) -> PathBuf {
+    let sources: Vec<PathBuf> = std::fs::read_dir(root.join("git"))
+        .expect("a source was synced")
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    assert_eq!(sources.len(), 1, "{sources:?}");
+    sources[0].join("manifests")
+}
+
+/// A service with a config file in a subdirectory and an env file, both next to the
+/// manifest (paths are relative to the manifest's directory).
+fn service_with_files(name: &str) -> String {
+    busybox_yaml(
+        name,
+        "command: [sleep, '1000']\n\
+         stop: {signal: KILL}\n\
+         configs:\n  - {source: conf/app.conf, target: /etc/app/app.conf}\n\
+         env_file: [app.env]\n",
+    )
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+#[test]
+fn sync_brings_the_files_manifests_name_from_the_same_commit() {
+    let root = tempfile::tempdir().expect("root");
+    let root = root.path();
+    let repo = Repo::new();
+    let web = service_with_files("web");
+    repo.commit_files(
+        &[
+            ("web.yaml", Some(web.as_str())),
+            ("conf/app.conf", Some("listen 8080\n")),
+            ("app.env", Some("GREETING=hello\n")),
+        ],
+        "web with a config and an env file",
+    );
+
+    // The config and the env file are mirrored next to the manifest, so the mirrored
+    // directory is complete on its own.
+    let run = sync(root, &repo);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let first = running(root);
+    assert_eq!(first.len(), 1);
+    let manifests = mirrored(root);
+    assert_eq!(read(&manifests.join("conf/app.conf")), "listen 8080\n");
+    assert_eq!(read(&manifests.join("app.env")), "GREETING=hello\n");
+    let dir = manifests.to_str().expect("UTF-8");
+    let run = wharf_at(root, &["validate", dir]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("1 service in 1 file OK"),
+        "{}",
+        run.stdout
+    );
+
+    // A commit that changes only the config file: sync mirrors it, and the service
+    // is replaced because its config changed.
+    repo.commit("conf/app.conf", Some("listen 9090\n"), "port 9090");
+    let run = sync(root, &repo);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(read(&manifests.join("conf/app.conf")), "listen 9090\n");
+    let result: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(result["changed"], true);
+    let done = result["done"].as_array().expect("steps done");
+    assert!(
+        done.iter().any(|step| step["service"] == "web"
+            && step["action"] == "replace"
+            && step["reason"] == "config conf/app.conf changed"),
+        "{}",
+        run.stdout
+    );
+    let second = running(root);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first, "web was replaced");
+    let good = repo.head();
+
+    // A commit whose manifest names a file that is not in it is refused: the error
+    // names the commit, the manifest, the field and the file, and the mirrored
+    // directory stays at the last good commit.
+    repo.commit("conf/app.conf", None, "config removed by mistake");
+    let run = sync(root, &repo);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let broken = repo.head();
+    assert!(
+        run.stderr.contains(&format!(
+            "commit {broken} has invalid manifests, staying at {good}"
+        )) && run.stderr.contains(&format!("{broken}:hosts/web.yaml:"))
+            && run.stderr.contains(&format!(
+                "configs[0].source: service \"web\": conf/app.conf does not exist in {broken}:hosts"
+            )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(read(&manifests.join("conf/app.conf")), "listen 9090\n");
+    assert_eq!(running(root), second);
+
+    // So is a config over the 1 MiB limit, by its size (it is not read).
+    let padding = "# padding\n".repeat(110_000);
+    repo.commit("conf/app.conf", Some(&padding), "a 1.1 MB config");
+    let run = sync(root, &repo);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("configs[0].source")
+            && run.stderr.contains("conf/app.conf is 1100000 bytes"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(read(&manifests.join("conf/app.conf")), "listen 9090\n");
+
+    // Files no manifest names any more leave the mirrored directory with their
+    // directories; the manifest stays.
+    let web = service("web", "a");
+    repo.commit_files(
+        &[
+            ("web.yaml", Some(web.as_str())),
+            ("conf/app.conf", None),
+            ("app.env", None),
+        ],
+        "web without files",
+    );
+    let run = sync(root, &repo);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(manifests.join("web.yaml").is_file());
+    assert!(!manifests.join("conf").exists(), "conf/ was removed");
+    assert!(!manifests.join("app.env").exists(), "app.env was removed");
     assert_eq!(wharf_at(root, &["down", "--all"]).code, 0);
 }
