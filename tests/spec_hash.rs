@@ -108,3 +108,54 @@ fn writing_network_host_keeps_the_hash_it_had_when_host_was_the_default() {
         "856968b9e7cef167eb68629d5a2bf06a5b14e083d62a0c7dacf3529965cde338"
     );
 }
+
+/// A manifest directory holding `web.yaml` and its `app.conf`.
+fn with_config(config: &str) -> (tempfile::TempDir, Service) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("app.conf"), config).expect("write");
+    let manifest = dir.path().join("web.yaml");
+    let text = format!("{WEB}configs: [{{source: app.conf, target: /etc/app.conf}}]\n");
+    std::fs::write(&manifest, text).expect("write");
+    let service = wharf::manifest::load_file(&manifest)
+        .expect("valid")
+        .remove(0);
+    (dir, service)
+}
+
+#[test]
+fn a_config_file_s_content_is_part_of_the_hash_and_its_name_on_disk_is_not() {
+    let (_a, first) = with_config("listen 80\n");
+    let (_b, same) = with_config("listen 80\n");
+    let (_c, edited) = with_config("listen 8080\n");
+    assert_eq!(first.hash, same.hash, "the same content in another directory");
+    assert_ne!(first.hash, edited.hash);
+}
+
+#[test]
+fn a_secret_s_version_is_part_of_the_hash_its_value_never_is() {
+    let mut service = service(&format!("{WEB}secrets: [{{name: dbpass}}]\n"));
+    let unresolved = service.hash.clone();
+    service.files.secrets.insert("dbpass".into(), "0".repeat(32));
+    service.rehash();
+    let first = service.hash.clone();
+    assert_ne!(unresolved, first);
+    service.files.secrets.insert("dbpass".into(), "1".repeat(32));
+    service.rehash();
+    assert_ne!(first, service.hash, "a new value is a new version");
+}
+
+#[test]
+fn an_env_file_is_hashed_as_the_variables_it_gives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.env"), "GREETING=hi\n").expect("write");
+    std::fs::write(dir.path().join("b.env"), "# the same\nGREETING=\"hi\"\n").expect("write");
+    let load = |file: &str| {
+        let manifest = dir.path().join(format!("{file}.yaml"));
+        std::fs::write(&manifest, format!("{WEB}env_file: [{file}.env]\n")).expect("write");
+        wharf::manifest::load_file(&manifest).expect("valid").remove(0)
+    };
+    let (a, b) = (load("a"), load("b"));
+    assert_eq!(a.spec.env.get("GREETING").and_then(|v| v.text()), Some("hi"));
+    // The file's name is in the spec (it is shown), its variables decide the hash.
+    assert_eq!(a.spec.env, b.spec.env);
+}

@@ -753,4 +753,40 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn config_sources_stay_inside_the_manifest_directory() {
+        let config = |source: &str| {
+            problems(&format!("configs: [{{source: '{source}', target: /etc/app.conf}}]\n"))
+        };
+        assert_eq!(config("conf/app.conf"), Vec::<String>::new());
+        assert_eq!(
+            config("../app.conf"),
+            ["configs[0].source: \"../app.conf\" leaves the manifest's directory ('..'); files must be inside it"]
+        );
+        assert!(config("/etc/passwd")[0].contains("is absolute"), "{:?}", config("/etc/passwd"));
+        assert!(problems("env_file: [../x.env]\n")[0].starts_with("env_file[0]: "));
+    }
+
+    #[test]
+    fn each_target_is_mounted_once_and_secrets_default_to_run_secrets() {
+        let clash = "volumes: [{type: tmpfs, target: /run/secrets/db}]\nsecrets: [{name: db}]\n";
+        assert_eq!(
+            problems(clash),
+            ["secrets[0].target: \"/run/secrets/db\" is already the target of volumes[0]; each target may be mounted once"]
+        );
+        let spec = validate(spec("secrets: [{name: db}]\n")).expect("valid");
+        assert_eq!(spec.secrets[0].target.as_deref(), Some("/run/secrets/db"));
+        assert!(problems("configs: [{source: a, target: etc/a}]\n")[0].contains("absolute"));
+    }
+
+    #[test]
+    fn secret_names_are_file_names_and_env_values_may_name_one() {
+        assert_eq!(problems("env: {PW: {secret: db.pass_1}}\n"), Vec::<String>::new());
+        assert_eq!(
+            problems("secrets: [{name: ../x}]\n"),
+            ["secrets[0].name: invalid secret name \"../x\" (use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit)"]
+        );
+        assert!(problems("env: {PW: {secret: 'a b'}}\n")[0].starts_with("env.PW.secret: "));
+    }
 }

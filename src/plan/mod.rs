@@ -733,6 +733,61 @@ mod tests {
         assert_ne!(plan.steps[0].before, plan.steps[0].after);
     }
 
+    /// Service web with one config (`app.conf`, content `config`) and the secret
+    /// dbpass at `version`, as loading and resolving would make it.
+    fn with_files(config: &str, version: &str) -> Service {
+        let mut web = service("web", "secrets: [{name: dbpass}]\n");
+        web.spec.configs = vec![crate::manifest::ConfigFile {
+            source: crate::manifest::RelativePath("app.conf".into()),
+            target: "/etc/app.conf".into(),
+            mode: None,
+            uid: None,
+            gid: None,
+        }];
+        web.config_contents = vec![Arc::new(config.as_bytes().to_vec())];
+        web.files.configs = vec![format!("digest of {config}")];
+        web.files.secrets = BTreeMap::from([("dbpass".to_owned(), version.to_owned())]);
+        web.rehash();
+        web
+    }
+
+    #[test]
+    fn a_changed_config_or_secret_replaces_naming_it_and_configs_come_with_their_diff() {
+        let old = with_files("listen 80\n", "v1");
+        let mut running_old = running(&old, 0);
+        running_old.files = old.files.clone();
+        let stored = BTreeMap::from([(
+            "digest of listen 80\n".to_owned(),
+            Arc::new(b"listen 80\n".to_vec()),
+        )]);
+        let plan_with = |desired: &Service| {
+            plan(&Inputs {
+                desired: std::slice::from_ref(desired),
+                observed: std::slice::from_ref(&running_old),
+                current_digests: &BTreeMap::new(),
+                unhealthy: &BTreeMap::new(),
+                manifest_dir: Path::new(DIR),
+                prune: false,
+                hold_back: &HoldBack::default(),
+                join_rotation: true,
+                stored_contents: &stored,
+            })
+        };
+        assert!(plan_with(&old).is_empty());
+
+        let edited = plan_with(&with_files("listen 8080\n", "v1"));
+        assert_eq!(edited.steps[0].reason, "config app.conf changed");
+        let diff = &edited.changes[0].config_diffs[0];
+        assert_eq!(diff.before.as_deref().map(Vec::as_slice), Some(&b"listen 80\n"[..]));
+        assert_eq!(diff.after.as_slice(), b"listen 8080\n");
+
+        // A secret is named, never diffed.
+        let rotated = plan_with(&with_files("listen 80\n", "v2"));
+        assert_eq!(rotated.steps[0].reason, "secret dbpass changed");
+        assert_eq!(rotated.changes[0].forced_by, ["secret dbpass"]);
+        assert!(rotated.changes[0].config_diffs.is_empty());
+    }
+
     #[test]
     fn policies_alone_do_not_replace() {
         let old = service("web", "");
