@@ -15,7 +15,10 @@ use super::units::{ByteSize, Duration};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[serde(expecting = "a service manifest (a mapping with apiVersion, kind, name, image, ...)")]
-#[schemars(title = "wharf service manifest (wharf/v1)")]
+#[schemars(
+    title = "wharf service manifest (wharf/v1)",
+    extend("allOf" = schema_types::service_rules())
+)]
 pub struct ServiceSpec {
     /// Format version; always `wharf/v1`.
     #[serde(rename = "apiVersion")]
@@ -24,13 +27,11 @@ pub struct ServiceSpec {
     pub kind: Kind,
     /// Service name: a DNS label (lowercase letters, digits and `-`, at most 48
     /// characters). Containers are named `<name>-<replica>`.
-    #[schemars(
-        length(min = 1, max = 48),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(with = "schema_types::ServiceName")]
     pub name: String,
     /// Image reference: `registry/repository:tag` or `...@sha256:<digest>`. Short names
     /// are completed as Docker does: `busybox` is `docker.io/library/busybox:latest`.
+    #[schemars(with = "schema_types::ImageReference")]
     pub image: String,
     /// When to fetch the image from its registry.
     #[serde(default)]
@@ -41,35 +42,37 @@ pub struct ServiceSpec {
     pub replicas: u32,
     /// Replaces the image's Entrypoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema_types::Command>")]
     pub command: Option<Vec<String>>,
     /// Replaces the image's Cmd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<schema_types::Text>>")]
     pub args: Option<Vec<String>>,
     /// Environment variables, added to (and overriding) the image's and those of
     /// `env_file`. Numbers and booleans are taken as written; `{secret: NAME}` takes
     /// the value of a secret set with `wharf secret set`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = schema_types::env_names()))]
     pub env: BTreeMap<String, EnvValue>,
     /// Files of `KEY=VALUE` lines (relative to the manifest's directory), read in
     /// order; `env` overrides them. Their content is part of the spec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
     pub env_file: Vec<RelativePath>,
     /// Files from the manifest's directory, mounted read-only into each container.
     /// Their content is part of the spec: an edit replaces the containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
     pub configs: Vec<ConfigFile>,
     /// Secrets (set with `wharf secret set`) mounted read-only from memory into each
     /// container. A new value replaces the containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
     pub secrets: Vec<SecretFile>,
     /// Working directory (absolute); the image's when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema_types::AbsolutePath>")]
     pub workdir: Option<String>,
     /// `uid[:gid]` or `name[:group]` (names resolved in the image); the image's when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema_types::User>")]
     pub user: Option<String>,
     /// `bridge` (the default) gives each container its own address on wharf's bridge
     /// and publishes `ports`; `host` shares the host's network; `none` gives the
@@ -100,6 +103,10 @@ pub struct ServiceSpec {
     pub volumes: Vec<Volume>,
     /// Free-form key/value pairs recorded with the containers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(
+        with = "BTreeMap<String, schema_types::Text>",
+        extend("propertyNames" = {"minLength": 1})
+    )]
     pub labels: BTreeMap<String, String>,
     /// Where the containers' output goes and how much of it is kept on disk. A change
     /// applies to containers created after it (it does not recreate running ones).
@@ -224,14 +231,14 @@ impl JsonSchema for EnvValue {
         "EnvValue".into()
     }
 
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "description": "Text (numbers and booleans as written) or the value of a secret.",
             "anyOf": [
                 {"type": ["string", "number", "boolean"]},
                 {
                     "type": "object",
-                    "properties": {"secret": secret_name_schema()},
+                    "properties": {"secret": generator.subschema_for::<schema_types::SecretName>()},
                     "required": ["secret"],
                     "additionalProperties": false
                 }
@@ -242,14 +249,6 @@ impl JsonSchema for EnvValue {
 
 /// Secret names become file names under the root: letters, digits, `_`, `.`, `-`.
 pub const SECRET_NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
-
-fn secret_name_schema() -> serde_json::Value {
-    serde_json::json!({
-        "type": "string",
-        "pattern": SECRET_NAME_PATTERN,
-        "description": "A secret set with `wharf secret set NAME`."
-    })
-}
 
 /// A path relative to the manifest's directory, inside it (no `..`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,10 +268,11 @@ impl JsonSchema for RelativePath {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "A path relative to the manifest's directory, inside it.",
-            "type": "string",
-            "minLength": 1,
-            "pattern": r"^(?!/)(?!.*(^|/)\.\.(/|$)).+$"
+            "description": "A path relative to the manifest's directory, inside it: not starting with `/`, without a `..` segment.",
+            "anyOf": [
+                {"type": "string", "pattern": schema_types::RELATIVE_PATH},
+                schema_types::as_written_scalar(false)
+            ]
         })
     }
 }
@@ -346,9 +346,13 @@ impl JsonSchema for FileMode {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "Octal file mode, such as 0440.",
+            "description": "Octal file mode, such as 0440: up to 3 octal digits for owner, group and others.",
             "anyOf": [
-                {"type": "string", "pattern": "^(0o|0)?[0-7]{1,3}$"},
+                // As `FileMode::deserialize` reads text: an optional `0o`, then up to
+                // 4 characters for `u32::from_str_radix` (which takes a leading `+`)
+                // of at most 0o777.
+                {"type": "string", "pattern": r"^(?:0o)?(?:\+[0-7]{1,3}|0?[0-7]{1,3})$"},
+                // YAML reads `0440` as text but `440` as a number: its digits as written.
                 {"type": "integer", "minimum": 0, "maximum": 777}
             ]
         })
@@ -364,7 +368,7 @@ pub struct ConfigFile {
     /// it), at most 1 MiB.
     pub source: RelativePath,
     /// Absolute path inside the container.
-    #[schemars(regex(pattern = r"^/.*[^/]$"))]
+    #[schemars(with = "schema_types::FileTarget")]
     pub target: String,
     /// Octal mode; 0444 when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -383,11 +387,11 @@ pub struct ConfigFile {
 #[serde(expecting = "a mapping with name and target")]
 pub struct SecretFile {
     /// The secret, as set with `wharf secret set NAME`.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))]
+    #[schemars(with = "schema_types::SecretName")]
     pub name: String,
     /// Absolute path inside the container; `/run/secrets/<name>` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^/.*[^/]$"))]
+    #[schemars(with = "Option<schema_types::FileTarget>")]
     pub target: Option<String>,
     /// Octal mode; 0400 when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
