@@ -80,7 +80,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         Err(err) => return session.fail(&err),
     };
     eprintln!(
-        "{} is at commit {} ({} manifest files changed)",
+        "{} is at commit {} ({} files changed)",
         source.describe(),
         &synced.commit[..synced.commit.len().min(12)],
         synced.files_changed
