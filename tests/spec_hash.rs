@@ -127,7 +127,10 @@ fn a_config_file_s_content_is_part_of_the_hash_and_its_name_on_disk_is_not() {
     let (_a, first) = with_config("listen 80\n");
     let (_b, same) = with_config("listen 80\n");
     let (_c, edited) = with_config("listen 8080\n");
-    assert_eq!(first.hash, same.hash, "the same content in another directory");
+    assert_eq!(
+        first.hash, same.hash,
+        "the same content in another directory"
+    );
     assert_ne!(first.hash, edited.hash);
 }
 
@@ -135,11 +138,17 @@ fn a_config_file_s_content_is_part_of_the_hash_and_its_name_on_disk_is_not() {
 fn a_secret_s_version_is_part_of_the_hash_its_value_never_is() {
     let mut service = service(&format!("{WEB}secrets: [{{name: dbpass}}]\n"));
     let unresolved = service.hash.clone();
-    service.files.secrets.insert("dbpass".into(), "0".repeat(32));
+    service
+        .files
+        .secrets
+        .insert("dbpass".into(), "0".repeat(32));
     service.rehash();
     let first = service.hash.clone();
     assert_ne!(unresolved, first);
-    service.files.secrets.insert("dbpass".into(), "1".repeat(32));
+    service
+        .files
+        .secrets
+        .insert("dbpass".into(), "1".repeat(32));
     service.rehash();
     assert_ne!(first, service.hash, "a new value is a new version");
 }
@@ -152,10 +161,15 @@ fn an_env_file_is_hashed_as_the_variables_it_gives() {
     let load = |file: &str| {
         let manifest = dir.path().join(format!("{file}.yaml"));
         std::fs::write(&manifest, format!("{WEB}env_file: [{file}.env]\n")).expect("write");
-        wharf::manifest::load_file(&manifest).expect("valid").remove(0)
+        wharf::manifest::load_file(&manifest)
+            .expect("valid")
+            .remove(0)
     };
     let (a, b) = (load("a"), load("b"));
-    assert_eq!(a.spec.env.get("GREETING").and_then(|v| v.text()), Some("hi"));
+    assert_eq!(
+        a.spec.env.get("GREETING").and_then(|v| v.text()),
+        Some("hi")
+    );
     // The file's name is in the spec (it is shown), its variables decide the hash.
     assert_eq!(a.spec.env, b.spec.env);
 }

@@ -484,6 +484,7 @@ pub struct PortSpec {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "host_ip_from_text"
     )]
+    #[schemars(regex(pattern = schema_types::IPV4_ADDRESS))]
     pub host_ip: Option<std::net::Ipv4Addr>,
 }
 
@@ -584,12 +585,15 @@ impl RestartPolicy {
 pub struct Resources {
     /// CPU time as a number of CPUs (0.5 = half of one CPU), at least 0.01.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
     pub cpus: Option<f64>,
     /// Memory limit, at least 6Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema_types::MemoryLimit>")]
     pub memory: Option<ByteSize>,
     /// Maximum number of processes, at least 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub pids: Option<u32>,
 }
 
@@ -611,6 +615,7 @@ pub struct LogPolicy {
     pub driver: LogDriver,
     /// Size at which a container's log file is rotated, at least 64Ki.
     #[serde(default = "default_log_max_size")]
+    #[schemars(with = "schema_types::LogFileSize")]
     pub max_size: ByteSize,
     /// Log files kept per container, the one being written included (1 to 100): at
     /// most `max_size × max_files` on disk per container.
@@ -657,13 +662,16 @@ pub struct Stop {
     /// Signal sent first: SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH
     /// or SIGKILL (the `SIG` prefix may be left out).
     #[serde(default = "default_stop_signal")]
+    #[schemars(with = "schema_types::StopSignal")]
     pub signal: String,
     /// Time to wait after the signal before SIGKILL.
     #[serde(default = "default_stop_timeout")]
+    #[schemars(with = "schema_types::PositiveDuration")]
     pub timeout: Duration,
     /// How long a replica is kept out of rotation (no new connections sent to it)
     /// before its stop signal, so that requests under way finish. At most 60s.
     #[serde(default = "default_stop_drain")]
+    #[schemars(with = "schema_types::DrainDuration")]
     pub drain: Duration,
 }
 
@@ -695,9 +703,11 @@ impl Default for Stop {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[serde(expecting = "a mapping with one of exec, tcp or http")]
+#[schemars(extend("oneOf" = schema_types::one_health_check()))]
 pub struct Health {
     /// Command run inside the container; exit code 0 is healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema_types::Command>")]
     pub exec: Option<Vec<String>>,
     /// Healthy when a TCP connection to the port succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -707,18 +717,22 @@ pub struct Health {
     pub http: Option<HttpCheck>,
     /// Time between checks.
     #[serde(default = "default_health_interval")]
+    #[schemars(with = "schema_types::PositiveDuration")]
     pub interval: Duration,
     /// Time one check may take.
     #[serde(default = "default_health_timeout")]
+    #[schemars(with = "schema_types::PositiveDuration")]
     pub timeout: Duration,
     /// Consecutive failures before the container counts as unhealthy.
     #[serde(default = "default_health_retries")]
+    #[schemars(range(min = 1))]
     pub retries: u32,
     /// Grace period after start during which failures do not count.
     #[serde(default)]
     pub start_period: Duration,
     /// Time between checks during `start_period`, until the first success.
     #[serde(default = "default_health_start_interval")]
+    #[schemars(with = "schema_types::PositiveDuration")]
     pub start_interval: Duration,
 }
 
@@ -751,6 +765,7 @@ fn default_health_retries() -> u32 {
 #[serde(deny_unknown_fields)]
 #[serde(expecting = "a mapping with port")]
 pub struct TcpCheck {
+    #[schemars(range(min = 1))]
     pub port: u16,
 }
 
@@ -758,9 +773,11 @@ pub struct TcpCheck {
 #[serde(deny_unknown_fields)]
 #[serde(expecting = "a mapping with port and path")]
 pub struct HttpCheck {
+    #[schemars(range(min = 1))]
     pub port: u16,
     /// Request path, starting with `/`.
     #[serde(default = "default_http_path")]
+    #[schemars(regex(pattern = "^/"))]
     pub path: String,
 }
 
@@ -785,6 +802,7 @@ pub struct Update {
     /// rollout stops and that replica goes back to the previous spec. Default: the
     /// start period plus `retries + 1` checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema_types::PositiveDuration>")]
     pub deadline: Option<Duration>,
 }
 
@@ -828,16 +846,20 @@ impl UpdateOrder {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[serde(expecting = "a mapping with type and target")]
+#[schemars(extend("allOf" = schema_types::volume_fields_by_type()))]
 pub struct Volume {
     #[serde(rename = "type")]
     pub kind: VolumeKind,
     /// Volume name (type volume only); volumes with the same name are shared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema_types::VolumeName>")]
     pub name: Option<String>,
     /// Absolute host path (type bind only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema_types::AbsolutePath>")]
     pub source: Option<String>,
-    /// Absolute path inside the container.
+    /// Absolute path inside the container (not `/` itself).
+    #[schemars(with = "schema_types::MountTarget")]
     pub target: String,
     #[serde(default)]
     pub readonly: bool,
@@ -852,4 +874,459 @@ pub enum VolumeKind {
     Volume,
     Bind,
     Tmpfs,
+}
+
+/// Schema-only types: the rules of `validate.rs`, `units.rs` and `image_ref.rs` said
+/// in JSON Schema, for `wharf schema` and the editors that check manifests with it.
+/// Fields name them in `#[schemars(with = ...)]`; deserialization never sees them.
+///
+/// Each accepts everything wharf accepts (an editor must never flag a valid
+/// manifest) and as little more as JSON Schema can manage. What it cannot say is left
+/// to `wharf validate`: duplicates across entries and files (names, host ports,
+/// mount targets), files on disk, secrets in the store, number overflows.
+///
+/// wharf reads a YAML number or boolean written where it expects text as the text
+/// written (`name: 123` is the name "123"), so where such text can be valid the
+/// schema accepts the number or boolean too.
+mod schema_types {
+    use std::borrow::Cow;
+
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+    use serde_json::{json, Value};
+
+    use super::super::validate::{MAX_NAME_LEN, RESERVED_ENV};
+    use super::{Network, UpdateOrder, SECRET_NAME_PATTERN};
+
+    /// A schema type, kept once in the schema's `$defs` under its name.
+    macro_rules! schema_type {
+        ($(#[$doc:meta])* $name:ident, $schema:expr) => {
+            $(#[$doc])*
+            pub(super) struct $name;
+
+            impl JsonSchema for $name {
+                fn schema_name() -> Cow<'static, str> {
+                    stringify!($name).into()
+                }
+
+                fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                    $schema
+                }
+            }
+        };
+    }
+
+    /// validate.rs `check_absolute`: `/`, then segments that are not `..`.
+    const ABSOLUTE_PATH: &str = r"^(?:/(?!\.\.(?:/|$))[^/]*)+$";
+    /// An absolute path that is not `/` itself (validate.rs `check_volumes`).
+    const MOUNT_TARGET: &str = r"^(?!/*$)(?:/(?!\.\.(?:/|$))[^/]*)+$";
+    /// An absolute path that does not end with `/` (validate.rs `check_files`).
+    const FILE_TARGET: &str = r"^(?:/(?!\.\.(?:/|$))[^/]*)*/(?!\.\.$)[^/]+$";
+    /// validate.rs `check_relative`: not empty, not starting with `/`, no `..` segment.
+    pub(super) const RELATIVE_PATH: &str = r"^(?!\.\.(?:/|$))[^/]+(?:/(?!\.\.(?:/|$))[^/]*)*$";
+    /// units.rs `Duration` with a digit other than 0: more than 0s.
+    const POSITIVE_DURATION: &str =
+        r"^(?=[^1-9]*[1-9])(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?(?:[0-9]+ms)?$";
+    /// units.rs `Duration` of at most 1m (validate.rs `MAX_DRAIN`): no hours, and 1
+    /// minute with nothing more or at most 60s and 60000ms (so a few sums above 1m,
+    /// such as 59s2000ms, pass here).
+    const DRAIN_DURATION: &str = r"^(?=[0-9])(?:0+h)?(?:0*1m(?:0+s)?(?:0+ms)?|(?:0+m)?(?:0*(?:[1-5]?[0-9]|60)s)?(?:0*(?:[1-5]?[0-9]{1,4}|60000)ms)?)$";
+    /// validate.rs `check_user`: uid[:gid] or name[:group], no part starting with `-`.
+    const USER: &str = r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*(?::[A-Za-z0-9_.][A-Za-z0-9_.-]*)?$";
+    /// `Ipv4Addr::from_str`: four decimal numbers up to 255, without leading zeros.
+    pub(super) const IPV4_ADDRESS: &str = r"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$";
+    /// validate.rs `STOP_SIGNALS`.
+    const STOP_SIGNALS: [&str; 8] = [
+        "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGKILL",
+    ];
+    /// validate.rs `MIN_MEMORY`.
+    const MIN_MEMORY_BYTES: u64 = 6 << 20;
+    /// validate.rs `MIN_LOG_SIZE`.
+    const MIN_LOG_SIZE_BYTES: u64 = 64 << 10;
+
+    /// A YAML number or boolean where text is expected, which wharf takes as written
+    /// (`123`, `1.5`, `true`); `unsigned`: text starting with `-` is never valid there.
+    pub(super) fn as_written_scalar(unsigned: bool) -> Value {
+        if unsigned {
+            json!({"type": ["number", "boolean"], "minimum": 0})
+        } else {
+            json!({"type": ["number", "boolean"]})
+        }
+    }
+
+    schema_type!(
+        /// validate.rs `check_name`.
+        ServiceName,
+        json_schema!({
+            "description": "A DNS label: lowercase letters, digits and `-`, starting and ending with a letter or digit, at most 48 characters.",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_NAME_LEN,
+                    "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+                },
+                {"type": ["integer", "boolean"], "minimum": 0}
+            ]
+        })
+    );
+
+    schema_type!(
+        /// image_ref.rs `ImageRef::from_str`, except for the 255-character limit of
+        /// the name.
+        ImageReference,
+        json_schema!({
+            "description": "[registry[:port]/]repository[:tag][@sha256:<64 hex digits>]: 127.0.0.1:5000/web:1.4, ghcr.io/owner/app:v1, busybox (docker.io/library/busybox:latest).",
+            "anyOf": [
+                {"type": "string", "pattern": image_reference_pattern()},
+                as_written_scalar(true)
+            ]
+        })
+    );
+
+    /// image_ref.rs, piece by piece.
+    fn image_reference_pattern() -> String {
+        // `[a-z0-9]+` runs joined by `.`, `_`, `__` or any number of `-`.
+        let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+        let label = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?";
+        // A first component with a `.` or `:`, or `localhost`, names a registry:
+        // host[:port], or a bracketed IPv6 address (after whose `]` wharf takes
+        // anything but `:` as no port).
+        let registry = format!(
+            r"(?:localhost(?::[0-9]+)?|{label}(?:\.{label})+(?::[0-9]+)?|{label}:[0-9]+|\[[0-9A-Fa-f:]+\](?::[0-9]+|[^:/@][^/@]*)?)"
+        );
+        let tag = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
+        let digest = r"(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})";
+        // Without a registry, the first component has no `.` (else it names one).
+        format!(
+            r"^(?:{registry}/|(?![^/]*\.[^/]*/)){component}(?:/{component})*(?::{tag})?(?:@{digest})?$"
+        )
+    }
+
+    schema_type!(
+        /// validate.rs `check_user`.
+        User,
+        json_schema!({
+            "description": "uid[:gid] or name[:group] (letters, digits, `_`, `.` and `-`, not starting with `-`): 1000:1000, nobody.",
+            "anyOf": [
+                {"type": "string", "pattern": USER},
+                as_written_scalar(true)
+            ]
+        })
+    );
+
+    schema_type!(
+        /// validate.rs `check_absolute`.
+        AbsolutePath,
+        json_schema!({
+            "description": "An absolute path (starting with `/`) without a `..` segment.",
+            "type": "string",
+            "pattern": ABSOLUTE_PATH
+        })
+    );
+
+    schema_type!(
+        /// validate.rs `check_volumes`.
+        MountTarget,
+        json_schema!({
+            "description": "An absolute path (starting with `/`) without a `..` segment, other than `/`.",
+            "type": "string",
+            "pattern": MOUNT_TARGET
+        })
+    );
+
+    schema_type!(
+        /// validate.rs `check_files`.
+        FileTarget,
+        json_schema!({
+            "description": "The absolute path of a file (starting with `/`, not ending with `/`) without a `..` segment.",
+            "type": "string",
+            "pattern": FILE_TARGET
+        })
+    );
+
+    schema_type!(
+        /// Durations that validate.rs refuses at 0s.
+        PositiveDuration,
+        json_schema!({
+            "description": "A duration of more than 0s: a sum of <n>h, <n>m, <n>s and <n>ms parts, largest first (500ms, 10s, 1m30s, 1h).",
+            "type": "string",
+            "pattern": POSITIVE_DURATION
+        })
+    );
+
+    schema_type!(
+        /// validate.rs `MAX_DRAIN`.
+        DrainDuration,
+        json_schema!({
+            "description": "A duration of at most 1m: a sum of <n>m, <n>s and <n>ms parts, largest first (500ms, 2s, 1m).",
+            "type": "string",
+            "pattern": DRAIN_DURATION
+        })
+    );
+
+    schema_type!(
+        /// validate.rs `MIN_MEMORY`.
+        MemoryLimit,
+        byte_size_at_least(
+            MIN_MEMORY_BYTES,
+            "At least 6Mi: bytes, plain or with a k, M, G (powers of 1000) or Ki, Mi, Gi (powers of 1024) suffix: 64Mi, 1G."
+        )
+    );
+
+    schema_type!(
+        /// validate.rs `MIN_LOG_SIZE`.
+        LogFileSize,
+        byte_size_at_least(
+            MIN_LOG_SIZE_BYTES,
+            "At least 64Ki: bytes, plain or with a k, M, G (powers of 1000) or Ki, Mi, Gi (powers of 1024) suffix: 10Mi."
+        )
+    );
+
+    /// units.rs `ByteSize` of at least `min` bytes: an integer, or digits with an
+    /// optional suffix whose product is at least `min`.
+    fn byte_size_at_least(min: u64, description: &str) -> Schema {
+        const SUFFIXES: [(&str, u64); 7] = [
+            ("", 1),
+            ("k", 1_000),
+            ("M", 1_000_000),
+            ("G", 1_000_000_000),
+            ("Ki", 1 << 10),
+            ("Mi", 1 << 20),
+            ("Gi", 1 << 30),
+        ];
+        let alternatives: Vec<String> = SUFFIXES
+            .iter()
+            .map(|(suffix, multiplier)| {
+                format!("{}{suffix}", number_at_least(min.div_ceil(*multiplier)))
+            })
+            .collect();
+        json_schema!({
+            "description": description,
+            "anyOf": [
+                {"type": "integer", "minimum": min},
+                {"type": "string", "pattern": format!("^(?:{})$", alternatives.join("|"))}
+            ]
+        })
+    }
+
+    /// A pattern for the decimal numbers (leading zeros allowed) of at least `min`:
+    /// more digits than `min`, or as many with a greater digit after a common
+    /// prefix, or `min` itself.
+    fn number_at_least(min: u64) -> String {
+        if min == 0 {
+            return "[0-9]+".to_owned();
+        }
+        let digits = min.to_string();
+        let len = digits.len();
+        let any_digits = |count: usize| match count {
+            0 => String::new(),
+            1 => "[0-9]".to_owned(),
+            count => format!("[0-9]{{{count}}}"),
+        };
+        let mut alternatives = vec![format!("[1-9][0-9]{{{len},}}")];
+        for (index, digit) in digits.bytes().enumerate() {
+            let greater = match digit {
+                b'9' => continue,
+                b'8' => "9".to_owned(),
+                digit => format!("[{}-9]", char::from(digit + 1)),
+            };
+            alternatives.push(format!(
+                "{}{greater}{}",
+                &digits[..index],
+                any_digits(len - index - 1)
+            ));
+        }
+        alternatives.push(digits);
+        format!("0*(?:{})", alternatives.join("|"))
+    }
+
+    schema_type!(
+        /// validate.rs `normalize_signal`: any case, with or without `SIG`.
+        StopSignal,
+        {
+            let short = STOP_SIGNALS.map(|signal| signal.strip_prefix("SIG").unwrap_or(signal));
+            let names: Vec<&str> = STOP_SIGNALS.iter().chain(short.iter()).copied().collect();
+            let pattern = format!(
+                "^(?:{})?(?:{})$",
+                any_case("SIG"),
+                short.map(any_case).join("|")
+            );
+            json_schema!({
+                "description": "SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH or SIGKILL; the `SIG` prefix may be left out, and case does not matter.",
+                "type": "string",
+                "anyOf": [{"enum": names}, {"pattern": pattern}]
+            })
+        }
+    );
+
+    /// `term` -> `[Tt][Ee][Rr][Mm]`: JSON Schema patterns have no case-insensitive flag.
+    fn any_case(word: &str) -> String {
+        word.chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    }
+
+    schema_type!(
+        /// validate.rs `check_secret_name`.
+        SecretName,
+        json_schema!({
+            "description": "A secret set with `wharf secret set NAME`: up to 64 letters, digits, `_`, `.` and `-`, starting with a letter or digit.",
+            "anyOf": [
+                {"type": "string", "pattern": SECRET_NAME_PATTERN},
+                as_written_scalar(true)
+            ]
+        })
+    );
+
+    schema_type!(
+        /// validate.rs `check_volume_name`.
+        VolumeName,
+        json_schema!({
+            "description": "Up to 64 letters, digits, `_`, `.` and `-`, starting with a letter or digit.",
+            "anyOf": [
+                {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                as_written_scalar(true)
+            ]
+        })
+    );
+
+    /// Text, where YAML may read a number or a boolean: wharf takes it as written.
+    pub(super) struct Text;
+
+    impl JsonSchema for Text {
+        fn inline_schema() -> bool {
+            true
+        }
+
+        fn schema_name() -> Cow<'static, str> {
+            "Text".into()
+        }
+
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({"type": ["string", "number", "boolean"]})
+        }
+    }
+
+    /// A command and its arguments: validate.rs refuses an empty `command` or
+    /// `health.exec`.
+    pub(super) struct Command;
+
+    impl JsonSchema for Command {
+        fn inline_schema() -> bool {
+            true
+        }
+
+        fn schema_name() -> Cow<'static, str> {
+            "Command".into()
+        }
+
+        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "array",
+                "items": generator.subschema_for::<Text>(),
+                "minItems": 1
+            })
+        }
+    }
+
+    /// validate.rs `check_env_name`: not empty, without `=` or whitespace (ASCII
+    /// whitespace here), and not a name wharf sets itself.
+    pub(super) fn env_names() -> Value {
+        json!({
+            "pattern": r"^[^=\t-\r ]+$",
+            "not": {
+                "description": "set by wharf in every container",
+                "enum": RESERVED_ENV
+            }
+        })
+    }
+
+    /// validate.rs `check_health`: exactly one of exec, tcp and http (null is unset).
+    pub(super) fn one_health_check() -> Value {
+        let checks = ["exec", "tcp", "http"].map(|check| {
+            json!({
+                "required": [check],
+                "properties": {check: {"not": {"type": "null"}}}
+            })
+        });
+        Value::Array(Vec::from(checks))
+    }
+
+    /// validate.rs `check_volumes`: the fields each type of volume takes (null is
+    /// unset).
+    pub(super) fn volume_fields_by_type() -> Value {
+        let is_type =
+            |kind: &str| json!({"required": ["type"], "properties": {"type": {"const": kind}}});
+        let unset = |field: &str| json!({"properties": {field: {"type": "null"}}});
+        json!([
+            {
+                "description": "`source` is required with type bind, and only for it",
+                "if": is_type("bind"),
+                "then": {"required": ["source"], "properties": {"source": {"type": "string"}}},
+                "else": unset("source")
+            },
+            {
+                "description": "`name` is for type volume only",
+                "if": is_type("volume"),
+                "else": unset("name")
+            },
+            {
+                "description": "`size` is for type tmpfs only",
+                "if": is_type("tmpfs"),
+                "else": unset("size")
+            }
+        ])
+    }
+
+    /// validate.rs rules between fields of a service.
+    pub(super) fn service_rules() -> Value {
+        let bridge = Network::Bridge.name();
+        let start_first = UpdateOrder::StartFirst.name();
+        json!([
+            {
+                "description": "`ports` are published only on network: bridge (the default)",
+                "if": {
+                    "required": ["network"],
+                    "properties": {"network": {"enum": [Network::Host.name(), Network::None.name()]}}
+                },
+                "then": {"properties": {"ports": {"maxItems": 0}}}
+            },
+            {
+                "description": "`update.max_unavailable: 0` needs order: start-first, written or by default (the default on network: bridge)",
+                "if": {
+                    "required": ["update"],
+                    "properties": {
+                        "update": {
+                            "required": ["max_unavailable"],
+                            "properties": {"max_unavailable": {"const": 0}}
+                        }
+                    }
+                },
+                "then": {
+                    "anyOf": [
+                        {
+                            "properties": {
+                                "update": {
+                                    "required": ["order"],
+                                    "properties": {"order": {"const": start_first}}
+                                }
+                            }
+                        },
+                        {
+                            "properties": {
+                                "network": {"const": bridge},
+                                "update": {"properties": {"order": {"type": "null"}}}
+                            }
+                        }
+                    ]
+                }
+            }
+        ])
+    }
 }

@@ -197,7 +197,7 @@ text_serde!(
     json_schema!({
         "description": "A duration: a sum of <n>h, <n>m, <n>s and <n>ms parts, largest first (500ms, 10s, 1m30s, 1h).",
         "type": "string",
-        "pattern": "^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
+        "pattern": "^(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
     })
 );
 

@@ -219,18 +219,7 @@ pub fn check_env_name(name: &str) -> Result<(), String> {
 
 /// A secret name becomes a file name under the root (see `SECRET_NAME_PATTERN`).
 pub fn check_secret_name(name: &str) -> Result<(), String> {
-    let valid = (1..=64).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid secret name \"{name}\" (use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit)"
-        ))
-    }
+    check_file_name("secret", name)
 }
 
 /// A path inside the manifest's directory: relative, without `..`.
@@ -571,7 +560,13 @@ fn check_volumes(volumes: &[Volume], check: &mut Checker) {
 
 /// Volume names become directory names under `<root>/volumes`.
 fn check_volume_name(name: &str) -> Result<(), String> {
-    let valid = name.len() <= 64
+    check_file_name("volume", name)
+}
+
+/// A name that becomes a file name under the root: 1 to 64 letters, digits, `_`,
+/// `.` and `-`, starting with a letter or digit.
+fn check_file_name(what: &str, name: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .bytes()
@@ -580,7 +575,7 @@ fn check_volume_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid volume name \"{name}\" (use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit)"
+            "invalid {what} name \"{name}\" (use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit)"
         ))
     }
 }
@@ -757,14 +752,20 @@ mod tests {
     #[test]
     fn config_sources_stay_inside_the_manifest_directory() {
         let config = |source: &str| {
-            problems(&format!("configs: [{{source: '{source}', target: /etc/app.conf}}]\n"))
+            problems(&format!(
+                "configs: [{{source: '{source}', target: /etc/app.conf}}]\n"
+            ))
         };
         assert_eq!(config("conf/app.conf"), Vec::<String>::new());
         assert_eq!(
             config("../app.conf"),
             ["configs[0].source: \"../app.conf\" leaves the manifest's directory ('..'); files must be inside it"]
         );
-        assert!(config("/etc/passwd")[0].contains("is absolute"), "{:?}", config("/etc/passwd"));
+        assert!(
+            config("/etc/passwd")[0].contains("is absolute"),
+            "{:?}",
+            config("/etc/passwd")
+        );
         assert!(problems("env_file: [../x.env]\n")[0].starts_with("env_file[0]: "));
     }
 
@@ -782,7 +783,10 @@ mod tests {
 
     #[test]
     fn secret_names_are_file_names_and_env_values_may_name_one() {
-        assert_eq!(problems("env: {PW: {secret: db.pass_1}}\n"), Vec::<String>::new());
+        assert_eq!(
+            problems("env: {PW: {secret: db.pass_1}}\n"),
+            Vec::<String>::new()
+        );
         assert_eq!(
             problems("secrets: [{name: ../x}]\n"),
             ["secrets[0].name: invalid secret name \"../x\" (use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit)"]

@@ -778,7 +778,10 @@ mod tests {
         let edited = plan_with(&with_files("listen 8080\n", "v1"));
         assert_eq!(edited.steps[0].reason, "config app.conf changed");
         let diff = &edited.changes[0].config_diffs[0];
-        assert_eq!(diff.before.as_deref().map(Vec::as_slice), Some(&b"listen 80\n"[..]));
+        assert_eq!(
+            diff.before.as_deref().map(Vec::as_slice),
+            Some(&b"listen 80\n"[..])
+        );
         assert_eq!(diff.after.as_slice(), b"listen 8080\n");
 
         // A secret is named, never diffed.

@@ -452,21 +452,20 @@ impl SyncError {
 /// More than any directory of one host's manifests holds.
 const MAX_MANIFEST_FILES: usize = 10_000;
 
-/// The manifest files directly under `prefix` in a `git archive` tar stream, each
-/// refused when over the manifest size limit before it is read.
-fn read_manifests(
-    tar: impl Read,
+/// Calls `visit` with the path under `prefix` and the entry of each regular file of a
+/// `git archive` tar stream (other entries, and files outside `prefix`, are skipped).
+fn each_file<R: Read>(
+    tar: R,
     prefix: &str,
     short: &dyn Fn() -> String,
-) -> Result<Vec<(String, Vec<u8>)>, SyncError> {
+    mut visit: impl FnMut(String, &mut tar::Entry<'_, R>) -> Result<(), SyncError>,
+) -> Result<(), SyncError> {
     let mut archive = tar::Archive::new(tar);
-    let mut files = Vec::new();
     let archive_error = |source: std::io::Error| SyncError::Archive {
         commit: short(),
         source,
     };
-    let entries = archive.entries().map_err(archive_error)?;
-    for entry in entries {
+    for entry in archive.entries().map_err(archive_error)? {
         let mut entry = entry.map_err(archive_error)?;
         if !entry.header().entry_type().is_file() {
             continue;
@@ -476,9 +475,43 @@ fn read_manifests(
             .ok()
             .and_then(|p| p.to_str().map(str::to_owned))
             .and_then(|p| p.strip_prefix(prefix).map(str::to_owned));
-        let Some(name) = name.filter(|n| !n.contains('/') && is_manifest_name(n)) else {
-            continue;
-        };
+        if let Some(name) = name {
+            visit(name, &mut entry)?;
+        }
+    }
+    Ok(())
+}
+
+/// The content of a file entry whose size was checked against `limit`.
+fn read_entry(
+    entry: &mut impl Read,
+    limit: u64,
+    name: String,
+    short: &dyn Fn() -> String,
+) -> Result<Vec<u8>, SyncError> {
+    let mut bytes = Vec::new();
+    match entry.take(limit).read_to_end(&mut bytes) {
+        Ok(_) => Ok(bytes),
+        Err(source) => Err(SyncError::ArchiveFile {
+            commit: short(),
+            name,
+            source,
+        }),
+    }
+}
+
+/// The manifest files directly under `prefix` in a `git archive` tar stream, each
+/// refused when over the manifest size limit before it is read.
+fn read_manifests(
+    tar: impl Read,
+    prefix: &str,
+    short: &dyn Fn() -> String,
+) -> Result<Vec<(String, Vec<u8>)>, SyncError> {
+    let mut files = Vec::new();
+    each_file(tar, prefix, short, |name, entry| {
+        if name.contains('/') || !is_manifest_name(&name) {
+            return Ok(());
+        }
         if entry.size() > MAX_MANIFEST_BYTES {
             return Err(SyncError::ManifestTooLarge {
                 commit: short(),
@@ -489,20 +522,10 @@ fn read_manifests(
         if files.len() >= MAX_MANIFEST_FILES {
             return Err(SyncError::TooManyManifests { commit: short() });
         }
-        let mut bytes = Vec::new();
-        if let Err(source) = entry
-            .by_ref()
-            .take(MAX_MANIFEST_BYTES)
-            .read_to_end(&mut bytes)
-        {
-            return Err(SyncError::ArchiveFile {
-                commit: short(),
-                name,
-                source,
-            });
-        }
+        let bytes = read_entry(entry, MAX_MANIFEST_BYTES, name.clone(), short)?;
         files.push((name, bytes));
-    }
+        Ok(())
+    })?;
     Ok(files)
 }
 
@@ -575,26 +598,11 @@ fn extract_named(
     into: &Path,
     short: &dyn Fn() -> String,
 ) -> Result<BTreeSet<String>, SyncError> {
-    let mut archive = tar::Archive::new(tar);
     let mut written = BTreeSet::new();
-    let archive_error = |source: std::io::Error| SyncError::Archive {
-        commit: short(),
-        source,
-    };
-    let entries = archive.entries().map_err(archive_error)?;
-    for entry in entries {
-        let mut entry = entry.map_err(archive_error)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
+    each_file(tar, prefix, short, |name, entry| {
+        if !named.contains(&name) || written.contains(&name) {
+            return Ok(());
         }
-        let name = entry
-            .path()
-            .ok()
-            .and_then(|p| p.to_str().map(str::to_owned))
-            .and_then(|p| p.strip_prefix(prefix).map(str::to_owned));
-        let Some(name) = name.filter(|n| named.contains(n) && !written.contains(n)) else {
-            continue;
-        };
         if written.len() >= MAX_NAMED_FILES {
             return Err(SyncError::TooManyNamedFiles {
                 commit: short(),
@@ -616,18 +624,12 @@ fn extract_named(
                 .or_else(|_| file.set_len(MAX_NAMED_BYTES + 1))
                 .map_err(io(&path))?;
         } else {
-            let mut bytes = Vec::new();
-            if let Err(source) = entry.by_ref().take(MAX_NAMED_BYTES).read_to_end(&mut bytes) {
-                return Err(SyncError::ArchiveFile {
-                    commit: short(),
-                    name: format!("{prefix}{name}"),
-                    source,
-                });
-            }
+            let bytes = read_entry(entry, MAX_NAMED_BYTES, format!("{prefix}{name}"), short)?;
             fs::write(&path, &bytes).map_err(io(&path))?;
         }
         written.insert(name);
-    }
+        Ok(())
+    })?;
     Ok(written)
 }
 
