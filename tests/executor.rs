@@ -26,7 +26,7 @@ impl StepObserver for Quiet {
 
 /// A store holding the test busybox image, which the double's containers "run".
 struct Images {
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
     store: ImageStore,
     registries: Registries,
     image: String,
@@ -48,7 +48,7 @@ impl Images {
             .await
             .expect("pull busybox");
         Images {
-            _root: root,
+            root,
             store,
             registries,
             image,
@@ -71,6 +71,7 @@ impl Images {
     fn executor<'a>(&'a self, runtime: &'a FakeRuntime) -> Executor<'a, FakeRuntime> {
         Executor {
             runtime,
+            root: self.root.path(),
             images: &self.store,
             registries: &self.registries,
         }

@@ -25,7 +25,15 @@ pub struct Args {
 }
 
 pub fn run(session: &Session, args: &Args) -> u8 {
-    let services = match load_file(&args.manifest) {
+    let loaded = load_file(&args.manifest).and_then(|mut services| {
+        let missing = session.resolve_secrets(&mut services);
+        if missing.is_empty() {
+            Ok(services)
+        } else {
+            Err(missing)
+        }
+    });
+    let services = match loaded {
         Ok(services) => services,
         Err(errors) => {
             for error in errors {

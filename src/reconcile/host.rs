@@ -120,6 +120,7 @@ impl Host {
     pub fn executor(&self) -> Executor<'_, LibcontainerRuntime> {
         Executor {
             runtime: &self.runtime,
+            root: &self.root,
             images: &self.images,
             registries: &self.registries,
         }

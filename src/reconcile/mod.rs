@@ -98,6 +98,8 @@ pub enum StepError {
     },
     #[error("service {service} is not in the manifests")]
     NotInManifests { service: String },
+    #[error("cannot store the service's config contents")]
+    Files(#[from] FilesError),
 }
 
 /// Why an image the plan needs is not there, shared by the steps that need it.
@@ -123,6 +125,8 @@ pub trait StepObserver: Sync {
 
 pub struct Executor<'a, R: Runtime> {
     pub runtime: &'a R,
+    /// The state directory: config contents are stored there by digest.
+    pub root: &'a std::path::Path,
     pub images: &'a ImageStore,
     pub registries: &'a Registries,
 }
@@ -238,10 +242,12 @@ impl<R: Runtime> Executor<'_, R> {
                         cause: Box::new(cause),
                     });
                 };
+                // Its config contents are stored by digest, kept while it ran.
                 let previous = Service {
                     spec: spec.clone(),
                     hash: SpecHash::of(spec, &old_container.files),
                     files: old_container.files.clone(),
+                    config_contents: Vec::new(),
                     ..service.clone()
                 };
                 // The image that ran, by digest: its tag may have moved since (a
@@ -377,6 +383,7 @@ impl<R: Runtime> Executor<'_, R> {
             .pull(self.registries, reference, policy, &NoProgress)
             .await
             .map_err(|err| StepError::Pull(Arc::new(err)))?;
+        store_contents(self.root, service)?;
         let request = CreateRequest {
             service: service.spec.clone(),
             slot,
@@ -534,10 +541,6 @@ pub async fn apply<R: Runtime>(
     observer: &dyn StepObserver,
 ) -> Outcome {
     restore_network(executor.runtime).await;
-    if let Err(err) = store_contents(root, &planned.desired) {
-        // The creations that need them say so.
-        tracing::warn!("{}", error_chain(&err));
-    }
     let report = executor
         .execute(&planned.plan, &planned.desired, &planned.observed, observer)
         .await;
@@ -551,11 +554,14 @@ pub async fn apply<R: Runtime>(
     Outcome { report, recorded }
 }
 
-/// Stores the config contents of `services` by digest, where containers are
-/// created from (and a rollback finds them later).
-fn store_contents(root: &std::path::Path, services: &[Service]) -> Result<(), FilesError> {
+/// Stores the config contents of `service` by digest, where its containers' files
+/// are made from (and a rollback finds them later).
+fn store_contents(root: &std::path::Path, service: &Service) -> Result<(), StepError> {
+    if service.config_contents.is_empty() {
+        return Ok(());
+    }
     let store = ContentStore::open(root)?;
-    for content in services.iter().flat_map(|s| &s.config_contents) {
+    for content in &service.config_contents {
         store.put(content)?;
     }
     Ok(())
