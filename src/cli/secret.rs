@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use super::{exit, output::human_bytes, Session};
 use crate::files::{SecretStore, SetOutcome, MAX_SECRET_BYTES};
-use crate::reconcile::ReconcileLock;
+use crate::manifest::check_secret_name;
+use crate::reconcile::{drop_unused_files, ReconcileLock};
+use crate::state::StateView;
 
 /// Manage secrets: values kept root-only under --root, mounted into containers from
 /// memory (`secrets:` in a manifest) or given as env values (`{secret: NAME}`).
@@ -64,24 +66,11 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         Ok(store) => store,
         Err(err) => return session.fail(&err),
     };
-    let containers = match session.containers() {
-        Ok(containers) => containers,
-        Err(code) => return code,
-    };
-    // Which services' containers use each secret.
-    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for container in &containers {
-        for name in container.spec.iter().flat_map(|spec| spec.secret_names()) {
-            users
-                .entry(name.to_owned())
-                .or_default()
-                .insert(container.service.clone());
-        }
-    }
-    let used_by =
-        |name: &str| -> Vec<String> { users.get(name).into_iter().flatten().cloned().collect() };
     match &args.command {
         SecretCommand::Set { name, file } => {
+            if let Err(message) = check_secret_name(name) {
+                return session.fail_with(message);
+            }
             let value = match read_value(file.as_ref()) {
                 Ok(value) => value,
                 Err(message) => return session.fail_with(message),
@@ -90,31 +79,39 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 Ok(lock) => lock,
                 Err(err) => return session.fail(&err),
             };
-            match store.set(name, &value) {
-                Ok(SetOutcome::Unchanged) => println!("secret {name} unchanged"),
-                Ok(SetOutcome::Changed) => {
-                    let services = used_by(name);
-                    let note = if services.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            "; used by {}: replaced at the next apply (now, under the agent)",
-                            services.join(", ")
-                        )
-                    };
+            let outcome = match store.set(name, &value) {
+                Ok(outcome) => outcome,
+                Err(err) => return session.fail(&err),
+            };
+            let Some(users) = users_of_secrets(session) else {
+                return exit::FAILURE;
+            };
+            match outcome {
+                SetOutcome::Unchanged => println!("secret {name} unchanged"),
+                SetOutcome::Changed => {
+                    let services = users.get(name.as_str()).map(|s| {
+                        let names: Vec<&str> = s.iter().map(String::as_str).collect();
+                        names.join(", ")
+                    });
+                    let note = services.map_or(String::new(), |services| {
+                        format!("; used by {services}: replaced at the next apply (now, under the agent)")
+                    });
                     println!(
                         "secret {name} set ({}){note}",
                         human_bytes(value.len() as u64)
                     );
                 }
-                Err(err) => return session.fail(&err),
             }
+            drop_earlier_values(session);
             exit::OK
         }
         SecretCommand::Ls { json } => {
             let secrets = match store.list() {
                 Ok(secrets) => secrets,
                 Err(err) => return session.fail(&err),
+            };
+            let Some(users) = users_of_secrets(session) else {
+                return exit::FAILURE;
             };
             let rows: Vec<Row> = secrets
                 .iter()
@@ -123,7 +120,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                     size: secret.size,
                     set_at: humantime::format_rfc3339_seconds(secret.set_at).to_string(),
                     used_by: users
-                        .get(&secret.name)
+                        .get(secret.name.as_str())
                         .into_iter()
                         .flatten()
                         .map(String::as_str)
@@ -151,26 +148,62 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             exit::OK
         }
         SecretCommand::Rm { name, force } => {
-            let services = used_by(name);
-            if !services.is_empty() && !force {
+            let _lock = match ReconcileLock::acquire(&session.root, Some(LOCK_WAIT)) {
+                Ok(lock) => lock,
+                Err(err) => return session.fail(&err),
+            };
+            let Some(users) = users_of_secrets(session) else {
+                return exit::FAILURE;
+            };
+            if let Some(services) = users.get(name.as_str()).filter(|_| !force) {
+                let services: Vec<&str> = services.iter().map(String::as_str).collect();
                 return session.fail_with(format!(
                     "secret {name} is used by {}; remove it from their manifests and apply first, or pass --force",
                     services.join(", ")
                 ));
             }
-            let _lock = match ReconcileLock::acquire(&session.root, Some(LOCK_WAIT)) {
-                Ok(lock) => lock,
-                Err(err) => return session.fail(&err),
-            };
-            match store.remove(name) {
-                Ok(()) => {
-                    println!("secret {name} removed");
-                    exit::OK
-                }
-                Err(err) => session.fail(&err),
+            if let Err(err) = store.remove(name) {
+                return session.fail(&err);
             }
+            println!("secret {name} removed");
+            drop_earlier_values(session);
+            exit::OK
         }
     }
+}
+
+/// The services that use each secret: those whose containers do, and those last
+/// applied with it (a service with no container now still needs it). None: why not
+/// was printed.
+fn users_of_secrets(session: &Session) -> Option<BTreeMap<String, BTreeSet<String>>> {
+    let containers = session.containers().ok()?;
+    let applied = match StateView::open(&session.root) {
+        Ok(view) => view.map(|view| view.applied()).unwrap_or_default(),
+        Err(err) => {
+            session.fail(&err);
+            return None;
+        }
+    };
+    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let specs = containers
+        .iter()
+        .filter_map(|c| c.spec.as_deref())
+        .chain(applied.iter().map(|a| &a.spec));
+    for spec in specs {
+        for name in spec.secret_names() {
+            users
+                .entry(name.to_owned())
+                .or_default()
+                .insert(spec.name.clone());
+        }
+    }
+    Some(users)
+}
+
+/// Removes the values no container uses any more (an earlier value of a secret just
+/// set, the values of one removed). A failure only leaves them for the next apply.
+fn drop_earlier_values(session: &Session) {
+    session.block_on(drop_unused_files(&session.runtime, &session.root, &[]));
 }
 
 /// The value from `file`, or standard input for none or `-`; at most the limit.

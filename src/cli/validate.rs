@@ -26,15 +26,15 @@ pub struct Args {
 
 pub fn run(cli: &Cli, args: &Args) -> u8 {
     let mut loaded = load_paths(&args.paths);
-    // Secrets are checked where this user can read them (root, usually).
+    // Secrets are checked where this user can read the root (root, usually).
     match SecretStore::existing(&cli.root) {
         Some(store) => {
             let missing = store.resolve(&mut loaded.services);
             loaded.errors.extend(missing);
         }
         None if loaded.services.iter().any(|s| !s.secret_uses.is_empty()) => eprintln!(
-            "note: secrets not checked: {} holds none this user can read",
-            cli.root.join("secrets").display()
+            "note: secrets not checked: this user cannot read {} (run as root, or pass --root)",
+            cli.root.display()
         ),
         None => {}
     }

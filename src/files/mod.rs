@@ -8,7 +8,7 @@ mod contents;
 mod secrets;
 
 pub use contents::ContentStore;
-pub use secrets::{SecretInfo, SecretStore, SetOutcome, MAX_SECRET_BYTES};
+pub use secrets::{env_text, SecretInfo, SecretStore, SetOutcome, MAX_SECRETS, MAX_SECRET_BYTES};
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -46,6 +46,8 @@ pub enum FilesError {
     NotSet(String),
     #[error("the content {0} is not stored (it is kept while a container or an applied spec uses it); apply the manifests again")]
     ContentMissing(String),
+    #[error("more than {0} secrets; remove some with `wharf secret rm`")]
+    TooMany(usize),
     #[error("{} holds a damaged record: {message}", path.display())]
     Damaged { path: PathBuf, message: String },
 }

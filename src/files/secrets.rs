@@ -17,7 +17,7 @@ use crate::manifest::{check_secret_name, Diagnostic, Service};
 /// A secret's limit, as for a Kubernetes Secret.
 pub const MAX_SECRET_BYTES: u64 = 1 << 20;
 /// More secrets than one host's services name.
-const MAX_SECRETS: usize = 10_000;
+pub const MAX_SECRETS: usize = 10_000;
 /// A record is a few dozen bytes.
 const MAX_RECORD_BYTES: u64 = 4 << 10;
 
@@ -50,12 +50,15 @@ impl SecretStore {
         Ok(SecretStore { dir })
     }
 
-    /// The store of `root` if it has one this process can read (`wharf validate`
-    /// creates nothing and runs as any user).
+    /// The store of `root` if this process can read the root (`wharf validate`
+    /// creates nothing and runs as any user); a root without secrets has an empty one.
     pub fn existing(root: &Path) -> Option<Self> {
         let dir = root.join("secrets");
-        fs::read_dir(&dir).ok()?;
-        Some(SecretStore { dir })
+        match fs::read_dir(&dir) {
+            Ok(_) => Some(SecretStore { dir }),
+            Err(_) if fs::read_dir(root).is_ok() && !dir.exists() => Some(SecretStore { dir }),
+            Err(_) => None,
+        }
     }
 
     /// The directory whose entries change when a secret is set or removed.
@@ -70,10 +73,16 @@ impl SecretStore {
         if size > MAX_SECRET_BYTES {
             return Err(FilesError::TooLarge { size });
         }
-        if let Some(current) = self.get(name)? {
-            if self.value(&current.version).ok().as_deref() == Some(value) {
-                return Ok(SetOutcome::Unchanged);
+        match self.get(name)? {
+            Some(current) if self.value(&current.version).ok().as_deref() == Some(value) => {
+                return Ok(SetOutcome::Unchanged)
             }
+            Some(_) => {}
+            // A new name: within the count `list` reads.
+            None if self.list()?.len() >= MAX_SECRETS => {
+                return Err(FilesError::TooMany(MAX_SECRETS))
+            }
+            None => {}
         }
         let version = random_hex(16);
         write_private(&self.dir.join("values").join(&version), value)?;
@@ -115,18 +124,22 @@ impl SecretStore {
         Ok(Some(info))
     }
 
-    /// Every secret, by name.
+    /// Every secret, by name. More records than [`MAX_SECRETS`] is an error, never a
+    /// partial list (pruning keeps every current value it lists).
     pub fn list(&self) -> Result<Vec<SecretInfo>, FilesError> {
         let entries = fs::read_dir(&self.dir).map_err(|source| FilesError::Read {
             path: self.dir.clone(),
             source: source.into(),
         })?;
         let mut secrets = Vec::new();
-        for entry in entries.flatten().take(MAX_SECRETS) {
+        for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(name) = name.strip_suffix(".json") else {
                 continue;
             };
+            if secrets.len() >= MAX_SECRETS {
+                return Err(FilesError::TooMany(MAX_SECRETS));
+            }
             if let Ok(Some(info)) = self.get(name) {
                 secrets.push(info);
             }
@@ -166,8 +179,21 @@ impl SecretStore {
                     field: field.clone(),
                     message: format!("service \"{}\": {message}", service.spec.name),
                 };
+                let in_env = service.spec.env.values().any(|v| v.secret() == Some(name));
                 match self.get(name) {
                     Ok(Some(info)) => {
+                        // A value used in env must be text: said now, not at create.
+                        match self.value(&info.version) {
+                            Err(err) if in_env => errors.push(error(crate::error_chain(&err))),
+                            Ok(value) if in_env => {
+                                if let Err(why) = env_text(&value) {
+                                    errors.push(error(format!(
+                                        "secret {name} {why}: only text without NUL bytes can be an environment value (mount it as a file instead)"
+                                    )));
+                                }
+                            }
+                            _ => {}
+                        }
                         service.files.secrets.insert(name.clone(), info.version);
                     }
                     Ok(None) => errors.push(error(format!(
@@ -201,6 +227,20 @@ impl SecretStore {
     fn record_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.json"))
     }
+}
+
+/// A secret's value as an environment value: UTF-8 text without NUL bytes, one
+/// trailing newline dropped (`echo pw | wharf secret set` stores it; a variable
+/// never wants it). Err says why not, without the value.
+pub fn env_text(value: &[u8]) -> Result<String, &'static str> {
+    let mut text = String::from_utf8(value.to_vec()).map_err(|_| "is not UTF-8 text")?;
+    if text.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    Ok(text)
 }
 
 /// 32 lowercase hex digits, as `random_hex(16)` gives.

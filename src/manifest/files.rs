@@ -4,7 +4,7 @@
 //! ConfigMap mount's `..data` links work; `../x` or a link to `/etc/shadow` stays
 //! inside), and each must be a regular file of bounded size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,17 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// An env file's limit.
 pub const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 
+/// The files one load has read, each once (by real path), and their bytes in all:
+/// many services naming one file, or one file named many times, cost it once.
+#[derive(Debug, Default)]
+pub struct SourceCache {
+    read: HashMap<PathBuf, Arc<Vec<u8>>>,
+    total: u64,
+}
+
+/// What the files one load reads (a directory, a file, a commit) may hold in all.
+pub const MAX_SOURCE_BYTES_PER_LOAD: u64 = 64 << 20;
+
 /// What a service's files hold.
 #[derive(Debug, Default)]
 pub struct ReadFiles {
@@ -42,6 +53,7 @@ pub fn read_files(
     manifest: &Path,
     document: &Node,
     spec: &ServiceSpec,
+    cache: &mut SourceCache,
 ) -> Result<ReadFiles, Vec<Diagnostic>> {
     let mut read = ReadFiles::default();
     if spec.configs.is_empty() && spec.env_file.is_empty() {
@@ -78,10 +90,10 @@ pub fn read_files(
     };
     for (index, config) in spec.configs.iter().enumerate() {
         let source = config.source.as_str();
-        match read_inside(&root, dir, source, MAX_CONFIG_BYTES) {
+        match read_inside(&root, dir, source, MAX_CONFIG_BYTES, cache) {
             Ok((bytes, real)) => {
-                let digest = format!("{:x}", Sha256::digest(&bytes));
-                read.configs.push((Arc::new(bytes), digest));
+                let digest = format!("{:x}", Sha256::digest(bytes.as_slice()));
+                read.configs.push((bytes, digest));
                 read.sources.push(real);
             }
             Err(message) => errors.push(at("configs", index, Some("source"), message)),
@@ -90,8 +102,9 @@ pub fn read_files(
     for (index, env_file) in spec.env_file.iter().enumerate() {
         let source = env_file.as_str();
         let named = at("env_file", index, None, String::new());
-        let text = read_inside(&root, dir, source, MAX_ENV_FILE_BYTES).and_then(|(bytes, real)| {
-            let text = String::from_utf8(bytes)
+        let read_env = read_inside(&root, dir, source, MAX_ENV_FILE_BYTES, cache);
+        let text = read_env.and_then(|(bytes, real)| {
+            let text = String::from_utf8(bytes.to_vec())
                 .map_err(|_| format!("{source} is not UTF-8 text; save it as UTF-8"))?;
             Ok((text, real))
         });
@@ -126,26 +139,28 @@ pub fn read_files(
 
 /// The content of the regular file `relative` under `root` (the directory `dir`),
 /// at most `limit` bytes, and the file's real path (for the trust rule, which must
-/// look at the file that was read); the error says what is wrong and what to do.
+/// look at the file that was read); from `cache` when this load read it already.
+/// The error says what is wrong and what to do.
 fn read_inside(
     root: &Root,
     dir: &Path,
     relative: &str,
     limit: u64,
-) -> Result<(Vec<u8>, PathBuf), String> {
-    let handle = root.resolve(relative).map_err(|err| {
-        match err.kind() {
-            pathrs::error::ErrorKind::OsError(Some(nix::libc::ENOENT)) => format!(
-                "{relative} does not exist in {} (the manifest's directory, which sources are relative to)",
-                dir.display()
-            ),
-            _ => format!("cannot open {relative} in {}: {err}", dir.display()),
-        }
+    cache: &mut SourceCache,
+) -> Result<(Arc<Vec<u8>>, PathBuf), String> {
+    let handle = root.resolve(relative).map_err(|err| match err.kind() {
+        pathrs::error::ErrorKind::OsError(Some(nix::libc::ENOENT)) => format!(
+            "{relative} does not exist in {} (sources are resolved inside the manifest's directory: a symlink that leads out of it finds nothing)",
+            dir.display()
+        ),
+        _ => format!("cannot open {relative} in {}: {err}", dir.display()),
     })?;
     // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting.
     let file = handle
         .reopen(OpenFlags::O_RDONLY | OpenFlags::O_NONBLOCK | OpenFlags::O_CLOEXEC)
         .map_err(|err| format!("cannot open {relative}: {err}"))?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .unwrap_or_else(|_| dir.join(relative));
     let meta = file
         .metadata()
         .map_err(|err| format!("cannot read {relative}: {err}"))?;
@@ -159,6 +174,15 @@ fn read_inside(
     if meta.len() > limit {
         return Err(too_large(meta.len()));
     }
+    if let Some(bytes) = cache.read.get(&real) {
+        return Ok((Arc::clone(bytes), real));
+    }
+    if cache.total + meta.len() > MAX_SOURCE_BYTES_PER_LOAD {
+        return Err(format!(
+            "the files the manifests name come to more than {} MiB; mount large data with a volume",
+            MAX_SOURCE_BYTES_PER_LOAD >> 20
+        ));
+    }
     let mut bytes = Vec::new();
     (&file)
         .take(limit + 1)
@@ -167,14 +191,16 @@ fn read_inside(
     if bytes.len() as u64 > limit {
         return Err(too_large(bytes.len() as u64));
     }
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .unwrap_or_else(|_| dir.join(relative));
+    cache.total += bytes.len() as u64;
+    let bytes = Arc::new(bytes);
+    cache.read.insert(real.clone(), Arc::clone(&bytes));
     Ok((bytes, real))
 }
 
 /// `KEY=VALUE` lines; blank lines and `#` comments are skipped, `export ` before a
-/// key is allowed, and a value in matching single or double quotes loses them
-/// (nothing else is interpreted). Err: the line number and what is wrong.
+/// key is allowed, the value is everything after `=` as written (spaces and `#`
+/// included), and a value wholly in matching single or double quotes loses them
+/// (nothing else is interpreted). No spaces before `=`. Err: the line number and what is wrong.
 fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
     let mut variables = Vec::new();
     for (index, line) in text.lines().enumerate() {
@@ -187,7 +213,6 @@ fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> 
         let Some((name, value)) = trimmed.split_once('=') else {
             return Err((number, "expected KEY=VALUE (or a # comment)".to_owned()));
         };
-        let name = name.trim_end();
         check_env_name(name).map_err(|message| (number, message))?;
         if value.contains('\0') {
             return Err((number, "the value contains a NUL byte".to_owned()));
@@ -230,5 +255,62 @@ mod tests {
         let (line, message) = parse_env_file("WHARF_SERVICE=x\n").expect_err("reserved");
         assert_eq!(line, 1);
         assert!(message.contains("set by wharf"), "{message}");
+    }
+
+    /// A manifest in a temporary directory with `files` (name, size in KiB).
+    fn manifest_with(files: &[(&str, usize)], text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, kib) in files {
+            std::fs::write(dir.path().join(name), vec![b'x'; kib << 10]).expect("write");
+        }
+        let manifest = dir.path().join("app.yaml");
+        std::fs::write(&manifest, text).expect("write");
+        (dir, manifest)
+    }
+
+    #[test]
+    fn a_file_named_many_times_is_read_once_and_a_load_reads_at_most_64_mib() {
+        let configs: Vec<String> = (0..64)
+            .map(|i| format!("{{source: big, target: /c/{i}}}"))
+            .collect();
+        let service = |name: &str| {
+            format!(
+                "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: busybox\nconfigs: [{}]\n",
+                configs.join(", ")
+            )
+        };
+        let text = format!("{}---\n{}", service("a"), service("b"));
+        let (_dir, manifest) = manifest_with(&[("big", 1024)], &text);
+        let services = crate::manifest::load_file(&manifest).expect("valid");
+        let first = &services[0].config_contents[0];
+        assert!(services
+            .iter()
+            .flat_map(|s| &s.config_contents)
+            .all(|content| Arc::ptr_eq(content, first)));
+
+        // 65 different files of 1 MiB: more than one load may read.
+        let names: Vec<String> = (0..65).map(|i| format!("f{i}")).collect();
+        let files: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 1024)).collect();
+        let per_service = |range: std::ops::Range<usize>, name: &str| {
+            let configs: Vec<String> = range
+                .map(|i| format!("{{source: f{i}, target: /c/{i}}}"))
+                .collect();
+            format!(
+                "apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: busybox\nconfigs: [{}]\n",
+                configs.join(", ")
+            )
+        };
+        let text = format!(
+            "{}---\n{}",
+            per_service(0..60, "a"),
+            per_service(60..65, "b")
+        );
+        let (_dir, manifest) = manifest_with(&files, &text);
+        let errors = crate::manifest::load_file(&manifest).expect_err("over the budget");
+        assert!(
+            errors[0].message.contains("come to more than 64 MiB"),
+            "{}",
+            errors[0]
+        );
     }
 }

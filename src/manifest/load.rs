@@ -21,7 +21,7 @@ use crate::bounded_read::{read_regular, ReadError};
 
 use super::de::from_node;
 use super::diagnostic::Diagnostic;
-use super::files::read_files;
+use super::files::{read_files, SourceCache};
 use super::hash::{FileRefs, SpecHash};
 use super::spec::{EnvValue, PortSpec, Protocol, ServiceSpec};
 use super::validate::validate;
@@ -118,6 +118,7 @@ pub fn manifest_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// count), checking that service names are unique across all of them.
 pub fn load_paths(paths: &[PathBuf]) -> Loaded {
     let mut loaded = Loaded::default();
+    let mut cache = SourceCache::default();
     for path in paths {
         let files = match fs::metadata(path) {
             Ok(meta) if meta.is_dir() => match manifest_files(path) {
@@ -137,7 +138,10 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
         };
         for file in files {
             loaded.files += 1;
-            match load_file(&file) {
+            let services = read_manifest(&file)
+                .map_err(|error| vec![error])
+                .and_then(|bytes| parse_manifest_with(&file, &bytes, &mut cache));
+            match services {
                 Ok(services) => loaded.services.extend(services),
                 Err(errors) => loaded.errors.extend(errors),
             }
@@ -176,8 +180,18 @@ fn read_manifest(path: &Path) -> Result<Vec<u8>, Diagnostic> {
     })
 }
 
-/// Parses the bytes of a manifest file named `path` (used only in messages).
+/// Parses the bytes of a manifest file named `path`, reading the files its services
+/// name relative to it.
 pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Vec<Service>, Vec<Diagnostic>> {
+    parse_manifest_with(path, bytes, &mut SourceCache::default())
+}
+
+/// `parse_manifest`, sharing what was read (and the budget) with the rest of a load.
+fn parse_manifest_with(
+    path: &Path,
+    bytes: &[u8],
+    cache: &mut SourceCache,
+) -> Result<Vec<Service>, Vec<Diagnostic>> {
     let text = std::str::from_utf8(bytes).map_err(|err| {
         let mark = mark_of_byte(bytes, err.valid_up_to());
         vec![Diagnostic {
@@ -198,7 +212,7 @@ pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Vec<Service>, Vec<Dia
     let mut services = Vec::new();
     let mut errors = Vec::new();
     for document in &documents {
-        match service_from_document(path, document) {
+        match service_from_document(path, document, cache) {
             Ok(service) => services.push(service),
             Err(found) => errors.extend(found),
         }
@@ -211,7 +225,11 @@ pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Vec<Service>, Vec<Dia
     }
 }
 
-fn service_from_document(path: &Path, document: &Node) -> Result<Service, Vec<Diagnostic>> {
+fn service_from_document(
+    path: &Path,
+    document: &Node,
+    cache: &mut SourceCache,
+) -> Result<Service, Vec<Diagnostic>> {
     let diagnostic = |field: &[PathSegment], mark: Mark, message: String| Diagnostic {
         file: path.to_owned(),
         mark: Some(mark),
@@ -243,7 +261,7 @@ fn service_from_document(path: &Path, document: &Node) -> Result<Service, Vec<Di
             return Err(errors);
         }
     };
-    let read = read_files(path, document, &spec)?;
+    let read = read_files(path, document, &spec, cache)?;
     // `env` overrides the env files.
     for (name, value) in read.env {
         spec.env.entry(name).or_insert(EnvValue::Text(value));

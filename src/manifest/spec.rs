@@ -57,14 +57,17 @@ pub struct ServiceSpec {
     /// Files of `KEY=VALUE` lines (relative to the manifest's directory), read in
     /// order; `env` overrides them. Their content is part of the spec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub env_file: Vec<RelativePath>,
     /// Files from the manifest's directory, mounted read-only into each container.
     /// Their content is part of the spec: an edit replaces the containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub configs: Vec<ConfigFile>,
     /// Secrets (set with `wharf secret set`) mounted read-only from memory into each
     /// container. A new value replaces the containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub secrets: Vec<SecretFile>,
     /// Working directory (absolute); the image's when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -72,7 +72,7 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec, Vec<Invalid>> {
             "is empty; remove `command` to use the image's entrypoint".into(),
         );
     }
-    check_env(&spec, &mut check);
+    check_env(&mut spec, &mut check);
     if let Some(workdir) = &spec.workdir {
         if let Err(message) = check_absolute(workdir) {
             check.fail(&[key("workdir")], message);
@@ -173,7 +173,7 @@ pub fn normalize_image(image: &str) -> Result<String, String> {
         })
 }
 
-fn check_env(spec: &ServiceSpec, check: &mut Checker) {
+fn check_env(spec: &mut ServiceSpec, check: &mut Checker) {
     for (name, value) in &spec.env {
         let path = [key("env"), key(name)];
         if let Err(message) = check_env_name(name) {
@@ -191,9 +191,10 @@ fn check_env(spec: &ServiceSpec, check: &mut Checker) {
             EnvValue::Text(_) => {}
         }
     }
-    for (index, file) in spec.env_file.iter().enumerate() {
-        if let Err(message) = check_relative(file.as_str()) {
-            check.fail(&[key("env_file"), PathSegment::Index(index)], message);
+    for (index, file) in spec.env_file.iter_mut().enumerate() {
+        match check_relative(file.as_str()) {
+            Ok(normalized) => file.0 = normalized,
+            Err(message) => check.fail(&[key("env_file"), PathSegment::Index(index)], message),
         }
     }
 }
@@ -222,65 +223,126 @@ pub fn check_secret_name(name: &str) -> Result<(), String> {
     check_file_name("secret", name)
 }
 
-/// A path inside the manifest's directory: relative, without `..`.
-fn check_relative(path: &str) -> Result<(), String> {
+/// A path inside the manifest's directory: relative, without `..`; returned
+/// normalised (`./conf//app.conf` is `conf/app.conf`).
+fn check_relative(path: &str) -> Result<String, String> {
     if path.is_empty() {
         return Err("is empty; give a file relative to the manifest's directory".into());
     }
     if path.starts_with('/') {
         return Err(format!(
-            "\"{path}\" is absolute; give a file relative to the manifest's directory (files outside it are mounted with a bind volume)"
+            "{path:?} is absolute; give a file relative to the manifest's directory (files outside it are mounted with a bind volume)"
         ));
     }
     if path.split('/').any(|part| part == "..") {
         return Err(format!(
-            "\"{path}\" leaves the manifest's directory ('..'); files must be inside it"
+            "{path:?} leaves the manifest's directory ('..'); files must be inside it"
         ));
     }
-    if path.contains('\0') {
-        return Err("path contains a NUL byte".into());
+    if path.contains(char::is_control) {
+        return Err(format!("{path:?} contains control characters"));
     }
-    Ok(())
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.is_empty() {
+        return Err(format!(
+            "{path:?} is the manifest's directory; give a file in it"
+        ));
+    }
+    Ok(parts.join("/"))
 }
 
-/// Configs and secrets: sources and names, and targets that are absolute and
-/// mounted once (volumes' targets included). Secrets get their default target.
+/// At most this many configs, and as many secrets, per service: each is a mount and
+/// a file in memory for every replica.
+pub const MAX_FILES_PER_SERVICE: usize = 64;
+/// At most this many env files per service.
+pub const MAX_ENV_FILES: usize = 16;
+/// Where wharf mounts files of its own, or the kernel's file systems are: no config
+/// or secret goes there.
+const RESERVED_TARGETS: [&str; 3] = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+const RESERVED_TARGET_TREES: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// Configs and secrets: sources and names (sources normalised), and targets that are
+/// absolute, normalised, mounted once (volumes' targets included), not in /proc,
+/// /sys, /dev nor one of the /etc files wharf writes, not inside one another nor
+/// inside a bind volume (whose host directory would get the mount point). Secrets
+/// get their default target.
 fn check_files(spec: &mut ServiceSpec, check: &mut Checker) {
+    for (list, count, max) in [
+        ("configs", spec.configs.len(), MAX_FILES_PER_SERVICE),
+        ("secrets", spec.secrets.len(), MAX_FILES_PER_SERVICE),
+        ("env_file", spec.env_file.len(), MAX_ENV_FILES),
+    ] {
+        if count > max {
+            check.fail(
+                &[key(list)],
+                format!("{count} entries, more than the {max} a service may have"),
+            );
+        }
+    }
     let mut targets: HashMap<String, String> = spec
         .volumes
         .iter()
         .enumerate()
-        .map(|(index, v)| {
+        .map(|(index, v)| (normalize_absolute(&v.target), format!("volumes[{index}]")))
+        .collect();
+    let bind_targets: Vec<(String, String)> = spec
+        .volumes
+        .iter()
+        .filter(|v| v.kind == VolumeKind::Bind)
+        .map(|v| {
             (
-                v.target.trim_end_matches('/').to_owned(),
-                format!("volumes[{index}]"),
+                normalize_absolute(&v.target),
+                v.source.clone().unwrap_or_default(),
             )
         })
         .collect();
+    let mut file_targets: Vec<(String, String)> = Vec::new();
     let mut check_target = |target: &str, at: &[PathSegment], check: &mut Checker| {
-        match check_absolute(target) {
-            Err(message) => check.fail(at, message),
-            Ok(()) if target.ends_with('/') => check.fail(
-                at,
-                format!("\"{target}\" ends with '/'; give the path of the file itself"),
-            ),
-            Ok(()) => {
-                let here = display_path(at);
-                if let Some(first) = targets.insert(target.to_owned(), here) {
-                    check.fail(
-                        at,
-                        format!("\"{target}\" is already the target of {first}; each target may be mounted once"),
-                    );
-                }
-            }
+        if let Err(message) = check_absolute(target) {
+            return check.fail(at, message);
         }
+        if target.ends_with('/') || target.contains(char::is_control) {
+            return check.fail(
+                at,
+                format!("{target:?} must be the path of a file, without control characters or a trailing '/'"),
+            );
+        }
+        let normalized = normalize_absolute(target);
+        let under = |tree: &str| normalized == tree || normalized.starts_with(&format!("{tree}/"));
+        let here = display_path(at);
+        if RESERVED_TARGETS.contains(&normalized.as_str()) {
+            check.fail(at, format!("{normalized} is written by wharf for every container (names on its network); mount the file elsewhere"));
+        } else if let Some(tree) = RESERVED_TARGET_TREES.iter().find(|tree| under(tree)) {
+            check.fail(at, format!("{normalized} is in {tree}, which the kernel provides; mount the file elsewhere"));
+        } else if let Some((_, source)) = bind_targets.iter().find(|(dir, _)| under(dir)) {
+            check.fail(at, format!("{normalized} is inside a bind volume: mounting it would create a file in the host directory {source}; mount it elsewhere"));
+        } else if let Some(first) = targets.insert(normalized.clone(), here.clone()) {
+            check.fail(at, format!("{normalized:?} is already the target of {first}; each target may be mounted once"));
+        } else if let Some((other, field)) = file_targets.iter().find(|(other, _)| {
+            normalized.starts_with(&format!("{other}/"))
+                || other.starts_with(&format!("{normalized}/"))
+        }) {
+            check.fail(
+                at,
+                format!(
+                    "{normalized} and {other} ({field}) are files: one cannot be inside the other"
+                ),
+            );
+        }
+        file_targets.push((normalized, here));
     };
-    for (index, config) in spec.configs.iter().enumerate() {
+    for (index, config) in spec.configs.iter_mut().enumerate() {
         let at = |field: &str| [key("configs"), PathSegment::Index(index), key(field)];
-        if let Err(message) = check_relative(config.source.as_str()) {
-            check.fail(&at("source"), message);
+        match check_relative(config.source.as_str()) {
+            Ok(normalized) => config.source.0 = normalized,
+            Err(message) => check.fail(&at("source"), message),
         }
         check_target(&config.target, &at("target"), check);
+        config.target = normalize_absolute(&config.target);
+        check_owner(config.uid, config.gid, &at, check);
     }
     for (index, secret) in spec.secrets.iter_mut().enumerate() {
         let at = |field: &str| [key("secrets"), PathSegment::Index(index), key(field)];
@@ -288,10 +350,41 @@ fn check_files(spec: &mut ServiceSpec, check: &mut Checker) {
             check.fail(&at("name"), message);
             continue;
         }
-        // Normalised: the spec says where the secret is.
-        secret.target = Some(secret.target());
         check_target(&secret.target(), &at("target"), check);
+        // Normalised: the spec says where the secret is.
+        secret.target = Some(normalize_absolute(&secret.target()));
+        check_owner(secret.uid, secret.gid, &at, check);
     }
+}
+
+/// `uid`/`gid` 4294967295 means "unchanged" to the kernel: not an owner.
+fn check_owner(
+    uid: Option<u32>,
+    gid: Option<u32>,
+    at: &dyn Fn(&str) -> [PathSegment; 3],
+    check: &mut Checker,
+) {
+    for (field, id) in [("uid", uid), ("gid", gid)] {
+        if id == Some(u32::MAX) {
+            check.fail(
+                &at(field),
+                format!(
+                    "{} is not an id (it means \"unchanged\"); give 0 to {}",
+                    u32::MAX,
+                    u32::MAX - 1
+                ),
+            );
+        }
+    }
+}
+
+/// `/etc//app/./x.conf/` is `/etc/app/x.conf`.
+fn normalize_absolute(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
 }
 
 fn check_absolute(path: &str) -> Result<(), String> {
@@ -792,5 +885,54 @@ mod tests {
             ["secrets[0].name: invalid secret name \"../x\" (use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit)"]
         );
         assert!(problems("env: {PW: {secret: 'a b'}}\n")[0].starts_with("env.PW.secret: "));
+    }
+
+    #[test]
+    fn targets_stay_out_of_the_kernel_s_and_wharf_s_files_and_out_of_one_another() {
+        let config = |target: &str| {
+            problems(&format!(
+                "configs: [{{source: a.conf, target: '{target}'}}]\n"
+            ))
+        };
+        assert!(config("/proc/sys/kernel/core_pattern")[0]
+            .contains("is in /proc, which the kernel provides"));
+        assert!(config("/dev/null")[0].contains("is in /dev"));
+        assert!(config("/etc/resolv.conf")[0].contains("is written by wharf for every container"));
+        let nested = "configs: [{source: a, target: /etc/z}, {source: b, target: /etc/z/w}]\n";
+        assert!(problems(nested)[0].contains("/etc/z/w and /etc/z (configs[0].target) are files"));
+        let spelled_twice =
+            "configs: [{source: a, target: /etc/x}, {source: b, target: '/etc//./x'}]\n";
+        assert!(problems(spelled_twice)[0].contains("already the target of configs[0].target"));
+        let in_bind = "volumes: [{type: bind, source: /srv/data, target: /data}]\nconfigs: [{source: a, target: /data/a.conf}]\n";
+        assert!(
+            problems(in_bind)[0].contains("would create a file in the host directory /srv/data")
+        );
+        assert!(
+            problems("configs: [{source: a, target: /etc/a, uid: 4294967295}]\n")[0]
+                .starts_with("configs[0].uid: 4294967295 is not an id")
+        );
+        // Spellings are normalised: the spec says one path.
+        let spec = validate(spec(
+            "configs: [{source: './conf//a.conf', target: '/etc//a.conf'}]\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            (
+                spec.configs[0].source.as_str(),
+                spec.configs[0].target.as_str()
+            ),
+            ("conf/a.conf", "/etc/a.conf")
+        );
+    }
+
+    #[test]
+    fn a_service_has_at_most_64_configs_and_64_secrets() {
+        let many: Vec<String> = (0..65)
+            .map(|i| format!("{{source: a, target: /c/{i}}}"))
+            .collect();
+        assert_eq!(
+            problems(&format!("configs: [{}]\n", many.join(", "))),
+            ["configs: 65 entries, more than the 64 a service may have"]
+        );
     }
 }

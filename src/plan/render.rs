@@ -179,6 +179,22 @@ fn config_diff(config: &ConfigDiff, palette: &Palette) -> String {
     out
 }
 
+/// `line` with control characters (but tabs) escaped: a config file must not clear
+/// the operator's screen or hide lines of the diff.
+fn printable(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.contains(|c: char| c.is_control() && c != '\t') {
+        return line.into();
+    }
+    line.chars()
+        .map(|c| match c {
+            '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// A unified diff of two texts (2 lines of context), indented under the header.
 fn text_diff(old: &str, new: &str, palette: &Palette) -> String {
     let diff = TextDiff::from_lines(old, new);
@@ -186,7 +202,7 @@ fn text_diff(old: &str, new: &str, palette: &Palette) -> String {
     for group in diff.grouped_ops(2) {
         for op in group {
             for change in diff.iter_changes(&op) {
-                let line = change.value().trim_end_matches('\n');
+                let line = printable(change.value().trim_end_matches('\n'));
                 out.push_str(&match change.tag() {
                     ChangeTag::Delete => format!("      {}\n", palette.red(&format!("- {line}"))),
                     ChangeTag::Insert => format!("      {}\n", palette.green(&format!("+ {line}"))),
@@ -231,4 +247,21 @@ pub fn render_json(plan: &Plan) -> String {
         not_pruned: &plan.not_pruned,
     };
     serde_json::to_string_pretty(&json).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_of_a_config_are_shown_escaped_not_sent_to_the_terminal() {
+        let config = ConfigDiff {
+            source: "app.conf".into(),
+            before: Some(std::sync::Arc::new(b"a\n".to_vec())),
+            after: std::sync::Arc::new(b"a\n\x1b[2Jhidden\tTAB\n".to_vec()),
+        };
+        let shown = config_diff(&config, &Palette::new(false));
+        assert!(!shown.contains('\x1b'), "{shown:?}");
+        assert!(shown.contains("+ \\u{1b}[2Jhidden\tTAB"), "{shown:?}");
+    }
 }

@@ -545,12 +545,7 @@ pub async fn apply<R: Runtime>(
         .execute(&planned.plan, &planned.desired, &planned.observed, observer)
         .await;
     let recorded = record(root, &planned.manifest_dir, &planned.desired, &report);
-    let uses_files = |files: &FileRefs| !files.is_empty();
-    if planned.desired.iter().any(|s| uses_files(&s.files))
-        || planned.observed.iter().any(|c| uses_files(&c.files))
-    {
-        drop_unused_files(executor.runtime, root, &planned.desired).await;
-    }
+    drop_unused_files(executor.runtime, root, &planned.desired).await;
     Outcome { report, recorded }
 }
 
@@ -568,8 +563,13 @@ fn store_contents(root: &std::path::Path, service: &Service) -> Result<(), StepE
 }
 
 /// Drops the config contents and secret versions that neither a container (of
-/// any manifest directory) nor `desired` uses.
-async fn drop_unused_files<R: Runtime>(runtime: &R, root: &std::path::Path, desired: &[Service]) {
+/// any manifest directory) nor `desired` uses: a rotated secret's earlier value
+/// goes once no container has it.
+pub async fn drop_unused_files<R: Runtime>(
+    runtime: &R,
+    root: &std::path::Path,
+    desired: &[Service],
+) {
     let containers = match runtime.list().await {
         Ok(containers) => containers,
         // Not knowing what is in use, keep everything.

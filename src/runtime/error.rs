@@ -81,8 +81,8 @@ pub enum CreateError {
     CreateVolume { path: PathBuf, error: io::Error },
     #[error("cannot write /etc files: {0}")]
     EtcFiles(io::Error),
-    #[error("cannot put configs and secrets in place")]
-    Files(#[source] crate::files::FilesError),
+    #[error("cannot put configs and secrets in place: {}", crate::error_chain(.0))]
+    Files(crate::files::FilesError),
     #[error("cannot mount a memory file system for configs and secrets at {}: {error}", path.display())]
     FilesMount { path: PathBuf, error: io::Error },
     #[error("cannot write {what} into the container's files: {error}")]

@@ -1,7 +1,7 @@
 //! A container's configs and secrets: files on a memory file system of its own
 //! (`<container dir>/files`, root-only), each bind-mounted read-only at its target
-//! with the mode and owner the manifest gives. Secrets so never touch a disk nor
-//! the container's writable layer; secret env values go into config.json, which
+//! with the mode and owner the manifest gives. Secrets so never touch a disk (nor
+//! swap, where the kernel has `noswap`) nor the container's writable layer; secret env values go into config.json, which
 //! is root-only.
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 use super::config::ResolvedUser;
 use super::error::CreateError;
 use super::CreateRequest;
-use crate::files::{ContentStore, FilesError, SecretStore};
+use crate::files::{env_text, ContentStore, FilesError, SecretStore};
 use crate::manifest::EnvValue;
 
 /// What the container gets: host files to mount at container paths, and the
@@ -67,20 +67,11 @@ pub fn put_files(
         let EnvValue::Secret { secret } = value else {
             continue;
         };
-        let bytes = secret_value(secret)?;
-        let not_text = |why| CreateError::SecretNotText {
+        let text = env_text(&secret_value(secret)?).map_err(|why| CreateError::SecretNotText {
             variable: variable.clone(),
             secret: secret.clone(),
             why,
-        };
-        let mut text = String::from_utf8(bytes).map_err(|_| not_text("is not UTF-8 text"))?;
-        if text.contains('\0') {
-            return Err(not_text("contains a NUL byte"));
-        }
-        // `echo pw | wharf secret set` stores the newline; a variable never wants it.
-        if text.ends_with('\n') {
-            text.pop();
-        }
+        })?;
         files.secret_env.insert(variable.clone(), text);
     }
     let mut to_write = Vec::new();
@@ -144,16 +135,15 @@ fn mount_files_dir(dir: &Path, files: &[FileToWrite]) -> Result<PathBuf, CreateE
         .map(|f| (f.bytes.len() as u64).div_ceil(PAGE).max(1) * PAGE)
         .sum::<u64>()
         + 16 * PAGE;
-    let options = std::ffi::CString::new(format!("mode=0700,size={size}"))
-        .map_err(|err| failed(io::Error::other(err)))?;
-    mount(
-        "tmpfs",
-        &path,
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        options.as_c_str(),
-    )
-    .map_err(|errno| failed(errno.into()))?;
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let mount_with = |options: String| {
+        let options = std::ffi::CString::new(options).map_err(io::Error::other)?;
+        mount("tmpfs", &path, "tmpfs", flags, options.as_c_str()).map_err(io::Error::from)
+    };
+    // noswap (Linux 6.4 and later) keeps secrets off the swap device too.
+    mount_with(format!("mode=0700,size={size},noswap"))
+        .or_else(|_| mount_with(format!("mode=0700,size={size}")))
+        .map_err(failed)?;
     Ok(path)
 }
 

@@ -149,14 +149,29 @@ fn the_schema_accepts_every_valid_manifest() {
 }
 
 /// The manifest with files next to it is valid for wharf too: its config and env
-/// file are read from its directory. With no secret store (a fresh root), secrets
-/// are not checked, and wharf says so.
+/// file are read from its directory, its secrets are set in the root. Where this
+/// user has no root to read (a CI job checking a repository), secrets are not
+/// checked, and wharf says so.
 #[test]
 fn a_manifest_with_configs_secrets_and_env_files_is_valid() {
     let root = tempfile::tempdir().expect("temp dir");
+    let value = root.path().join("value");
+    std::fs::write(&value, "x").expect("write");
+    for secret in ["api-token", "db-password", "tls-key"] {
+        let set = wharf_at(
+            root.path(),
+            &["secret", "set", secret, value.to_str().expect("UTF-8")],
+        );
+        assert_eq!(set.code, 0, "{}", set.stderr);
+    }
     let run = wharf_at(root.path(), &["validate", WITH_FILES]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout, "1 service in 1 file OK\n");
+    assert_eq!(run.stderr, "");
+
+    let no_root = root.path().join("absent");
+    let run = wharf_at(&no_root, &["validate", WITH_FILES]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stderr.contains("note: secrets not checked"),
         "{}",
@@ -336,10 +351,11 @@ fn wharf_and_the_schema_agree_at_the_edges_of_each_rule() {
         cases.push((file, *lines, *valid));
     }
 
-    // wharf: one run over them all; its report names the files with errors.
+    // wharf: one run over them all; its report names the files with errors. No root
+    // to read: secrets are not checked (the schema cannot know them either).
     let root = tempfile::tempdir().expect("temp dir");
     let run = wharf_at(
-        root.path(),
+        &root.path().join("absent"),
         &["validate", "--json", dir.path().to_str().expect("UTF-8")],
     );
     let report: serde_json::Value = serde_json::from_str(&run.stdout)
