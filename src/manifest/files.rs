@@ -28,7 +28,8 @@ pub const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 /// many services naming one file, or one file named many times, cost it once.
 #[derive(Debug, Default)]
 pub struct SourceCache {
-    read: HashMap<PathBuf, Arc<Vec<u8>>>,
+    /// Content and hex SHA-256, by real path.
+    read: HashMap<PathBuf, (Arc<Vec<u8>>, String)>,
     total: u64,
 }
 
@@ -91,8 +92,7 @@ pub fn read_files(
     for (index, config) in spec.configs.iter().enumerate() {
         let source = config.source.as_str();
         match read_inside(&root, dir, source, MAX_CONFIG_BYTES, cache) {
-            Ok((bytes, real)) => {
-                let digest = format!("{:x}", Sha256::digest(bytes.as_slice()));
+            Ok(((bytes, digest), real)) => {
                 read.configs.push((bytes, digest));
                 read.sources.push(real);
             }
@@ -103,7 +103,7 @@ pub fn read_files(
         let source = env_file.as_str();
         let named = at("env_file", index, None, String::new());
         let read_env = read_inside(&root, dir, source, MAX_ENV_FILE_BYTES, cache);
-        let text = read_env.and_then(|(bytes, real)| {
+        let text = read_env.and_then(|((bytes, _), real)| {
             let text = String::from_utf8(bytes.to_vec())
                 .map_err(|_| format!("{source} is not UTF-8 text; save it as UTF-8"))?;
             Ok((text, real))
@@ -139,7 +139,8 @@ pub fn read_files(
 
 /// The content of the regular file `relative` under `root` (the directory `dir`),
 /// at most `limit` bytes, and the file's real path (for the trust rule, which must
-/// look at the file that was read); from `cache` when this load read it already.
+/// look at the file that was read), with the content's hex SHA-256; from `cache`
+/// when this load read it already.
 /// The error says what is wrong and what to do.
 fn read_inside(
     root: &Root,
@@ -147,7 +148,7 @@ fn read_inside(
     relative: &str,
     limit: u64,
     cache: &mut SourceCache,
-) -> Result<(Arc<Vec<u8>>, PathBuf), String> {
+) -> Result<((Arc<Vec<u8>>, String), PathBuf), String> {
     let handle = root.resolve(relative).map_err(|err| match err.kind() {
         pathrs::error::ErrorKind::OsError(Some(nix::libc::ENOENT)) => format!(
             "{relative} does not exist in {} (sources are resolved inside the manifest's directory: a symlink that leads out of it finds nothing)",
@@ -174,8 +175,8 @@ fn read_inside(
     if meta.len() > limit {
         return Err(too_large(meta.len()));
     }
-    if let Some(bytes) = cache.read.get(&real) {
-        return Ok((Arc::clone(bytes), real));
+    if let Some((bytes, digest)) = cache.read.get(&real) {
+        return Ok(((Arc::clone(bytes), digest.clone()), real));
     }
     if cache.total + meta.len() > MAX_SOURCE_BYTES_PER_LOAD {
         return Err(format!(
@@ -192,9 +193,10 @@ fn read_inside(
         return Err(too_large(bytes.len() as u64));
     }
     cache.total += bytes.len() as u64;
-    let bytes = Arc::new(bytes);
-    cache.read.insert(real.clone(), Arc::clone(&bytes));
-    Ok((bytes, real))
+    let digest = format!("{:x}", Sha256::digest(&bytes));
+    let read = (Arc::new(bytes), digest);
+    cache.read.insert(real.clone(), read.clone());
+    Ok((read, real))
 }
 
 /// `KEY=VALUE` lines; blank lines and `#` comments are skipped, `export ` before a
