@@ -28,10 +28,12 @@ pub const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 /// many services naming one file, or one file named many times, cost it once.
 #[derive(Debug, Default)]
 pub struct SourceCache {
-    /// Content and hex SHA-256, by real path.
-    read: HashMap<PathBuf, (Arc<Vec<u8>>, String)>,
+    read: HashMap<PathBuf, Content>,
     total: u64,
 }
+
+/// A file's content and its hex SHA-256.
+type Content = (Arc<Vec<u8>>, String);
 
 /// What the files one load reads (a directory, a file, a commit) may hold in all.
 pub const MAX_SOURCE_BYTES_PER_LOAD: u64 = 64 << 20;
@@ -148,7 +150,7 @@ fn read_inside(
     relative: &str,
     limit: u64,
     cache: &mut SourceCache,
-) -> Result<((Arc<Vec<u8>>, String), PathBuf), String> {
+) -> Result<(Content, PathBuf), String> {
     let handle = root.resolve(relative).map_err(|err| match err.kind() {
         pathrs::error::ErrorKind::OsError(Some(nix::libc::ENOENT)) => format!(
             "{relative} does not exist in {} (sources are resolved inside the manifest's directory: a symlink that leads out of it finds nothing)",
