@@ -367,3 +367,56 @@ async fn crashed_replicas_restart_no_sooner_than_their_growing_backoff_allows() 
         .expect("a restart is waiting");
     assert!(due - tokio::time::Instant::now() > first_delay);
 }
+
+/// Service `name` on the test image with the YAML lines `extra`.
+fn named(images: &Images, name: &str, extra: &str) -> Service {
+    let text = service_yaml(name, &images.image, &format!("network: none\n{extra}"));
+    parse_service(&format!("/srv/manifests/{name}.yaml"), &text)
+}
+
+#[tokio::test]
+async fn a_service_starts_after_its_dependencies_and_not_at_all_when_one_is_not_healthy() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    // `zdb` sorts after `app`: the order comes from depends_on, not from names.
+    let checked = "health: {exec: [check], interval: 1s, retries: 2}\n";
+    let db = named(
+        &images,
+        "zdb",
+        &format!("env: {{VERSION: \"1\"}}\n{checked}"),
+    );
+    let app = named(&images, "app", "depends_on: {zdb: healthy}\n");
+    let runtime = FakeRuntime::new().unhealthy_if(version_two);
+    let report = images.converge(&runtime, &[app.clone(), db]).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let created: Vec<String> = runtime
+        .journal()
+        .into_iter()
+        .filter(|line| line.starts_with("create"))
+        .collect();
+    assert!(
+        created[0].contains("zdb") && created[1].contains("app"),
+        "{created:?}"
+    );
+
+    // A dependency that never becomes healthy holds its dependants back.
+    let sick_db = named(
+        &images,
+        "zdb",
+        &format!("env: {{VERSION: \"2\"}}\n{checked}"),
+    );
+    let runtime = FakeRuntime::new().unhealthy_if(version_two);
+    let report = images.converge(&runtime, &[app, sick_db]).await;
+    let causes: Vec<String> = report
+        .failed
+        .iter()
+        .map(|(step, cause)| format!("{}: {}", step.service, wharf::error_chain(cause)))
+        .collect();
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.starts_with("app: app waits for zdb to be healthy, but ")),
+        "{causes:?}"
+    );
+    assert!(runtime.containers().iter().all(|c| c.service != "app"));
+}

@@ -472,6 +472,12 @@ fn deployment(
         container.insert("volumeMounts".into(), mounts.into());
     }
 
+    for (dependency, condition) in &spec.depends_on {
+        warn(
+            &format!("depends_on.{dependency}"),
+            format!("{} has no Deployment equivalent: Kubernetes starts pods in any order; make the container retry until {dependency} answers, or add an init container that waits for it", condition.name()),
+        );
+    }
     if spec.network == Network::None {
         warn(
             "network",

@@ -23,7 +23,7 @@ use super::de::from_node;
 use super::diagnostic::Diagnostic;
 use super::files::{read_files, SourceCache};
 use super::hash::{FileRefs, SpecHash};
-use super::spec::{EnvValue, PortSpec, Protocol, ServiceSpec};
+use super::spec::{Condition, EnvValue, PortSpec, Protocol, ServiceSpec};
 use super::validate::validate;
 use super::yaml::{display_path, parse_documents, Mark, Node, PathSegment};
 
@@ -52,6 +52,8 @@ pub struct Service {
     pub sources: Vec<PathBuf>,
     /// Each secret the spec uses, with where it is first named (`field`, mark).
     pub secret_uses: BTreeMap<String, (String, Mark)>,
+    /// Position of each `depends_on` entry, by dependency.
+    pub depends_on_marks: BTreeMap<String, Mark>,
 }
 
 impl Service {
@@ -217,7 +219,9 @@ fn parse_manifest_with(
             Err(found) => errors.extend(found),
         }
     }
-    errors.extend(clashes(&services));
+    // Dependencies may be in other files: the whole set is checked by `clashes`.
+    errors.extend(duplicate_names(&services));
+    errors.extend(clashing_ports(&services));
     if errors.is_empty() {
         Ok(services)
     } else {
@@ -276,6 +280,17 @@ fn service_from_document(
             ])
         })
         .collect();
+    let depends_on_marks = spec
+        .depends_on
+        .keys()
+        .map(|name| {
+            let at = [
+                PathSegment::Key("depends_on".into()),
+                PathSegment::Key(name.clone()),
+            ];
+            (name.clone(), document.locate(&at))
+        })
+        .collect();
     let (config_contents, digests) = read.configs.into_iter().unzip();
     let files = FileRefs {
         configs: digests,
@@ -291,6 +306,7 @@ fn service_from_document(
         files,
         sources: read.sources,
         secret_uses,
+        depends_on_marks,
     })
 }
 
@@ -315,11 +331,128 @@ fn secret_uses(spec: &ServiceSpec, document: &Node) -> BTreeMap<String, (String,
 }
 
 /// What makes a set of services unusable together, whatever each is alone: a name
-/// given twice, a host port published twice.
+/// given twice, a host port published twice, a dependency that is not there, cannot
+/// be healthy or goes round in a cycle.
 pub fn clashes(services: &[Service]) -> Vec<Diagnostic> {
     let mut clashes = duplicate_names(services);
     clashes.extend(clashing_ports(services));
+    clashes.extend(dependency_problems(services));
     clashes
+}
+
+/// The services in the order they are started: each after its dependencies, by
+/// name otherwise (a cycle, which validation refuses, is broken by name order).
+pub fn start_order(services: &[Service]) -> Vec<&Service> {
+    let by_name: BTreeMap<&str, &Service> = services.iter().map(|s| (s.name(), s)).collect();
+    let mut ordered: Vec<&Service> = Vec::with_capacity(services.len());
+    let mut placed: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    // Depth-first from each service in name order; `visiting` breaks cycles.
+    fn place<'s>(
+        name: &'s str,
+        by_name: &BTreeMap<&'s str, &'s Service>,
+        placed: &mut std::collections::BTreeSet<&'s str>,
+        visiting: &mut Vec<&'s str>,
+        ordered: &mut Vec<&'s Service>,
+    ) {
+        let Some(service) = by_name.get(name) else {
+            return;
+        };
+        if placed.contains(name) || visiting.contains(&name) {
+            return;
+        }
+        visiting.push(name);
+        for dependency in service.spec.depends_on.keys() {
+            place(dependency, by_name, placed, visiting, ordered);
+        }
+        visiting.pop();
+        placed.insert(name);
+        ordered.push(service);
+    }
+    for name in by_name.keys() {
+        place(name, &by_name, &mut placed, &mut Vec::new(), &mut ordered);
+    }
+    ordered
+}
+
+/// A dependency on a service that is not among `services`, `healthy` on one without
+/// a health check, and each cycle (`web -> api -> web`), at the `depends_on` entry.
+fn dependency_problems(services: &[Service]) -> Vec<Diagnostic> {
+    let by_name: BTreeMap<&str, &Service> = services.iter().map(|s| (s.name(), s)).collect();
+    let mut errors = Vec::new();
+    let at = |service: &Service, dependency: &str, message: String| Diagnostic {
+        file: service.file.clone(),
+        mark: service.depends_on_marks.get(dependency).copied(),
+        field: format!("depends_on.{dependency}"),
+        message,
+    };
+    for service in by_name.values() {
+        for (dependency, condition) in &service.spec.depends_on {
+            match by_name.get(dependency.as_str()) {
+                None => errors.push(at(service, dependency, format!(
+                    "service \"{}\" depends on {dependency}, which is not defined here; a service depends only on services of its own manifests",
+                    service.name()
+                ))),
+                Some(target) if *condition == Condition::Healthy && target.spec.health.is_none() => {
+                    errors.push(at(service, dependency, format!(
+                        "{dependency} has no health check, so it is never healthy; give it one ({}) or depend on it being `started`",
+                        target.location()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    // A cycle is reported once, at the first of its services by name.
+    let mut reported: Vec<Vec<&str>> = Vec::new();
+    for start in by_name.keys() {
+        let mut path = vec![*start];
+        if let Some(cycle) = cycle_from(start, &by_name, &mut path) {
+            let mut members = cycle.clone();
+            members.sort();
+            members.dedup();
+            if reported.contains(&members) {
+                continue;
+            }
+            reported.push(members);
+            let service = by_name[start];
+            let next = cycle.get(1).copied().unwrap_or(start);
+            errors.push(at(
+                service,
+                next,
+                format!(
+                    "dependency cycle: {}; remove one of these dependencies",
+                    cycle.join(" -> ")
+                ),
+            ));
+        }
+    }
+    errors
+}
+
+/// A path of dependencies from `path`'s last service back to its first, if any.
+fn cycle_from<'s>(
+    first: &'s str,
+    by_name: &BTreeMap<&'s str, &'s Service>,
+    path: &mut Vec<&'s str>,
+) -> Option<Vec<&'s str>> {
+    let current = *path.last()?;
+    for dependency in by_name.get(current)?.spec.depends_on.keys() {
+        let dependency = dependency.as_str();
+        if dependency == first {
+            let mut cycle = path.clone();
+            cycle.push(first);
+            return Some(cycle);
+        }
+        if path.contains(&dependency) || !by_name.contains_key(dependency) {
+            continue;
+        }
+        path.push(by_name.get_key_value(dependency)?.0);
+        if let Some(cycle) = cycle_from(first, by_name, path) {
+            return Some(cycle);
+        }
+        path.pop();
+    }
+    None
 }
 
 /// One error for every service whose name was already used, naming both places.
@@ -535,5 +668,54 @@ mod tests {
             &manifest("c", "[{container: 80, host: 8080, host_ip: 0.0.0.0}]"),
         ));
         assert_eq!(clashes(&two_addresses).len(), 1);
+    }
+
+    /// Service `name` with the YAML lines `extra`, read from `<name>.yaml`.
+    fn service(name: &str, extra: &str) -> Service {
+        let text =
+            format!("apiVersion: wharf/v1\nkind: Service\nname: {name}\nimage: busybox\n{extra}");
+        services(&format!("{name}.yaml"), &text).remove(0)
+    }
+
+    fn problems(services: &[Service]) -> Vec<String> {
+        dependency_problems(services)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_spelled_out_at_its_first_service() {
+        let cycle = [
+            service("web", "depends_on: {api: started}\n"),
+            service("api", "depends_on: {db: started}\n"),
+            service("db", "depends_on: {web: started}\n"),
+        ];
+        assert_eq!(
+            problems(&cycle),
+            ["api.yaml:5:18: depends_on.db: dependency cycle: api -> db -> web -> api; remove one of these dependencies"]
+        );
+    }
+
+    #[test]
+    fn dependencies_are_services_of_the_same_manifests_and_healthy_needs_a_check() {
+        let web = service("web", "depends_on: {db: healthy, cache: started}\n");
+        let db = service("db", "");
+        let found = problems(&[web, db]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("web.yaml:5:34: depends_on.cache: service \"web\" depends on cache, which is not defined here"), "{found:?}");
+        assert!(found[1].contains("depends_on.db: db has no health check, so it is never healthy; give it one (db.yaml:3:7)"), "{found:?}");
+    }
+
+    #[test]
+    fn services_start_after_their_dependencies_and_by_name_otherwise() {
+        let all = [
+            service("app", "depends_on: {queue: started, db: started}\n"),
+            service("db", ""),
+            service("queue", "depends_on: {db: started}\n"),
+            service("cron", ""),
+        ];
+        let order: Vec<&str> = start_order(&all).iter().map(|s| s.name()).collect();
+        assert_eq!(order, ["db", "queue", "app", "cron"]);
     }
 }

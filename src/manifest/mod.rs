@@ -22,8 +22,8 @@ pub use files::{MAX_CONFIG_BYTES, MAX_ENV_FILE_BYTES};
 pub use hash::{FileRefs, SpecHash};
 pub use image_ref::{ImageRef, ImageRefProblem, InvalidImageRef};
 pub use load::{
-    clashes, is_manifest_name, load_file, load_paths, manifest_files, parse_manifest, Loaded,
-    Service, MAX_MANIFEST_BYTES,
+    clashes, is_manifest_name, load_file, load_paths, manifest_files, parse_manifest, start_order,
+    Loaded, Service, MAX_MANIFEST_BYTES,
 };
 pub use spec::*;
 pub use trust::only_root_can_write;

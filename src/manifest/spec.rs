@@ -115,6 +115,35 @@ pub struct ServiceSpec {
     /// applies to containers created after it (it does not recreate running ones).
     #[serde(default)]
     pub logs: LogPolicy,
+    /// Services of the same directory this one is created after, each in a
+    /// condition: `started` (its replicas run) or `healthy` (they pass their health
+    /// check). apply and the agent wait for them (with a deadline) before creating,
+    /// restarting or replacing this service's replicas. Not in the spec hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, Condition>,
+}
+
+/// What a dependency must be before its dependants are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Condition {
+    /// Its replicas run.
+    Started,
+    /// Its replicas run and pass their health check (it must have one).
+    Healthy,
+    /// A job's run for its current spec succeeded (jobs are not supported yet).
+    Completed,
+}
+
+impl Condition {
+    /// The name the manifest uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Healthy => "healthy",
+            Condition::Completed => "completed",
+        }
+    }
 }
 
 fn default_replicas() -> u32 {

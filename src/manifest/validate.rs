@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use super::image_ref::ImageRef;
 use super::spec::{
-    EnvValue, Health, Network, PortSpec, ServiceSpec, UpdateOrder, Volume, VolumeKind,
+    Condition, EnvValue, Health, Network, PortSpec, ServiceSpec, UpdateOrder, Volume, VolumeKind,
     MAX_LOG_FILES,
 };
 use super::units::{ByteSize, Duration};
@@ -111,6 +111,7 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec, Vec<Invalid>> {
     check_update(&spec, &mut check);
     check_volumes(&spec.volumes, &mut check);
     check_files(&mut spec, &mut check);
+    check_depends_on(&spec, &mut check);
     for label in spec.labels.keys() {
         if label.is_empty() {
             check.fail(&[key("labels")], "label names must not be empty".into());
@@ -354,6 +355,23 @@ fn check_files(spec: &mut ServiceSpec, check: &mut Checker) {
         // Normalised: the spec says where the secret is.
         secret.target = Some(normalize_absolute(&secret.target()));
         check_owner(secret.uid, secret.gid, &at, check);
+    }
+}
+
+/// Dependencies are service names other than its own; `completed` waits for a job.
+fn check_depends_on(spec: &ServiceSpec, check: &mut Checker) {
+    for (name, condition) in &spec.depends_on {
+        let at = [key("depends_on"), key(name)];
+        if let Err(message) = check_name(name) {
+            check.fail(&at, message);
+        } else if *name == spec.name {
+            check.fail(&at, format!("{name} cannot depend on itself"));
+        } else if *condition == Condition::Completed {
+            check.fail(
+                &at,
+                "`completed` waits for a job (kind: Job) to finish, and jobs are not supported yet; use started or healthy".into(),
+            );
+        }
     }
 }
 

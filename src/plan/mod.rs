@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use render::{render_human, render_json, SavedPlan, SavedPlanError, PLAN_FORMAT_VERSION};
 
-use crate::manifest::{PullPolicy, RestartPolicy, Service, ServiceSpec};
+use crate::manifest::{start_order, PullPolicy, RestartPolicy, Service, ServiceSpec};
 use crate::runtime::{ContainerStatus, ObservedContainer};
 
 /// What a step does to one replica slot.
@@ -92,6 +92,8 @@ pub struct ServiceChange {
     /// Configs whose content changed, for the diff (never secrets).
     #[serde(skip)]
     pub config_diffs: Vec<ConfigDiff>,
+    /// What its steps wait for: `db healthy` (its `depends_on`).
+    pub waits_for: Vec<String>,
 }
 
 /// A config's content before (when it is still stored) and after.
@@ -203,9 +205,8 @@ pub fn plan(inputs: &Inputs) -> Plan {
             .or_default()
             .push(container);
     }
-    let mut desired: Vec<&Service> = inputs.desired.iter().collect();
-    desired.sort_by(|a, b| a.name().cmp(b.name()));
-    for service in desired {
+    // Dependencies first (apply runs the steps in this order), by name otherwise.
+    for service in start_order(inputs.desired) {
         let containers = by_service
             .get(service.name())
             .map_or(&[][..], Vec::as_slice);
@@ -237,6 +238,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
             replicas: (containers.len() as u32, 0),
             forced_by: Vec::new(),
             config_diffs: Vec::new(),
+            waits_for: Vec::new(),
         });
         steps.extend(containers.into_iter().map(|c| Step {
             service: service.to_owned(),
@@ -405,6 +407,11 @@ fn plan_service(
         replicas: (existing.len() as u32, spec.replicas),
         forced_by: forced_by.into_iter().collect(),
         config_diffs: config_diffs.into_values().collect(),
+        waits_for: spec
+            .depends_on
+            .iter()
+            .map(|(name, condition)| format!("{name} {}", condition.name()))
+            .collect(),
     };
     (steps, Some(change))
 }

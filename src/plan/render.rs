@@ -84,8 +84,15 @@ pub fn render_human(plan: &Plan, palette: &Palette) -> String {
         if change.kind == ChangeKind::Update && from != to {
             header.push_str(&format!(": replicas {from} -> {to}"));
         }
+        let mut notes = Vec::new();
         if !change.forced_by.is_empty() {
-            header.push_str(&format!(" (forced by {})", change.forced_by.join(", ")));
+            notes.push(format!("forced by {}", change.forced_by.join(", ")));
+        }
+        if !change.waits_for.is_empty() && change.kind != ChangeKind::Remove {
+            notes.push(format!("after {}", change.waits_for.join(", ")));
+        }
+        if !notes.is_empty() {
+            header.push_str(&format!(" ({})", notes.join("; ")));
         }
         out.push_str(&header);
         out.push('\n');

@@ -38,7 +38,7 @@ pub enum ReconcileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}; containers are left as they are until names and published ports are unique")]
+    #[error("{0}; containers are left as they are until the manifests agree")]
     Clash(String),
     #[error("cannot list containers")]
     List(#[source] RuntimeError),

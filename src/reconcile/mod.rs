@@ -19,20 +19,22 @@ pub use lock::{AgentPresence, LockError, ReconcileLock};
 pub use prepare::{prepare, Facts, Options, Planned, PrepareError};
 pub use run::{run as run_agent, stop_containers_of, take_down, Periodic, TakeDownError};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error_chain;
 use crate::files::{keep_only, ContentStore, FilesError};
 use crate::health::{wait_until_healthy, HealthError};
 use crate::image::{ImageError, ImageStore, NoProgress, Registries};
 use crate::manifest::{
-    FileRefs, ImageRef, InvalidImageRef, Network, PullPolicy, Service, ServiceSpec, SpecHash,
-    UpdateOrder,
+    Condition, FileRefs, ImageRef, InvalidImageRef, Network, PullPolicy, Service, ServiceSpec,
+    SpecHash, UpdateOrder,
 };
 use crate::plan::{Action, Plan, Step};
 use crate::runtime::{
-    stop_and_remove, stop_settings, CreateRequest, ObservedContainer, Runtime, RuntimeError,
+    stop_and_remove, stop_settings, ContainerStatus, CreateRequest, ObservedContainer, Runtime,
+    RuntimeError,
 };
 use crate::state::{StateError, StateStore};
 
@@ -100,7 +102,18 @@ pub enum StepError {
     NotInManifests { service: String },
     #[error("cannot store the service's config contents")]
     Files(#[from] FilesError),
+    /// A dependency was not in its condition: the service was not started.
+    #[error("{service} waits for {dependency} to be {condition}, but {why}; {service} was left as it is")]
+    DependencyNotReady {
+        service: String,
+        dependency: String,
+        condition: &'static str,
+        why: String,
+    },
 }
+
+/// How long a dependency's replicas may take to run before its dependants give up.
+const STARTED_WITHIN: Duration = Duration::from_secs(30);
 
 /// Why an image the plan needs is not there, shared by the steps that need it.
 enum PullFailure {
@@ -146,16 +159,39 @@ impl<R: Runtime> Executor<'_, R> {
         let pull_failures: BTreeMap<String, PullFailure> =
             self.pull_all(plan, desired).await.into_iter().collect();
         let mut report = Report::default();
-        let mut steps_by_service: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
+        // In the plan's order: a service's dependencies before it.
+        let mut steps_by_service: Vec<(&str, Vec<&Step>)> = Vec::new();
         for step in &plan.steps {
-            steps_by_service
-                .entry(&step.service)
-                .or_default()
-                .push(step);
+            match steps_by_service
+                .iter_mut()
+                .find(|(name, _)| *name == step.service)
+            {
+                Some((_, steps)) => steps.push(step),
+                None => steps_by_service.push((&step.service, vec![step])),
+            }
         }
+        let mut failed_services: BTreeSet<&str> = BTreeSet::new();
         for (name, steps) in steps_by_service {
             let service = by_name.get(name).copied();
             let mut failed = false;
+            if let Some(service) = service.filter(|_| steps.iter().any(|s| s.action.needs_image()))
+            {
+                if let Err(cause) = self
+                    .dependencies_ready(service, &by_name, &failed_services)
+                    .await
+                {
+                    let (first, rest) = steps
+                        .split_first()
+                        .map_or((None, &[][..]), |(f, r)| (Some(f), r));
+                    if let Some(step) = first {
+                        observer.finished(step, Err(&cause));
+                        report.failed.push(((*step).clone(), cause));
+                    }
+                    report.skipped.extend(rest.iter().map(|s| (*s).clone()));
+                    failed_services.insert(name);
+                    continue;
+                }
+            }
             for batch in batches(&steps, service.map(|s| &s.spec)) {
                 if failed {
                     report.skipped.extend(batch.iter().map(|s| (*s).clone()));
@@ -180,6 +216,7 @@ impl<R: Runtime> Executor<'_, R> {
                             observer.finished(step, Err(&cause));
                             report.failed.push((step.clone(), cause));
                             failed = true;
+                            failed_services.insert(name);
                         }
                     }
                 }
@@ -207,6 +244,70 @@ impl<R: Runtime> Executor<'_, R> {
             (_, None) => Err(StepError::NotInManifests {
                 service: step.service.clone(),
             }),
+        }
+    }
+
+    /// Waits until each of `service`'s dependencies is in its condition (`started`:
+    /// its replicas run, within [`STARTED_WITHIN`]; `healthy`: each passes its
+    /// health check, within its verdict time). One whose steps failed in this apply
+    /// is not waited for.
+    async fn dependencies_ready(
+        &self,
+        service: &Service,
+        by_name: &BTreeMap<&str, &Service>,
+        failed: &BTreeSet<&str>,
+    ) -> Result<(), StepError> {
+        for (name, condition) in &service.spec.depends_on {
+            let not_ready = |why: String| StepError::DependencyNotReady {
+                service: service.name().to_owned(),
+                dependency: name.clone(),
+                condition: condition.name(),
+                why,
+            };
+            if failed.contains(name.as_str()) {
+                return Err(not_ready("its own steps failed".into()));
+            }
+            let Some(dependency) = by_name.get(name.as_str()) else {
+                return Err(not_ready("it is not in the manifests".into()));
+            };
+            let running = self.replicas_running(dependency).await.map_err(not_ready)?;
+            if *condition == Condition::Healthy {
+                let Some(health) = &dependency.spec.health else {
+                    return Err(not_ready("it has no health check".into()));
+                };
+                for id in running {
+                    wait_until_healthy(self.runtime, &id, health, health.verdict_within())
+                        .await
+                        .map_err(|err| not_ready(format!("replica {id} {}", error_chain(&err))))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of `service`'s running replicas, once as many run as it wants (within
+    /// [`STARTED_WITHIN`]); Err says how many ran.
+    async fn replicas_running(&self, service: &Service) -> Result<Vec<String>, String> {
+        let deadline = tokio::time::Instant::now() + STARTED_WITHIN;
+        loop {
+            let containers = self.runtime.list().await.map_err(|err| error_chain(&err))?;
+            let running: Vec<String> = containers
+                .into_iter()
+                .filter(|c| c.service == service.name() && c.status == ContainerStatus::Running)
+                .map(|c| c.id)
+                .collect();
+            if running.len() as u32 >= service.spec.replicas {
+                return Ok(running);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{} of its {} replicas run after {}s",
+                    running.len(),
+                    service.spec.replicas,
+                    STARTED_WITHIN.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -7,6 +7,7 @@ mod agent;
 mod apply;
 mod common;
 mod containers;
+mod depends_on;
 mod files;
 mod host_safety;
 mod images;
