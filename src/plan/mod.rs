@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use render::{render_human, render_json, SavedPlan, SavedPlanError, PLAN_FORMAT_VERSION};
 
-use crate::manifest::{start_order, PullPolicy, RestartPolicy, Service, ServiceSpec};
+use crate::manifest::{start_order, Condition, PullPolicy, RestartPolicy, Service, ServiceSpec};
 use crate::runtime::{ContainerStatus, ObservedContainer};
 
 /// What a step does to one replica slot.
@@ -141,6 +141,9 @@ pub struct HoldBack {
     pub pulls: BTreeSet<String>,
     /// Replica slots (`service/slot`) whose restart is not due yet (backoff).
     pub restarts: BTreeSet<String>,
+    /// Services whose dependencies are not in their condition yet (see
+    /// [`dependencies_not_ready`]): their creations, restarts and replacements wait.
+    pub dependants: BTreeSet<String>,
 }
 
 impl HoldBack {
@@ -155,7 +158,8 @@ impl HoldBack {
             {
                 true
             }
-            _ => self.pulls.contains(&step.service),
+            Action::Join => self.pulls.contains(&step.service),
+            _ => self.pulls.contains(&step.service) || self.dependants.contains(&step.service),
         }
     }
 }
@@ -463,6 +467,39 @@ pub fn changed_fields(before: Option<&ServiceSpec>, after: &ServiceSpec) -> Vec<
     keys.into_iter()
         .filter(|key| key.as_str() != "replicas" && a.get(*key) != b.get(*key))
         .map(|key| key.to_string())
+        .collect()
+}
+
+/// The services of `desired` with a dependency not in its condition: `started`,
+/// fewer of its replicas running than it wants; `healthy`, one of its running
+/// replicas not among `healthy` (container ids whose health check passes).
+pub fn dependencies_not_ready(
+    desired: &[Service],
+    observed: &[ObservedContainer],
+    healthy: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let by_name: BTreeMap<&str, &Service> = desired.iter().map(|s| (s.name(), s)).collect();
+    let ready = |name: &str, condition: Condition| {
+        let Some(dependency) = by_name.get(name) else {
+            return false;
+        };
+        let running: Vec<&ObservedContainer> = observed
+            .iter()
+            .filter(|c| c.service == name && c.status == ContainerStatus::Running)
+            .collect();
+        running.len() as u32 >= dependency.spec.replicas
+            && (condition != Condition::Healthy || running.iter().all(|c| healthy.contains(&c.id)))
+    };
+    desired
+        .iter()
+        .filter(|service| {
+            service
+                .spec
+                .depends_on
+                .iter()
+                .any(|(name, condition)| !ready(name, *condition))
+        })
+        .map(|service| service.name().to_owned())
         .collect()
 }
 
@@ -796,6 +833,52 @@ mod tests {
         assert_eq!(rotated.steps[0].reason, "secret dbpass changed");
         assert_eq!(rotated.changes[0].forced_by, ["secret dbpass"]);
         assert!(rotated.changes[0].config_diffs.is_empty());
+    }
+
+    #[test]
+    fn a_dependant_waits_until_its_dependencies_run_and_are_healthy() {
+        let db = service("db", "replicas: 2\nhealth: {exec: [check]}\n");
+        let app = service("app", "depends_on: {db: healthy}\n");
+        let desired = [app.clone(), db.clone()];
+        let none = BTreeSet::new();
+        // Nothing runs yet: app waits.
+        assert_eq!(
+            dependencies_not_ready(&desired, &[], &none),
+            BTreeSet::from(["app".to_owned()])
+        );
+        // One of the two replicas runs: still waiting.
+        let (db0, db1) = (running(&db, 0), running(&db, 1));
+        let one = [db0.clone()];
+        assert!(dependencies_not_ready(&desired, &one, &none).contains("app"));
+        // Both run; only one has passed its check.
+        let both = [db0.clone(), db1.clone()];
+        let healthy = BTreeSet::from([db0.id.clone()]);
+        assert!(dependencies_not_ready(&desired, &both, &healthy).contains("app"));
+        let healthy = BTreeSet::from([db0.id.clone(), db1.id.clone()]);
+        assert!(dependencies_not_ready(&desired, &both, &healthy).is_empty());
+
+        // Held: app's creation waits, db's does not; a removal never waits.
+        let hold_back = HoldBack {
+            dependants: BTreeSet::from(["app".to_owned()]),
+            ..HoldBack::default()
+        };
+        let plan = plan(&Inputs {
+            desired: &desired,
+            observed: &[],
+            current_digests: &BTreeMap::new(),
+            unhealthy: &BTreeMap::new(),
+            manifest_dir: Path::new(DIR),
+            prune: false,
+            hold_back: &hold_back,
+            join_rotation: true,
+            stored_contents: &BTreeMap::new(),
+        });
+        assert!(plan.steps.iter().all(|s| s.service == "db"));
+        assert_eq!(plan.held.len(), 1);
+        // Listed in start order: db before app.
+        let planned = plan_of(&desired, &[], false);
+        let order: Vec<&str> = planned.changes.iter().map(|c| c.service.as_str()).collect();
+        assert_eq!(order, ["db", "app"]);
     }
 
     #[test]

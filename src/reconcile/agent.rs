@@ -23,7 +23,7 @@ use crate::manifest::{
     clashes, load_file, manifest_files, only_root_can_write, Diagnostic, ImageRef, PullPolicy,
     Service,
 };
-use crate::plan::{Action, HoldBack, Step};
+use crate::plan::{dependencies_not_ready, Action, HoldBack, Step};
 use crate::runtime::{ContainerStatus, ObservedContainer, Runtime, RuntimeError};
 use crate::state::{StateStore, StoppedRollout, TagCheckFailing};
 
@@ -77,7 +77,12 @@ pub struct Agent<'a, R: Runtime> {
     /// The failing tag checks as last published for `wharf status` (None: not yet
     /// by this agent; what an earlier agent published is out of date).
     published_tag_checks: Option<BTreeMap<String, TagCheckFailing>>,
+    /// Services held back until their dependencies are ready, as last logged.
+    waiting_on_dependencies: BTreeSet<String>,
 }
+
+/// How often the agent looks again while a service waits for its dependencies.
+const DEPENDENCY_POLL: Duration = Duration::from_secs(1);
 
 /// Logs each step as it finishes: info when done, error when it failed.
 struct Log;
@@ -150,6 +155,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             check_tags_every: Duration::from_secs(30),
             registry_health: RegistryHealth::new(Duration::from_secs(30)),
             published_tag_checks: None,
+            waiting_on_dependencies: BTreeSet::new(),
         }
     }
 
@@ -188,6 +194,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 .map(|c| format!("{}/{}", c.service, c.slot))
                 .filter(|slot| self.backoff.next_allowed(slot, now) > now)
                 .collect(),
+            dependants: self.waiting_for_dependencies(&desired, &observed),
         };
         let facts = Facts {
             current_digests: self.digests.clone(),
@@ -226,7 +233,10 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 (slot, due)
             })
             .collect();
-        let next_restart = waiting.iter().map(|(_, due)| *due).min();
+        // While a service waits for its dependencies, look again every second (a
+        // dependency that only has to run wakes nothing else).
+        let next_look = (!facts.hold_back.dependants.is_empty()).then(|| now + DEPENDENCY_POLL);
+        let next_restart = waiting.iter().map(|(_, due)| *due).chain(next_look).min();
         // `wharf status` shows crash-looping replicas and when they restart next.
         self.publish_waiting(&waiting, now);
         if planned.plan.is_empty() {
@@ -543,6 +553,40 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             tracing::warn!("cannot record an event: {}", crate::error_chain(&err));
         }
         self.last_event = Some(message);
+    }
+
+    /// The services whose dependencies are not in their condition (healthy: by this
+    /// agent's own checks); a change of that set is logged.
+    fn waiting_for_dependencies(
+        &mut self,
+        desired: &[Service],
+        observed: &[ObservedContainer],
+    ) -> BTreeSet<String> {
+        let healthy: BTreeSet<String> = self
+            .health
+            .verdicts()
+            .into_iter()
+            .filter(|(_, verdict)| verdict.state == HealthState::Healthy)
+            .map(|(id, _)| id)
+            .collect();
+        let waiting = dependencies_not_ready(desired, observed, &healthy);
+        for name in waiting.difference(&self.waiting_on_dependencies) {
+            if let Some(service) = desired.iter().find(|s| s.name() == name) {
+                let conditions: Vec<String> = service
+                    .spec
+                    .depends_on
+                    .iter()
+                    .map(|(dependency, condition)| format!("{dependency} {}", condition.name()))
+                    .collect();
+                tracing::info!(
+                    service = name.as_str(),
+                    "{name} waits for {}",
+                    conditions.join(", ")
+                );
+            }
+        }
+        self.waiting_on_dependencies = waiting.clone();
+        waiting
     }
 
     /// The directories whose changes can change the services: the manifest
