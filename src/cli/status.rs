@@ -46,6 +46,10 @@ struct ServiceStatus<'a> {
     /// The agent cannot check the `pull: always` tag at its registry (the containers
     /// keep running what they run).
     tag_check_failing: Option<TagCheckFailing>,
+    /// A job's last run: `running 12s`, `completed (0) 3m ago`, `failed (4) after 3
+    /// tries 1m ago`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<String>,
     containers: Vec<ContainerLine<'a>>,
 }
 
@@ -97,6 +101,38 @@ fn desired(applied: Option<&LastApplied>, containers: &[&ObservedContainer]) -> 
     }
 }
 
+/// A job's last run, from its containers (the last try's): None for a service.
+fn job_state(containers: &[&ObservedContainer], now: SystemTime) -> Option<String> {
+    let last = containers
+        .iter()
+        .filter(|c| c.spec.as_ref().is_some_and(|spec| spec.is_job()))
+        .max_by_key(|c| (c.started_at, c.slot))?;
+    let since = |at: Option<SystemTime>| {
+        at.and_then(|at| now.duration_since(at).ok())
+            .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())))
+    };
+    let tries = last.slot + 1;
+    Some(match last.status {
+        ContainerStatus::Running => format!(
+            "running {}",
+            since(last.started_at).map_or(String::new(), |d| d.to_string())
+        ),
+        ContainerStatus::Exited {
+            code: Some(0), at, ..
+        } => format!(
+            "completed (0){}",
+            since(at).map_or(String::new(), |d| format!(" {d} ago"))
+        ),
+        ContainerStatus::Exited { code, at, .. } => format!(
+            "failed ({}) after {tries} {}{}",
+            code.map_or("?".to_owned(), |c| c.to_string()),
+            if tries == 1 { "try" } else { "tries" },
+            since(at).map_or(String::new(), |d| format!(", {d} ago"))
+        ),
+        other => other.to_string(),
+    })
+}
+
 /// A container's state as `status` and `ps` show it: its status, and what will not
 /// be known or done about it.
 pub(super) fn state_of(container: &ObservedContainer, agent_running: bool) -> String {
@@ -105,7 +141,12 @@ pub(super) fn state_of(container: &ObservedContainer, agent_running: bool) -> St
         state.push_str(" (its monitor is gone: its exit will not be known)");
     }
     if let ContainerStatus::Exited { code, .. } = container.status {
-        let policy = container.spec.as_ref().map(|spec| spec.restart);
+        // A job is not restarted: it ran.
+        let policy = container
+            .spec
+            .as_ref()
+            .filter(|spec| !spec.is_job())
+            .map(|spec| spec.restart);
         if let Some(policy) = policy.filter(|p| p.restarts_after(code) && !agent_running) {
             state.push_str(&format!(
                 "; restart: {}, but no agent is running",
@@ -175,6 +216,7 @@ pub fn run(session: &Session, args: &Args) -> u8 {
             tag_check_failing: state
                 .as_ref()
                 .and_then(|view| view.tag_check_failing(service)),
+            job: job_state(&containers, now),
             containers: containers
                 .iter()
                 .map(|c| ContainerLine {
@@ -240,10 +282,13 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         if !status.published.is_empty() {
             network.push_str(&format!(", publishes {}", status.published.join(", ")));
         }
-        println!(
-            "{}  {}/{} running{network}",
-            status.service, status.running, status.desired
-        );
+        match &status.job {
+            Some(job) => println!("{}  job {job}{network}", status.service),
+            None => println!(
+                "{}  {}/{} running{network}",
+                status.service, status.running, status.desired
+            ),
+        }
         if let Some(stopped) = &status.rollout_stopped {
             let retry = match stopped.image_digest {
                 Some(_) => "edit the manifest or push the tag again to retry",

@@ -71,7 +71,7 @@ pub fn to_kubernetes(services: &[Service]) -> (Vec<Value>, Vec<Warning>) {
         if !spec.configs.is_empty() {
             objects.push(config_map(service, &config_keys, &mut warn));
         }
-        objects.push(deployment(service, &config_keys, &secret_names, &mut warn));
+        objects.push(workload(service, &config_keys, &secret_names, &mut warn));
         if !spec.ports.is_empty() {
             objects.push(published_ports_service(spec, &mut warn));
         } else if spec.network == Network::Host {
@@ -386,7 +386,8 @@ fn selector(spec: &ServiceSpec) -> Value {
     json!({ "app.kubernetes.io/name": spec.name })
 }
 
-fn deployment(
+/// The Deployment of a service, or the Job of a job (`kind: Job`).
+fn workload(
     service: &Service,
     config_keys: &[String],
     secret_names: &BTreeMap<&str, String>,
@@ -475,7 +476,7 @@ fn deployment(
     for (dependency, condition) in &spec.depends_on {
         warn(
             &format!("depends_on.{dependency}"),
-            format!("{} has no Deployment equivalent: Kubernetes starts pods in any order; make the container retry until {dependency} answers, or add an init container that waits for it", condition.name()),
+            format!("{} has no Kubernetes equivalent: Kubernetes starts pods in any order (a Job's pod too); make the container retry until {dependency} is ready, or add an init container that waits for it", condition.name()),
         );
     }
     if spec.network == Network::None {
@@ -485,6 +486,7 @@ fn deployment(
         );
     }
     match spec.restart {
+        _ if spec.is_job() => {}
         RestartPolicy::Always => {}
         other => warn(
             "restart",
@@ -518,6 +520,26 @@ fn deployment(
     );
     if !volumes.is_empty() {
         pod.insert("volumes".into(), volumes.into());
+    }
+    if spec.is_job() {
+        // A Job: one pod run to completion, tried again `retries` times.
+        pod.insert("restartPolicy".into(), "Never".into());
+        let mut job_spec = json!({
+            "backoffLimit": spec.retries.unwrap_or(0),
+            "template": {
+                "metadata": { "labels": labels(spec) },
+                "spec": pod,
+            },
+        });
+        if let Some(timeout) = spec.timeout {
+            job_spec["activeDeadlineSeconds"] = whole_seconds(timeout.as_std()).into();
+        }
+        return json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": { "name": spec.name, "labels": labels(spec) },
+            "spec": job_spec,
+        });
     }
     let (max_surge, max_unavailable) = match spec.update_order() {
         UpdateOrder::StopFirst => (0, spec.update.max_unavailable),

@@ -25,7 +25,7 @@ use super::files::{read_files, SourceCache};
 use super::hash::{FileRefs, SpecHash};
 use super::spec::{Condition, EnvValue, PortSpec, Protocol, ServiceSpec};
 use super::validate::validate;
-use super::yaml::{display_path, parse_documents, Mark, Node, PathSegment};
+use super::yaml::{display_path, parse_documents, Mark, Node, PathSegment, Value};
 
 /// Manifest files larger than this are refused without being read: one service
 /// takes a few kilobytes, and the agent reads every file again at each resync.
@@ -265,6 +265,10 @@ fn service_from_document(
             return Err(errors);
         }
     };
+    let misplaced = fields_not_for_jobs(path, document, &spec);
+    if !misplaced.is_empty() {
+        return Err(misplaced);
+    }
     let read = read_files(path, document, &spec, cache)?;
     // `env` overrides the env files.
     for (name, value) in read.env {
@@ -308,6 +312,38 @@ fn service_from_document(
         secret_uses,
         depends_on_marks,
     })
+}
+
+/// A job's fields that only services have, each with why (serde fills in their
+/// defaults, so whether they were written is read from the document).
+fn fields_not_for_jobs(path: &Path, document: &Node, spec: &ServiceSpec) -> Vec<Diagnostic> {
+    if !spec.is_job() {
+        return Vec::new();
+    }
+    let Value::Mapping(entries) = &document.value else {
+        return Vec::new();
+    };
+    let why = |field: &str| match field {
+        "replicas" => "a job runs one container at a time, to completion",
+        "ports" => "a job serves no connections; publish ports from a service",
+        "update" => "a job is not rolled out: a changed job runs again",
+        "restart" => "a job is retried as `retries` says, not restarted",
+        _ => "",
+    };
+    entries
+        .iter()
+        .filter_map(|(key, _)| {
+            key.as_str()
+                .filter(|k| !why(k).is_empty())
+                .map(|k| (k, key.mark))
+        })
+        .map(|(field, mark)| Diagnostic {
+            file: path.to_owned(),
+            mark: Some(mark),
+            field: field.to_owned(),
+            message: format!("`{field}` is not for a job ({}); remove it", why(field)),
+        })
+        .collect()
 }
 
 /// Each secret `spec` uses (mounted or in env), with the field and position that
@@ -392,6 +428,17 @@ fn dependency_problems(services: &[Service]) -> Vec<Diagnostic> {
                     "service \"{}\" depends on {dependency}, which is not defined here; a service depends only on services of its own manifests",
                     service.name()
                 ))),
+                Some(target) if (*condition == Condition::Completed) != target.spec.is_job() => {
+                    let (what, instead) = if target.spec.is_job() {
+                        ("a job", "completed")
+                    } else {
+                        ("a service", "started or healthy")
+                    };
+                    errors.push(at(service, dependency, format!(
+                        "{dependency} is {what}, which is never {}; depend on it being {instead}",
+                        condition.name()
+                    )))
+                }
                 Some(target) if *condition == Condition::Healthy && target.spec.health.is_none() => {
                     errors.push(at(service, dependency, format!(
                         "{dependency} has no health check, so it is never healthy; give it one ({}) or depend on it being `started`",

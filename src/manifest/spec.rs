@@ -115,12 +115,21 @@ pub struct ServiceSpec {
     /// applies to containers created after it (it does not recreate running ones).
     #[serde(default)]
     pub logs: LogPolicy,
-    /// Services of the same directory this one is created after, each in a
-    /// condition: `started` (its replicas run) or `healthy` (they pass their health
-    /// check). apply and the agent wait for them (with a deadline) before creating,
-    /// restarting or replacing this service's replicas. Not in the spec hash.
+    /// Services and jobs of the same directory this one is created after, each in a
+    /// condition: `started` (its replicas run), `healthy` (they pass their health
+    /// check) or `completed` (a job's run for its current spec succeeded). apply and
+    /// the agent wait for them (with a deadline) before creating, restarting or
+    /// replacing this one's containers. Not in the spec hash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub depends_on: BTreeMap<String, Condition>,
+    /// Job only: failed runs tried again (with a growing pause) before the job has
+    /// failed. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub retries: Option<u32>,
+    /// Job only: a run still going after this is stopped and counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 /// What a dependency must be before its dependants are created.
@@ -131,7 +140,7 @@ pub enum Condition {
     Started,
     /// Its replicas run and pass their health check (it must have one).
     Healthy,
-    /// A job's run for its current spec succeeded (jobs are not supported yet).
+    /// A job's run for its current spec succeeded.
     Completed,
 }
 
@@ -151,6 +160,11 @@ fn default_replicas() -> u32 {
 }
 
 impl ServiceSpec {
+    /// Whether it is a job (run to completion) rather than a service.
+    pub fn is_job(&self) -> bool {
+        self.kind == Kind::Job
+    }
+
     /// The secrets it uses, mounted or in env.
     pub fn secret_names(&self) -> std::collections::BTreeSet<&str> {
         let mounted = self.secrets.iter().map(|s| s.name.as_str());
@@ -453,7 +467,10 @@ pub enum ApiVersion {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Kind {
+    /// Replicas kept running.
     Service,
+    /// One container run to completion, once per spec (retried on failure).
+    Job,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use super::image_ref::ImageRef;
 use super::spec::{
-    Condition, EnvValue, Health, Network, PortSpec, ServiceSpec, UpdateOrder, Volume, VolumeKind,
+    EnvValue, Health, Network, PortSpec, ServiceSpec, UpdateOrder, Volume, VolumeKind,
     MAX_LOG_FILES,
 };
 use super::units::{ByteSize, Duration};
@@ -112,6 +112,28 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec, Vec<Invalid>> {
     check_volumes(&spec.volumes, &mut check);
     check_files(&mut spec, &mut check);
     check_depends_on(&spec, &mut check);
+    if !spec.is_job() {
+        for (field, set) in [
+            ("retries", spec.retries.is_some()),
+            ("timeout", spec.timeout.is_some()),
+        ] {
+            if set {
+                check.fail(
+                    &[key(field)],
+                    format!("`{field}` applies to jobs (kind: Job) only"),
+                );
+            }
+        }
+    } else if spec.timeout.is_some_and(|t| t.is_zero()) {
+        check.fail(&[key("timeout")], "must be more than 0s".into());
+    }
+    if spec.is_job() && spec.health.is_some() {
+        check.fail(
+            &[key("health")],
+            "a job runs to completion: its exit code says whether it worked; remove `health`"
+                .into(),
+        );
+    }
     for label in spec.labels.keys() {
         if label.is_empty() {
             check.fail(&[key("labels")], "label names must not be empty".into());
@@ -358,19 +380,14 @@ fn check_files(spec: &mut ServiceSpec, check: &mut Checker) {
     }
 }
 
-/// Dependencies are service names other than its own; `completed` waits for a job.
+/// Dependencies are service names other than its own.
 fn check_depends_on(spec: &ServiceSpec, check: &mut Checker) {
-    for (name, condition) in &spec.depends_on {
+    for name in spec.depends_on.keys() {
         let at = [key("depends_on"), key(name)];
         if let Err(message) = check_name(name) {
             check.fail(&at, message);
         } else if *name == spec.name {
             check.fail(&at, format!("{name} cannot depend on itself"));
-        } else if *condition == Condition::Completed {
-            check.fail(
-                &at,
-                "`completed` waits for a job (kind: Job) to finish, and jobs are not supported yet; use started or healthy".into(),
-            );
         }
     }
 }

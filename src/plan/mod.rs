@@ -31,6 +31,9 @@ pub enum Action {
     /// ready: one that passed its check after an apply gave up on it, or whose apply
     /// was killed before it joined.
     Join,
+    /// Run a job to completion (retried as its `retries` say): it is new, or its
+    /// spec changed since its last run.
+    Run,
 }
 
 impl Action {
@@ -42,12 +45,16 @@ impl Action {
             Action::Replace => "replace",
             Action::Restart => "restart",
             Action::Join => "join",
+            Action::Run => "run",
         }
     }
 
     /// Whether the step makes a container (from the service's image).
     pub fn needs_image(self) -> bool {
-        matches!(self, Action::Create | Action::Replace | Action::Restart)
+        matches!(
+            self,
+            Action::Create | Action::Replace | Action::Restart | Action::Run
+        )
     }
 
     /// "created", "removed", "replaced", "restarted", "joined".
@@ -58,6 +65,7 @@ impl Action {
             Action::Replace => "replaced",
             Action::Restart => "restarted",
             Action::Join => "joined",
+            Action::Run => "ran",
         }
     }
 }
@@ -270,6 +278,9 @@ fn plan_service(
     containers: &[&ObservedContainer],
     inputs: &Inputs,
 ) -> (Vec<Step>, Option<ServiceChange>) {
+    if service.spec.is_job() {
+        return plan_job(service, containers);
+    }
     let spec = &service.spec;
     let hash = service.hash.as_str();
     let mut steps = Vec::new();
@@ -388,7 +399,7 @@ fn plan_service(
     // (highest slot first) come last, creations in slot order first.
     let order = |s: &Step| match s.action {
         Action::Create => 0,
-        Action::Restart | Action::Replace | Action::Join => 1,
+        Action::Restart | Action::Replace | Action::Join | Action::Run => 1,
         Action::Remove => 2,
     };
     steps.sort_by_key(|s| order(s));
@@ -411,6 +422,92 @@ fn plan_service(
         replicas: (existing.len() as u32, spec.replicas),
         forced_by: forced_by.into_iter().collect(),
         config_diffs: config_diffs.into_values().collect(),
+        waits_for: spec
+            .depends_on
+            .iter()
+            .map(|(name, condition)| format!("{name} {}", condition.name()))
+            .collect(),
+    };
+    (steps, Some(change))
+}
+
+/// A job runs once per spec: when none of its containers (one per try, the try in
+/// the slot) has its spec, it runs; one running is a run under way; one that exited
+/// is the run's outcome, kept for its logs and exit code until the next run, after
+/// which earlier runs' containers go. A container created but never started (an
+/// apply killed meanwhile) is replaced by a new run.
+fn plan_job(
+    service: &Service,
+    containers: &[&ObservedContainer],
+) -> (Vec<Step>, Option<ServiceChange>) {
+    let spec = &service.spec;
+    let hash = service.hash.as_str();
+    let (current, earlier): (Vec<&ObservedContainer>, Vec<&ObservedContainer>) =
+        containers.iter().partition(|c| c.spec_hash == hash);
+    let finished_or_running = current.iter().any(|c| {
+        matches!(
+            c.status,
+            ContainerStatus::Running | ContainerStatus::Exited { .. }
+        )
+    });
+    let mut steps = Vec::new();
+    let step = |action, reason: String, container: Option<&ObservedContainer>| Step {
+        service: spec.name.clone(),
+        slot: container.map_or(0, |c| c.slot),
+        action,
+        reason,
+        container: container.map(|c| c.id.clone()),
+        before: container.map(|c| c.spec_hash.clone()),
+        after: (action == Action::Run).then(|| hash.to_owned()),
+    };
+    // Earlier runs go first: two runs of one job never overlap.
+    steps.extend(
+        earlier
+            .iter()
+            .map(|c| step(Action::Remove, "an earlier run of the job".into(), Some(c))),
+    );
+    let mut forced_by = Vec::new();
+    if !finished_or_running {
+        let previous = earlier.iter().max_by_key(|c| c.started_at);
+        let reason = match previous {
+            None => "new job".to_owned(),
+            Some(previous) => {
+                forced_by = changed_fields(previous.spec.as_deref(), spec);
+                let fields = if forced_by.is_empty() {
+                    "spec".to_owned()
+                } else {
+                    forced_by.join(", ")
+                };
+                format!("{fields} changed")
+            }
+        };
+        let mut run = step(Action::Run, reason, None);
+        run.before = previous.map(|c| c.spec_hash.clone());
+        steps.push(run);
+        // A container of this spec that never started makes way for the run.
+        steps.extend(
+            current
+                .iter()
+                .map(|c| step(Action::Remove, "an interrupted run".into(), Some(c))),
+        );
+    }
+    if steps.is_empty() {
+        return (steps, None);
+    }
+    let change = ServiceChange {
+        service: spec.name.clone(),
+        kind: if containers.is_empty() {
+            ChangeKind::Create
+        } else if steps.iter().any(|s| s.action == Action::Run) {
+            ChangeKind::Replace
+        } else {
+            ChangeKind::Update
+        },
+        before: containers.iter().find_map(|c| c.spec.as_deref().cloned()),
+        after: Some(spec.clone()),
+        replicas: (0, 0),
+        forced_by,
+        config_diffs: Vec::new(),
         waits_for: spec
             .depends_on
             .iter()
@@ -483,6 +580,9 @@ pub fn dependencies_not_ready(
         let Some(dependency) = by_name.get(name) else {
             return false;
         };
+        if condition == Condition::Completed {
+            return job_completed(dependency, observed);
+        }
         let running: Vec<&ObservedContainer> = observed
             .iter()
             .filter(|c| c.service == name && c.status == ContainerStatus::Running)
@@ -501,6 +601,15 @@ pub fn dependencies_not_ready(
         })
         .map(|service| service.name().to_owned())
         .collect()
+}
+
+/// Whether `job`'s run for its current spec succeeded (its last try exited 0).
+pub fn job_completed(job: &Service, observed: &[ObservedContainer]) -> bool {
+    observed
+        .iter()
+        .filter(|c| c.service == job.name() && c.spec_hash == job.hash.as_str())
+        .max_by_key(|c| c.slot)
+        .is_some_and(|c| c.status.exit_code() == Some(0))
 }
 
 /// The files whose content changed between a container and its service's spec
@@ -879,6 +988,43 @@ mod tests {
         let planned = plan_of(&desired, &[], false);
         let order: Vec<&str> = planned.changes.iter().map(|c| c.service.as_str()).collect();
         assert_eq!(order, ["db", "app"]);
+    }
+
+    #[test]
+    fn a_job_runs_once_per_spec_and_again_when_its_spec_changes() {
+        let job_of = |command: &str| {
+            let text = format!("apiVersion: wharf/v1\nkind: Job\nname: migrate\nimage: reg.lan/m:1\ncommand: {command}\n");
+            parse_manifest(Path::new("m.yaml"), text.as_bytes())
+                .expect("valid")
+                .remove(0)
+        };
+        let job = job_of("[migrate]");
+        let first = plan_of(std::slice::from_ref(&job), &[], false);
+        assert_eq!(actions(&first), [("migrate".into(), 0, Action::Run)]);
+        assert_eq!(first.steps[0].reason, "new job");
+
+        // Running, or finished (whatever its exit code): nothing to do.
+        let mut run = running(&job, 0);
+        assert!(plan_of(std::slice::from_ref(&job), &[run.clone()], false).is_empty());
+        run.status = ContainerStatus::Exited {
+            code: Some(4),
+            at: None,
+            oom_killed: false,
+        };
+        assert!(plan_of(std::slice::from_ref(&job), &[run.clone()], false).is_empty());
+
+        // A changed spec: the earlier run's container goes, then the job runs again.
+        let changed = job_of("[migrate, --all]");
+        let again = plan_of(std::slice::from_ref(&changed), &[run], false);
+        assert_eq!(
+            actions(&again),
+            [
+                ("migrate".into(), 0, Action::Remove),
+                ("migrate".into(), 0, Action::Run)
+            ]
+        );
+        assert_eq!(again.steps[1].reason, "command changed");
+        assert!(again.steps[1].before.is_some(), "shown as run again");
     }
 
     #[test]

@@ -128,7 +128,12 @@ fn render_step(step: &Step, palette: &Palette) -> String {
         Action::Replace => (palette.yellow("-/+"), "replace"),
         Action::Restart => (palette.yellow("~"), "restart"),
         Action::Join => (palette.green("~"), "join rotation"),
+        Action::Run if step.before.is_some() => (palette.yellow("-/+"), "run again"),
+        Action::Run => (palette.green("+"), "run"),
     };
+    if step.action == Action::Run {
+        return format!("{mark} {}  {word}: {}", step.service, step.reason);
+    }
     format!(
         "{mark} {}/{}  {word}: {}",
         step.service, step.slot, step.reason
@@ -145,6 +150,7 @@ pub fn summary(plan: &Plan) -> String {
         (Action::Replace, "to replace"),
         (Action::Restart, "to restart"),
         (Action::Join, "to join rotation"),
+        (Action::Run, "to run"),
         (Action::Remove, "to remove"),
     ]
     .iter()
@@ -236,6 +242,7 @@ struct JsonSummary {
     replace: usize,
     restart: usize,
     join: usize,
+    run: usize,
     remove: usize,
 }
 
@@ -248,6 +255,7 @@ pub fn render_json(plan: &Plan) -> String {
             replace: plan.count(Action::Replace),
             restart: plan.count(Action::Restart),
             join: plan.count(Action::Join),
+            run: plan.count(Action::Run),
             remove: plan.count(Action::Remove),
         },
         steps: &plan.steps,

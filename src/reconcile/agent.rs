@@ -752,6 +752,10 @@ fn always_by_registry(desired: &[Service]) -> BTreeMap<String, Vec<Service>> {
 /// replicas that `apply` put in rotation).
 fn rotation_change(container: &ObservedContainer, verdict: Option<&Verdict>) -> Option<bool> {
     container.address?;
+    // A job's run serves nothing.
+    if container.spec.as_ref().is_some_and(|spec| spec.is_job()) {
+        return None;
+    }
     let checked = container
         .spec
         .as_ref()

@@ -31,7 +31,7 @@ use crate::manifest::{
     Condition, FileRefs, ImageRef, InvalidImageRef, Network, PullPolicy, Service, ServiceSpec,
     SpecHash, UpdateOrder,
 };
-use crate::plan::{Action, Plan, Step};
+use crate::plan::{job_completed, Action, Plan, Step};
 use crate::runtime::{
     stop_and_remove, stop_settings, ContainerStatus, CreateRequest, ObservedContainer, Runtime,
     RuntimeError,
@@ -102,6 +102,13 @@ pub enum StepError {
     NotInManifests { service: String },
     #[error("cannot store the service's config contents")]
     Files(#[from] FilesError),
+    /// A job's last try failed.
+    #[error("job {job} failed after {tries} {}: the last {why}; `wharf logs {job}` shows its output", if *.tries == 1 { "try" } else { "tries" })]
+    JobFailed {
+        job: String,
+        why: String,
+        tries: u32,
+    },
     /// A dependency was not in its condition: the service was not started.
     #[error("{service} waits for {dependency} to be {condition}, but {why}; {service} was left as it is")]
     DependencyNotReady {
@@ -241,6 +248,7 @@ impl<R: Runtime> Executor<'_, R> {
             }
             (Action::Replace, Some(service)) => self.replace(step, service, observed).await,
             (Action::Join, Some(service)) => self.join(step, service).await,
+            (Action::Run, Some(service)) => self.run_job(service).await,
             (_, None) => Err(StepError::NotInManifests {
                 service: step.service.clone(),
             }),
@@ -270,6 +278,15 @@ impl<R: Runtime> Executor<'_, R> {
             let Some(dependency) = by_name.get(name.as_str()) else {
                 return Err(not_ready("it is not in the manifests".into()));
             };
+            if *condition == Condition::Completed {
+                let containers = self.runtime.list().await?;
+                if !job_completed(dependency, &containers) {
+                    return Err(not_ready(
+                        "its run for its current spec did not succeed".into(),
+                    ));
+                }
+                continue;
+            }
             let running = self.replicas_running(dependency).await.map_err(not_ready)?;
             if *condition == Condition::Healthy {
                 let Some(health) = &dependency.spec.health else {
@@ -308,6 +325,67 @@ impl<R: Runtime> Executor<'_, R> {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs a job to completion: a container per try (the try in its slot), each
+    /// stopped when it runs past the job's `timeout`; a failed try is removed and,
+    /// while `retries` allow, tried again after a pause (1 s, doubling, at most
+    /// 1 min). The last try's container stays for its logs and exit code.
+    async fn run_job(&self, job: &Service) -> Result<(), StepError> {
+        let tries = job.spec.retries.unwrap_or(0) + 1;
+        let mut pause = Duration::from_secs(1);
+        for attempt in 0..tries {
+            let id = self.create(job, attempt).await?;
+            let why = match self.wait_for_exit(job, &id).await? {
+                Some(0) => return Ok(()),
+                Some(code) => format!("exited with code {code}"),
+                None => format!(
+                    "ran past its timeout of {}",
+                    job.spec.timeout.map(|t| t.to_string()).unwrap_or_default()
+                ),
+            };
+            if attempt + 1 == tries {
+                return Err(StepError::JobFailed {
+                    job: job.name().to_owned(),
+                    why,
+                    tries,
+                });
+            }
+            tracing::info!(
+                service = job.name(),
+                "try {} of {tries} {why}; trying again in {}s",
+                attempt + 1,
+                pause.as_secs()
+            );
+            self.runtime.remove(&id).await?;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(60));
+        }
+        Ok(())
+    }
+
+    /// Waits for the job's container `id` to end; its exit code (None: it ran past
+    /// the job's timeout and was stopped).
+    async fn wait_for_exit(&self, job: &Service, id: &str) -> Result<Option<i32>, StepError> {
+        let deadline = job
+            .spec
+            .timeout
+            .map(|timeout| tokio::time::Instant::now() + timeout.as_std());
+        loop {
+            let containers = self.runtime.list().await?;
+            let status = containers.iter().find(|c| c.id == id).map(|c| c.status);
+            match status {
+                Some(ContainerStatus::Exited { code, .. }) => return Ok(Some(code.unwrap_or(-1))),
+                None => return Ok(Some(-1)),
+                _ => {}
+            }
+            if deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
+                let (signal, timeout) = stop_settings(Some(&job.spec));
+                self.runtime.stop(id, signal, timeout).await?;
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -608,6 +686,7 @@ pub fn summary(report: &Report) -> String {
         Action::Create,
         Action::Replace,
         Action::Restart,
+        Action::Run,
         Action::Remove,
     ]
     .iter()

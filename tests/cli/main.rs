@@ -11,6 +11,7 @@ mod depends_on;
 mod files;
 mod host_safety;
 mod images;
+mod jobs;
 mod logs;
 mod monitor;
 mod network;
