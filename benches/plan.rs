@@ -87,6 +87,7 @@ fn main() {
                 hold_back: &Default::default(),
                 join_rotation: true,
                 stored_contents: &BTreeMap::new(),
+                due_jobs: &std::collections::BTreeSet::new(),
             });
             (started.elapsed(), plan.steps.len())
         };

@@ -90,6 +90,7 @@ impl Images {
             hold_back: &Default::default(),
             join_rotation: true,
             stored_contents: &BTreeMap::new(),
+            due_jobs: &std::collections::BTreeSet::new(),
         });
         self.executor(runtime)
             .execute(&planned, desired, &observed, &Quiet)

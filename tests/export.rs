@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service as KubeService};
 use serde_json::Value;
 use wharf::export::to_kubernetes;
@@ -28,6 +29,8 @@ fn assert_valid_kubernetes(object: &Value) {
         Some("Service") => round_trip::<KubeService>(object),
         Some("PersistentVolumeClaim") => round_trip::<PersistentVolumeClaim>(object),
         Some("ConfigMap") => round_trip::<ConfigMap>(object),
+        Some("Job") => round_trip::<Job>(object),
+        Some("CronJob") => round_trip::<CronJob>(object),
         other => panic!("unexpected kind {other:?}"),
     };
     assert_eq!(
@@ -547,4 +550,34 @@ fn the_command_prints_the_config_map_and_how_to_create_each_secret() {
     ] {
         assert!(stderr.contains(command), "no {command:?} in {stderr}");
     }
+}
+
+#[test]
+fn a_job_becomes_a_kubernetes_job_and_a_scheduled_one_a_cron_job() {
+    let job = "apiVersion: wharf/v1\nkind: Job\nname: migrate\nimage: busybox\ncommand: [migrate]\nretries: 2\ntimeout: 10m\n";
+    let app = "---\napiVersion: wharf/v1\nkind: Service\nname: app\nimage: busybox\ndepends_on: {migrate: completed}\n";
+    let nightly = "---\napiVersion: wharf/v1\nkind: Job\nname: nightly\nimage: busybox\ncommand: [clean]\nschedule: '0 3 * * *'\n";
+    let text = format!("{job}{app}{nightly}");
+    let services = parse_manifest(Path::new("all.yaml"), text.as_bytes()).expect("valid");
+    let (objects, warnings) = to_kubernetes(&services);
+    for object in &objects {
+        assert_valid_kubernetes(object);
+    }
+    assert_eq!(kinds(&objects), ["Job", "Deployment", "CronJob"]);
+    let job = &objects[0]["spec"];
+    assert_eq!(job["backoffLimit"], 2);
+    assert_eq!(job["activeDeadlineSeconds"], 600);
+    assert_eq!(job["template"]["spec"]["restartPolicy"], "Never");
+    let cron = &objects[2]["spec"];
+    assert_eq!(cron["schedule"], "0 3 * * *");
+    assert_eq!(cron["concurrencyPolicy"], "Forbid");
+    let warned = |text: &str| warnings.iter().any(|w| w.to_string().contains(text));
+    assert!(
+        warned("depends_on.migrate: completed has no Kubernetes equivalent"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warned("schedule: wharf runs it in the host's local time zone"),
+        "{warnings:#?}"
+    );
 }

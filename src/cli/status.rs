@@ -112,7 +112,15 @@ fn job_state(containers: &[&ObservedContainer], now: SystemTime) -> Option<Strin
             .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())))
     };
     let tries = last.slot + 1;
-    Some(match last.status {
+    let next = last
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.schedule.as_deref())
+        .and_then(|schedule| crate::plan::next_run(schedule, chrono::Local::now()))
+        .map_or(String::new(), |at| {
+            format!(", next run {} (local time)", at.format("%Y-%m-%d %H:%M"))
+        });
+    let state = match last.status {
         ContainerStatus::Running => format!(
             "running {}",
             since(last.started_at).map_or(String::new(), |d| d.to_string())
@@ -130,7 +138,8 @@ fn job_state(containers: &[&ObservedContainer], now: SystemTime) -> Option<Strin
             since(at).map_or(String::new(), |d| format!(", {d} ago"))
         ),
         other => other.to_string(),
-    })
+    };
+    Some(format!("{state}{next}"))
 }
 
 /// A container's state as `status` and `ps` show it: its status, and what will not

@@ -386,7 +386,7 @@ fn selector(spec: &ServiceSpec) -> Value {
     json!({ "app.kubernetes.io/name": spec.name })
 }
 
-/// The Deployment of a service, or the Job of a job (`kind: Job`).
+/// The Deployment of a service, or the Job (CronJob with a schedule) of a job.
 fn workload(
     service: &Service,
     config_keys: &[String],
@@ -533,6 +533,23 @@ fn workload(
         });
         if let Some(timeout) = spec.timeout {
             job_spec["activeDeadlineSeconds"] = whole_seconds(timeout.as_std()).into();
+        }
+        if let Some(schedule) = &spec.schedule {
+            warn(
+                "schedule",
+                "wharf runs it in the host's local time zone; a CronJob without spec.timeZone runs in the kube-controller-manager's (often UTC): set timeZone".into(),
+            );
+            // Forbid: as under wharf, a run still going skips the next.
+            return json!({
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": { "name": spec.name, "labels": labels(spec) },
+                "spec": {
+                    "schedule": schedule,
+                    "concurrencyPolicy": "Forbid",
+                    "jobTemplate": { "spec": job_spec },
+                },
+            });
         }
         return json!({
             "apiVersion": "batch/v1",

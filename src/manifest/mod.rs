@@ -28,7 +28,7 @@ pub use load::{
 pub use spec::*;
 pub use trust::only_root_can_write;
 pub use units::{ByteSize, Duration};
-pub use validate::check_secret_name;
+pub use validate::{check_secret_name, parse_schedule};
 pub use yaml::Mark;
 
 /// The JSON Schema of a `wharf/v1` manifest, as committed in `schemas/service.schema.json`.

@@ -130,6 +130,11 @@ pub struct ServiceSpec {
     /// Job only: a run still going after this is stopped and counts as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Job only: when to run it, as cron's five fields (minute hour day-of-month
+    /// month day-of-week) in the host's local time zone, e.g. `0 3 * * *`. Only the
+    /// agent runs schedules; a scheduled job does not run at apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 /// What a dependency must be before its dependants are created.

@@ -392,6 +392,19 @@ fn check_depends_on(spec: &ServiceSpec, check: &mut Checker) {
     }
 }
 
+/// Parses a job's schedule: five cron fields; Err says what is wrong.
+pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(text)
+        .map_err(|err| {
+            format!("\"{text}\" is not a schedule: {err}; write five fields, minute hour day-of-month month day-of-week, such as \"0 3 * * *\" (03:00 every day)")
+        })
+}
+
 /// `uid`/`gid` 4294967295 means "unchanged" to the kernel: not an owner.
 fn check_owner(
     uid: Option<u32>,

@@ -3,6 +3,7 @@
 //! shows it; `wharf apply` executes it.
 
 mod render;
+mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use render::{render_human, render_json, SavedPlan, SavedPlanError, PLAN_FORMAT_VERSION};
+pub use schedule::{is_due, next_run};
 
 use crate::manifest::{start_order, Condition, PullPolicy, RestartPolicy, Service, ServiceSpec};
 use crate::runtime::{ContainerStatus, ObservedContainer};
@@ -135,6 +137,9 @@ pub struct Plan {
     /// Steps the caller's policies hold back (see [`HoldBack`]): not to run now.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<Step>,
+    /// Scheduled jobs (name and schedule), which only the agent runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scheduled: Vec<(String, String)>,
 }
 
 /// What the agent's policies hold back, as planner input: the planner leaves those
@@ -202,6 +207,8 @@ pub struct Inputs<'a> {
     /// The stored contents of the running containers' configs, by digest, for the
     /// diffs (missing ones are shown as unknown).
     pub stored_contents: &'a BTreeMap<String, Arc<Vec<u8>>>,
+    /// Scheduled jobs whose time has come (the agent's; apply runs no schedule).
+    pub due_jobs: &'a BTreeSet<String>,
 }
 
 /// Computes the plan. Pure: no I/O, no clock; steps in (service, slot) order.
@@ -265,11 +272,17 @@ pub fn plan(inputs: &Inputs) -> Plan {
     let (held, steps) = steps
         .into_iter()
         .partition(|step| inputs.hold_back.holds(step));
+    let scheduled = inputs
+        .desired
+        .iter()
+        .filter_map(|s| Some((s.name().to_owned(), s.spec.schedule.clone()?)))
+        .collect();
     Plan {
         changes,
         steps,
         not_pruned: not_pruned.into_iter().collect(),
         held,
+        scheduled,
     }
 }
 
@@ -279,7 +292,11 @@ fn plan_service(
     inputs: &Inputs,
 ) -> (Vec<Step>, Option<ServiceChange>) {
     if service.spec.is_job() {
-        return plan_job(service, containers);
+        return plan_job(
+            service,
+            containers,
+            inputs.due_jobs.contains(service.name()),
+        );
     }
     let spec = &service.spec;
     let hash = service.hash.as_str();
@@ -436,14 +453,23 @@ fn plan_service(
 /// is the run's outcome, kept for its logs and exit code until the next run, after
 /// which earlier runs' containers go. A container created but never started (an
 /// apply killed meanwhile) is replaced by a new run.
+///
+/// A scheduled job runs only when `due` (the agent says its time came and it is not
+/// running): then its earlier runs' containers go and it runs again; otherwise its
+/// last run's container stays.
 fn plan_job(
     service: &Service,
     containers: &[&ObservedContainer],
+    due: bool,
 ) -> (Vec<Step>, Option<ServiceChange>) {
     let spec = &service.spec;
     let hash = service.hash.as_str();
+    let scheduled = spec.schedule.is_some();
+    if scheduled && !due {
+        return (Vec::new(), None);
+    }
     let (current, earlier): (Vec<&ObservedContainer>, Vec<&ObservedContainer>) =
-        containers.iter().partition(|c| c.spec_hash == hash);
+        containers.iter().partition(|c| c.spec_hash == hash && !due);
     let finished_or_running = current.iter().any(|c| {
         matches!(
             c.status,
@@ -470,6 +496,10 @@ fn plan_job(
     if !finished_or_running {
         let previous = earlier.iter().max_by_key(|c| c.started_at);
         let reason = match previous {
+            _ if due => format!(
+                "scheduled ({})",
+                spec.schedule.as_deref().unwrap_or_default()
+            ),
             None => "new job".to_owned(),
             Some(previous) => {
                 forced_by = changed_fields(previous.spec.as_deref(), spec);
@@ -708,6 +738,7 @@ mod tests {
             hold_back: &Default::default(),
             join_rotation: true,
             stored_contents: &BTreeMap::new(),
+            due_jobs: &BTreeSet::new(),
         })
     }
 
@@ -731,6 +762,7 @@ mod tests {
                 hold_back: &HoldBack::default(),
                 join_rotation,
                 stored_contents: &BTreeMap::new(),
+                due_jobs: &BTreeSet::new(),
             })
         };
         let plan = plan_with(true);
@@ -768,6 +800,7 @@ mod tests {
                 hold_back,
                 join_rotation: true,
                 stored_contents: &BTreeMap::new(),
+                due_jobs: &BTreeSet::new(),
             })
         };
         let everything = plan_holding(&HoldBack::default());
@@ -823,6 +856,7 @@ mod tests {
             },
             join_rotation: true,
             stored_contents: &BTreeMap::new(),
+            due_jobs: &BTreeSet::new(),
         });
         assert_eq!(actions(&plan), [("web".into(), 0, Action::Restart)]);
         assert_eq!(plan.held.len(), 1);
@@ -924,6 +958,7 @@ mod tests {
                 hold_back: &HoldBack::default(),
                 join_rotation: true,
                 stored_contents: &stored,
+                due_jobs: &BTreeSet::new(),
             })
         };
         assert!(plan_with(&old).is_empty());
@@ -981,6 +1016,7 @@ mod tests {
             hold_back: &hold_back,
             join_rotation: true,
             stored_contents: &BTreeMap::new(),
+            due_jobs: &BTreeSet::new(),
         });
         assert!(plan.steps.iter().all(|s| s.service == "db"));
         assert_eq!(plan.held.len(), 1);
@@ -1028,6 +1064,52 @@ mod tests {
     }
 
     #[test]
+    fn a_scheduled_job_runs_only_when_its_time_has_come() {
+        let text = "apiVersion: wharf/v1\nkind: Job\nname: nightly\nimage: reg.lan/n:1\ncommand: [clean]\nschedule: '0 3 * * *'\n";
+        let job = parse_manifest(Path::new("n.yaml"), text.as_bytes())
+            .expect("valid")
+            .remove(0);
+        let plan_with = |due: &BTreeSet<String>, observed: &[ObservedContainer]| {
+            plan(&Inputs {
+                desired: std::slice::from_ref(&job),
+                observed,
+                current_digests: &BTreeMap::new(),
+                unhealthy: &BTreeMap::new(),
+                manifest_dir: Path::new(DIR),
+                prune: false,
+                hold_back: &HoldBack::default(),
+                join_rotation: true,
+                stored_contents: &BTreeMap::new(),
+                due_jobs: due,
+            })
+        };
+        // apply: nothing runs, and the plan says who runs it.
+        let applied = plan_with(&BTreeSet::new(), &[]);
+        assert!(applied.is_empty());
+        assert_eq!(
+            applied.scheduled,
+            [("nightly".to_owned(), "0 3 * * *".to_owned())]
+        );
+        // Its time came: the last run's container goes, and it runs again.
+        let mut last = running(&job, 0);
+        last.status = ContainerStatus::Exited {
+            code: Some(0),
+            at: None,
+            oom_killed: false,
+        };
+        let due = BTreeSet::from(["nightly".to_owned()]);
+        let plan = plan_with(&due, &[last]);
+        assert_eq!(
+            actions(&plan),
+            [
+                ("nightly".into(), 0, Action::Remove),
+                ("nightly".into(), 0, Action::Run)
+            ]
+        );
+        assert_eq!(plan.steps[1].reason, "scheduled (0 3 * * *)");
+    }
+
+    #[test]
     fn policies_alone_do_not_replace() {
         let old = service("web", "");
         let new = service("web", "restart: on-failure\nstop: {timeout: 30s}\n");
@@ -1042,6 +1124,7 @@ mod tests {
         let healthy = BTreeMap::new();
         let nothing_held = HoldBack::default();
         let no_contents = BTreeMap::new();
+        let no_jobs = BTreeSet::new();
         let inputs = |desired| Inputs {
             desired,
             observed: &observed,
@@ -1052,6 +1135,7 @@ mod tests {
             hold_back: &nothing_held,
             join_rotation: true,
             stored_contents: &no_contents,
+            due_jobs: &no_jobs,
         };
         let plan = plan(&inputs(std::slice::from_ref(&always)));
         assert_eq!(actions(&plan), [("web".into(), 0, Action::Replace)]);
@@ -1069,6 +1153,7 @@ mod tests {
             hold_back: &Default::default(),
             join_rotation: true,
             stored_contents: &BTreeMap::new(),
+            due_jobs: &BTreeSet::new(),
         });
         assert!(plan.is_empty());
     }
@@ -1127,6 +1212,7 @@ mod tests {
             hold_back: &Default::default(),
             join_rotation: true,
             stored_contents: &BTreeMap::new(),
+            due_jobs: &BTreeSet::new(),
         });
         assert_eq!(actions(&plan), [("a".into(), 0, Action::Restart)]);
         assert_eq!(

@@ -108,6 +108,11 @@ pub fn render_human(plan: &Plan, palette: &Palette) -> String {
             out.push_str(&format!("    {}\n", render_step(step, palette)));
         }
     }
+    for (job, schedule) in &plan.scheduled {
+        out.push_str(&format!(
+            "note: {job} runs on its schedule ({schedule}, the host's local time); only `wharf agent` runs schedules\n"
+        ));
+    }
     for service in &plan.not_pruned {
         out.push_str(&format!(
             "note: {service} is no longer in the manifests; `wharf apply --prune` removes it\n"

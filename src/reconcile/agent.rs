@@ -23,7 +23,7 @@ use crate::manifest::{
     clashes, load_file, manifest_files, only_root_can_write, Diagnostic, ImageRef, PullPolicy,
     Service,
 };
-use crate::plan::{dependencies_not_ready, Action, HoldBack, Step};
+use crate::plan::{dependencies_not_ready, is_due, next_run, Action, HoldBack, Step};
 use crate::runtime::{ContainerStatus, ObservedContainer, Runtime, RuntimeError};
 use crate::state::{StateStore, StoppedRollout, TagCheckFailing};
 
@@ -79,6 +79,9 @@ pub struct Agent<'a, R: Runtime> {
     published_tag_checks: Option<BTreeMap<String, TagCheckFailing>>,
     /// Services held back until their dependencies are ready, as last logged.
     waiting_on_dependencies: BTreeSet<String>,
+    /// Each scheduled job's schedule and when this agent first saw it (a new job
+    /// waits for its first time; a skipped run moves it too).
+    schedules_seen: BTreeMap<String, (String, chrono::DateTime<chrono::Local>)>,
 }
 
 /// How often the agent looks again while a service waits for its dependencies.
@@ -156,6 +159,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             registry_health: RegistryHealth::new(Duration::from_secs(30)),
             published_tag_checks: None,
             waiting_on_dependencies: BTreeSet::new(),
+            schedules_seen: BTreeMap::new(),
         }
     }
 
@@ -186,6 +190,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             .map_err(ReconcileError::List)?;
         self.refresh_digests(&desired).await;
         let now = Instant::now();
+        let (due_jobs, next_scheduled) = self.due_jobs(&desired, &observed);
         let hold_back = HoldBack {
             rollouts: self.failed_rollouts_towards(&desired),
             pulls: self.pulls_from_failing_registries(&desired),
@@ -202,6 +207,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             hold_back,
             // The agent logs why it replaces, without diffs.
             stored_contents: BTreeMap::new(),
+            due_jobs,
         };
         // The agent follows deletions: a directory emptied file by file removes what
         // ran from it (an unreadable directory changes nothing, see `load`).
@@ -236,7 +242,12 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         // While a service waits for its dependencies, look again every second (a
         // dependency that only has to run wakes nothing else).
         let next_look = (!facts.hold_back.dependants.is_empty()).then(|| now + DEPENDENCY_POLL);
-        let next_restart = waiting.iter().map(|(_, due)| *due).chain(next_look).min();
+        let next_restart = waiting
+            .iter()
+            .map(|(_, due)| *due)
+            .chain(next_look)
+            .chain(next_scheduled)
+            .min();
         // `wharf status` shows crash-looping replicas and when they restart next.
         self.publish_waiting(&waiting, now);
         if planned.plan.is_empty() {
@@ -553,6 +564,61 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             tracing::warn!("cannot record an event: {}", crate::error_chain(&err));
         }
         self.last_event = Some(message);
+    }
+
+    /// The scheduled jobs whose time has come (see `plan::is_due`), and when the next
+    /// one comes. A job still running when its time comes skips that run (an event
+    /// says so).
+    fn due_jobs(
+        &mut self,
+        desired: &[Service],
+        observed: &[ObservedContainer],
+    ) -> (BTreeSet<String>, Option<Instant>) {
+        let now = chrono::Local::now();
+        let mut due = BTreeSet::new();
+        let mut next: Option<chrono::DateTime<chrono::Local>> = None;
+        let scheduled: Vec<(&Service, &str)> = desired
+            .iter()
+            .filter_map(|s| Some((s, s.spec.schedule.as_deref()?)))
+            .collect();
+        self.schedules_seen
+            .retain(|name, _| scheduled.iter().any(|(s, _)| s.name() == name));
+        for (job, schedule) in scheduled {
+            let name = job.name();
+            let seen = match self.schedules_seen.get(name) {
+                Some((text, seen)) if text == schedule => *seen,
+                _ => {
+                    self.schedules_seen
+                        .insert(name.to_owned(), (schedule.to_owned(), now));
+                    now
+                }
+            };
+            let runs = observed.iter().filter(|c| c.service == name);
+            let last_run = runs
+                .clone()
+                .filter_map(|c| c.started_at)
+                .max()
+                .map(chrono::DateTime::<chrono::Local>::from);
+            let since = last_run.map_or(seen, |last| last.max(seen));
+            if is_due(schedule, since, now) {
+                if runs.clone().any(|c| c.status == ContainerStatus::Running) {
+                    let message = format!("skipped a scheduled run of {name} ({schedule}): the previous run is still going");
+                    tracing::warn!(service = name, "{message}");
+                    self.log_event(message);
+                    self.schedules_seen
+                        .insert(name.to_owned(), (schedule.to_owned(), now));
+                } else {
+                    due.insert(name.to_owned());
+                }
+            }
+            if let Some(at) = next_run(schedule, now) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        let wake = next
+            .and_then(|at| (at - now).to_std().ok())
+            .map(|d| Instant::now() + d);
+        (due, wake)
     }
 
     /// The services whose dependencies are not in their condition (healthy: by this

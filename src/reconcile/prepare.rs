@@ -56,6 +56,8 @@ pub struct Facts {
     pub hold_back: HoldBack,
     /// The stored contents of the running containers' configs, for the plan's diffs.
     pub stored_contents: BTreeMap<String, Arc<Vec<u8>>>,
+    /// Scheduled jobs whose time has come (the agent's).
+    pub due_jobs: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -104,6 +106,7 @@ pub fn prepare(
         hold_back: &facts.hold_back,
         join_rotation: options.join_rotation,
         stored_contents: &facts.stored_contents,
+        due_jobs: &facts.due_jobs,
     });
     let fingerprint = fingerprint(&desired, &observed, &facts.current_digests);
     Ok(Planned {

@@ -189,3 +189,48 @@ fn fields_of_a_service_that_a_job_has_no_use_for_are_refused_saying_why() {
         refused.stderr
     );
 }
+
+#[test]
+fn a_scheduled_job_runs_under_the_agent_when_its_time_comes_and_not_at_apply() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let root = root.path();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "tick.yaml",
+        manifest(
+            "Job",
+            "tick",
+            "command: [echo, tick]\nschedule: '* * * * *'\n",
+        ),
+    );
+    let applied = apply(root, dir.path(), &[]);
+    assert!(
+        ok(&applied).contains("note: tick runs on its schedule (* * * * *, the host's local time); only `wharf agent` runs schedules"),
+        "{}",
+        applied.stdout
+    );
+    assert!(!ok(&wharf_at(root, &["ps"])).contains("tick-0-"));
+
+    // Every minute: the agent runs it within a minute (once the next minute starts).
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut agent =
+        crate::agent::AgentProcess::start(root, dir.path(), logs.path().join("agent.log"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let status = ok(&wharf_at(root, &["status"])).to_owned();
+        if status.contains("tick  job completed (0)") {
+            assert!(status.contains(", next run "), "{status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{status}\n{}",
+            agent.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(ok(&wharf_at(root, &["logs", "tick"])).trim(), "tick");
+    assert_eq!(agent.terminate(), Some(0));
+    ok(&wharf_at(root, &["down", "--all"]));
+}
