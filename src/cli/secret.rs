@@ -203,7 +203,10 @@ fn users_of_secrets(session: &Session) -> Option<BTreeMap<String, BTreeSet<Strin
 /// Removes the values no container uses any more (an earlier value of a secret just
 /// set, the values of one removed). A failure only leaves them for the next apply.
 fn drop_earlier_values(session: &Session) {
-    session.block_on(drop_unused_files(&session.runtime, &session.root, &[]));
+    if let Ok(containers) = session.containers() {
+        let in_use: Vec<_> = containers.iter().map(|c| &c.files).collect();
+        drop_unused_files(&session.root, &in_use);
+    }
 }
 
 /// The value from `file`, or standard input for none or `-`; at most the limit.

@@ -143,6 +143,12 @@ pub fn restore() -> Result<(), NetworkError> {
     if restored.is_some_and(|at| at.elapsed() < RESTORE_EVERY) {
         return Ok(());
     }
+    // A wharf told another subnet than the bridge's must not rewrite the rules
+    // with it (its creations are refused for the same reason).
+    let configured = Subnet::current();
+    if let Some(bridge) = Subnet::recorded().filter(|bridge| *bridge != configured) {
+        return Err(NetworkError::SubnetChanged { bridge, configured });
+    }
     Registry::host().restore()?;
     *restored = Some(Instant::now());
     Ok(())

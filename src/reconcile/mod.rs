@@ -725,7 +725,15 @@ pub async fn apply<R: Runtime>(
         .execute(&planned.plan, &planned.desired, &planned.observed, observer)
         .await;
     let recorded = record(root, &planned.manifest_dir, &planned.desired, &report);
-    drop_unused_files(executor.runtime, root, &planned.desired).await;
+    // The containers the plan was made from that are still there, and those it made
+    // (from `desired`): what a rollback or a restart may need.
+    let in_use: Vec<&FileRefs> = planned
+        .observed
+        .iter()
+        .map(|c| &c.files)
+        .chain(planned.desired.iter().map(|s| &s.files))
+        .collect();
+    drop_unused_files(root, &in_use);
     Outcome { report, recorded }
 }
 
@@ -742,25 +750,12 @@ fn store_contents(root: &std::path::Path, service: &Service) -> Result<(), StepE
     Ok(())
 }
 
-/// Drops the config contents and secret versions that neither a container (of
-/// any manifest directory) nor `desired` uses: a rotated secret's earlier value
-/// goes once no container has it.
-pub async fn drop_unused_files<R: Runtime>(
-    runtime: &R,
-    root: &std::path::Path,
-    desired: &[Service],
-) {
-    let containers = match runtime.list().await {
-        Ok(containers) => containers,
-        // Not knowing what is in use, keep everything.
-        Err(_) => return,
-    };
-    let in_use: Vec<&FileRefs> = containers
-        .iter()
-        .map(|c| &c.files)
-        .chain(desired.iter().map(|s| &s.files))
-        .collect();
-    if let Err(err) = keep_only(root, &in_use) {
+/// Drops the config contents and secret versions that nothing in `in_use` (the
+/// containers there are, the services being applied) names: a rotated secret's
+/// earlier value goes once no container has it. A failure is logged: they are
+/// dropped next time.
+pub fn drop_unused_files(root: &std::path::Path, in_use: &[&FileRefs]) {
+    if let Err(err) = keep_only(root, in_use) {
         tracing::warn!("{}", error_chain(&err));
     }
 }
