@@ -725,11 +725,19 @@ pub async fn apply<R: Runtime>(
         .execute(&planned.plan, &planned.desired, &planned.observed, observer)
         .await;
     let recorded = record(root, &planned.manifest_dir, &planned.desired, &report);
-    // The containers the plan was made from that are still there, and those it made
-    // (from `desired`): what a rollback or a restart may need.
+    // The containers the plan was made from that its done steps did not remove, and
+    // those it made (from `desired`): what a rollback or a restart may need. (A
+    // failed step may have rolled back to its old container's files: kept.)
+    let removed: BTreeSet<&str> = report
+        .done
+        .iter()
+        .filter(|step| step.action != Action::Join)
+        .filter_map(|step| step.container.as_deref())
+        .collect();
     let in_use: Vec<&FileRefs> = planned
         .observed
         .iter()
+        .filter(|c| !removed.contains(c.id.as_str()))
         .map(|c| &c.files)
         .chain(planned.desired.iter().map(|s| &s.files))
         .collect();
