@@ -165,6 +165,14 @@ fn default_replicas() -> u32 {
 }
 
 impl ServiceSpec {
+    /// Its dependencies as `db healthy`, `migrate completed`.
+    pub fn waits_for(&self) -> Vec<String> {
+        self.depends_on
+            .iter()
+            .map(|(name, condition)| format!("{name} {}", condition.name()))
+            .collect()
+    }
+
     /// Whether it is a job (run to completion) rather than a service.
     pub fn is_job(&self) -> bool {
         self.kind == Kind::Job

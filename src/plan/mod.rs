@@ -439,11 +439,7 @@ fn plan_service(
         replicas: (existing.len() as u32, spec.replicas),
         forced_by: forced_by.into_iter().collect(),
         config_diffs: config_diffs.into_values().collect(),
-        waits_for: spec
-            .depends_on
-            .iter()
-            .map(|(name, condition)| format!("{name} {}", condition.name()))
-            .collect(),
+        waits_for: spec.waits_for(),
     };
     (steps, Some(change))
 }
@@ -538,11 +534,7 @@ fn plan_job(
         replicas: (0, 0),
         forced_by,
         config_diffs: Vec::new(),
-        waits_for: spec
-            .depends_on
-            .iter()
-            .map(|(name, condition)| format!("{name} {}", condition.name()))
-            .collect(),
+        waits_for: spec.waits_for(),
     };
     (steps, Some(change))
 }

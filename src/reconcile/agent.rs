@@ -638,17 +638,8 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         let waiting = dependencies_not_ready(desired, observed, &healthy);
         for name in waiting.difference(&self.waiting_on_dependencies) {
             if let Some(service) = desired.iter().find(|s| s.name() == name) {
-                let conditions: Vec<String> = service
-                    .spec
-                    .depends_on
-                    .iter()
-                    .map(|(dependency, condition)| format!("{dependency} {}", condition.name()))
-                    .collect();
-                tracing::info!(
-                    service = name.as_str(),
-                    "{name} waits for {}",
-                    conditions.join(", ")
-                );
+                let conditions = service.spec.waits_for().join(", ");
+                tracing::info!(service = name.as_str(), "{name} waits for {conditions}");
             }
         }
         self.waiting_on_dependencies = waiting.clone();
