@@ -533,6 +533,12 @@ fn workload(
         });
         if let Some(timeout) = spec.timeout {
             job_spec["activeDeadlineSeconds"] = whole_seconds(timeout.as_std()).into();
+            if spec.retries.unwrap_or(0) > 0 {
+                warn(
+                    "timeout",
+                    "is per try in wharf; activeDeadlineSeconds bounds the whole Job, retries included: raise it to cover them".into(),
+                );
+            }
         }
         if let Some(schedule) = &spec.schedule {
             warn(

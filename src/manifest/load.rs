@@ -380,34 +380,66 @@ pub fn clashes(services: &[Service]) -> Vec<Diagnostic> {
 /// name otherwise (a cycle, which validation refuses, is broken by name order).
 pub fn start_order(services: &[Service]) -> Vec<&Service> {
     let by_name: BTreeMap<&str, &Service> = services.iter().map(|s| (s.name(), s)).collect();
-    let mut ordered: Vec<&Service> = Vec::with_capacity(services.len());
-    let mut placed: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-    // Depth-first from each service in name order; `visiting` breaks cycles.
-    fn place<'s>(
-        name: &'s str,
-        by_name: &BTreeMap<&'s str, &'s Service>,
-        placed: &mut std::collections::BTreeSet<&'s str>,
-        visiting: &mut Vec<&'s str>,
-        ordered: &mut Vec<&'s Service>,
-    ) {
-        let Some(service) = by_name.get(name) else {
-            return;
-        };
-        if placed.contains(name) || visiting.contains(&name) {
-            return;
+    let (order, _) = walk_dependencies(&by_name);
+    order.into_iter().map(|name| by_name[name]).collect()
+}
+
+/// A depth-first walk of the dependencies (from each service by name, without
+/// recursion, each service once: linear in services and dependencies): the order
+/// in which each comes after its dependencies, and every cycle met (`[a, b, a]`).
+fn walk_dependencies<'s>(
+    by_name: &BTreeMap<&'s str, &'s Service>,
+) -> (Vec<&'s str>, Vec<Vec<&'s str>>) {
+    let dependencies = |name: &str| -> Vec<&'s str> {
+        by_name.get(name).map_or_else(Vec::new, |service| {
+            service
+                .spec
+                .depends_on
+                .keys()
+                .filter_map(|dependency| by_name.get_key_value(dependency.as_str()))
+                .map(|(name, _)| *name)
+                .collect()
+        })
+    };
+    // false: on the current path; true: done.
+    let mut state: BTreeMap<&'s str, bool> = BTreeMap::new();
+    let mut order = Vec::with_capacity(by_name.len());
+    let mut cycles = Vec::new();
+    for root in by_name.keys() {
+        if state.contains_key(root) {
+            continue;
         }
-        visiting.push(name);
-        for dependency in service.spec.depends_on.keys() {
-            place(dependency, by_name, placed, visiting, ordered);
+        state.insert(root, false);
+        let mut path: Vec<(&'s str, Vec<&'s str>, usize)> = vec![(root, dependencies(root), 0)];
+        while let Some((name, next, index)) = path.last_mut() {
+            let Some(dependency) = next.get(*index).copied() else {
+                let done = *name;
+                path.pop();
+                state.insert(done, true);
+                order.push(done);
+                continue;
+            };
+            *index += 1;
+            match state.get(dependency) {
+                Some(true) => {}
+                Some(false) => {
+                    let start = path
+                        .iter()
+                        .position(|(n, _, _)| *n == dependency)
+                        .unwrap_or(0);
+                    let mut cycle: Vec<&'s str> =
+                        path[start..].iter().map(|(n, _, _)| *n).collect();
+                    cycle.push(dependency);
+                    cycles.push(cycle);
+                }
+                None => {
+                    state.insert(dependency, false);
+                    path.push((dependency, dependencies(dependency), 0));
+                }
+            }
         }
-        visiting.pop();
-        placed.insert(name);
-        ordered.push(service);
     }
-    for name in by_name.keys() {
-        place(name, &by_name, &mut placed, &mut Vec::new(), &mut ordered);
-    }
-    ordered
+    (order, cycles)
 }
 
 /// A dependency on a service that is not among `services`, `healthy` on one without
@@ -449,57 +481,30 @@ fn dependency_problems(services: &[Service]) -> Vec<Diagnostic> {
             }
         }
     }
-    // A cycle is reported once, at the first of its services by name.
+    // A cycle is reported once, at the service where the walk met it.
+    let (_, cycles) = walk_dependencies(&by_name);
     let mut reported: Vec<Vec<&str>> = Vec::new();
-    for start in by_name.keys() {
-        let mut path = vec![*start];
-        if let Some(cycle) = cycle_from(start, &by_name, &mut path) {
-            let mut members = cycle.clone();
-            members.sort();
-            members.dedup();
-            if reported.contains(&members) {
-                continue;
-            }
-            reported.push(members);
-            let service = by_name[start];
-            let next = cycle.get(1).copied().unwrap_or(start);
-            errors.push(at(
-                service,
-                next,
-                format!(
-                    "dependency cycle: {}; remove one of these dependencies",
-                    cycle.join(" -> ")
-                ),
-            ));
-        }
-    }
-    errors
-}
-
-/// A path of dependencies from `path`'s last service back to its first, if any.
-fn cycle_from<'s>(
-    first: &'s str,
-    by_name: &BTreeMap<&'s str, &'s Service>,
-    path: &mut Vec<&'s str>,
-) -> Option<Vec<&'s str>> {
-    let current = *path.last()?;
-    for dependency in by_name.get(current)?.spec.depends_on.keys() {
-        let dependency = dependency.as_str();
-        if dependency == first {
-            let mut cycle = path.clone();
-            cycle.push(first);
-            return Some(cycle);
-        }
-        if path.contains(&dependency) || !by_name.contains_key(dependency) {
+    for cycle in cycles {
+        let mut members = cycle.clone();
+        members.sort();
+        members.dedup();
+        if reported.contains(&members) {
             continue;
         }
-        path.push(by_name.get_key_value(dependency)?.0);
-        if let Some(cycle) = cycle_from(first, by_name, path) {
-            return Some(cycle);
-        }
-        path.pop();
+        reported.push(members);
+        let (Some(first), Some(next)) = (cycle.first(), cycle.get(1)) else {
+            continue;
+        };
+        errors.push(at(
+            by_name[first],
+            next,
+            format!(
+                "dependency cycle: {}; remove one of these dependencies",
+                cycle.join(" -> ")
+            ),
+        ));
     }
-    None
+    errors
 }
 
 /// One error for every service whose name was already used, naming both places.

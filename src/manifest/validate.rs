@@ -15,6 +15,8 @@ use super::yaml::{display_path, PathSegment};
 
 pub const MAX_NAME_LEN: usize = 48;
 pub const MAX_REPLICAS: u32 = 1000;
+/// A job's retries: with the pause doubling up to a minute, about 1.5 hours of them.
+pub const MAX_RETRIES: u32 = 100;
 const MIN_MEMORY: ByteSize = ByteSize::from_bytes(6 << 20);
 /// A log file holds at least one whole line (64 KiB at most) after a rotation.
 const MIN_LOG_SIZE: ByteSize = ByteSize::from_bytes(64 << 10);
@@ -112,10 +114,22 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec, Vec<Invalid>> {
     check_volumes(&spec.volumes, &mut check);
     check_files(&mut spec, &mut check);
     check_depends_on(&spec, &mut check);
+    if let Some(Err(message)) = spec.schedule.as_deref().map(parse_schedule) {
+        check.fail(&[key("schedule")], message);
+    }
+    if spec.retries.is_some_and(|retries| retries > MAX_RETRIES) {
+        check.fail(
+            &[key("retries")],
+            format!(
+                "at most {MAX_RETRIES}: a job that fails that often needs fixing, not retrying"
+            ),
+        );
+    }
     if !spec.is_job() {
         for (field, set) in [
             ("retries", spec.retries.is_some()),
             ("timeout", spec.timeout.is_some()),
+            ("schedule", spec.schedule.is_some()),
         ] {
             if set {
                 check.fail(
@@ -394,6 +408,25 @@ fn check_depends_on(spec: &ServiceSpec, check: &mut Checker) {
 
 /// Parses a job's schedule: five cron fields; Err says what is wrong.
 pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
+    // croner's extensions (L, W, #, ?) are not cron's, and Kubernetes refuses them.
+    let extension = text.split([' ', '\t', ',', '/', '-']).find(|token| {
+        let token = token.to_uppercase();
+        let numbered = |suffix: char| {
+            token.len() > 1
+                && token.ends_with(suffix)
+                && token[..token.len() - 1].chars().all(|c| c.is_ascii_digit())
+        };
+        token.contains(['#', '?', '@'])
+            || token == "L"
+            || token == "LW"
+            || numbered('L')
+            || numbered('W')
+    });
+    if let Some(extension) = extension {
+        return Err(format!(
+            "\"{text}\" uses \"{extension}\", which is not in cron's syntax; write five fields of numbers, names (JAN, MON), *, lists, ranges and steps, such as \"0 3 * * *\""
+        ));
+    }
     use croner::parser::{CronParser, Seconds, Year};
     CronParser::builder()
         .seconds(Seconds::Disallowed)

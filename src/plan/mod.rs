@@ -155,7 +155,7 @@ pub struct HoldBack {
     /// Replica slots (`service/slot`) whose restart is not due yet (backoff).
     pub restarts: BTreeSet<String>,
     /// Services whose dependencies are not in their condition yet (see
-    /// [`dependencies_not_ready`]): their creations, restarts and replacements wait.
+    /// [`dependencies_not_ready`]): their creations, replacements and runs wait.
     pub dependants: BTreeSet<String>,
 }
 
@@ -172,6 +172,9 @@ impl HoldBack {
                 true
             }
             Action::Join => self.pulls.contains(&step.service),
+            // A crashed replica of an unchanged spec comes back whatever its
+            // dependencies do: holding it would take it down with them.
+            Action::Restart => self.pulls.contains(&step.service),
             _ => self.pulls.contains(&step.service) || self.dependants.contains(&step.service),
         }
     }

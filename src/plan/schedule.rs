@@ -69,5 +69,16 @@ mod tests {
         let err = parse_schedule("0 0 3 * * *").expect_err("six fields");
         assert!(err.contains("write five fields"), "{err}");
         assert!(parse_schedule("every day").is_err());
+        // croner's extensions are not cron's (and Kubernetes refuses them); names are.
+        for extension in [
+            "0 0 L * *",
+            "0 0 * * 5#3",
+            "@daily",
+            "0 0 15W * *",
+            "0 0 ? * *",
+        ] {
+            assert!(parse_schedule(extension).is_err(), "{extension}");
+        }
+        assert!(parse_schedule("0 0 * JUL WED").is_ok());
     }
 }

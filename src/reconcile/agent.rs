@@ -82,6 +82,8 @@ pub struct Agent<'a, R: Runtime> {
     /// Each scheduled job's schedule and when this agent first saw it (a new job
     /// waits for its first time; a skipped run moves it too).
     schedules_seen: BTreeMap<String, (String, chrono::DateTime<chrono::Local>)>,
+    /// When each scheduled job last skipped a run (it was still running).
+    skipped: BTreeMap<String, chrono::DateTime<chrono::Local>>,
 }
 
 /// How often the agent looks again while a service waits for its dependencies.
@@ -160,6 +162,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             published_tag_checks: None,
             waiting_on_dependencies: BTreeSet::new(),
             schedules_seen: BTreeMap::new(),
+            skipped: BTreeMap::new(),
         }
     }
 
@@ -583,6 +586,8 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             .collect();
         self.schedules_seen
             .retain(|name, _| scheduled.iter().any(|(s, _)| s.name() == name));
+        self.skipped
+            .retain(|name, _| scheduled.iter().any(|(s, _)| s.name() == name));
         for (job, schedule) in scheduled {
             let name = job.name();
             let seen = match self.schedules_seen.get(name) {
@@ -599,7 +604,16 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 .filter_map(|c| c.started_at)
                 .max()
                 .map(chrono::DateTime::<chrono::Local>::from);
-            let since = last_run.map_or(seen, |last| last.max(seen));
+            // The last run, when there is one (a time missed while no agent ran is
+            // made up once); else when this agent first saw the schedule. A skipped
+            // run moves `seen` past its time.
+            let since = last_run.map_or(seen, |last| {
+                if self.skipped.get(name).is_some_and(|at| *at > last) {
+                    seen
+                } else {
+                    last
+                }
+            });
             if is_due(schedule, since, now) {
                 if runs.clone().any(|c| c.status == ContainerStatus::Running) {
                     let message = format!("skipped a scheduled run of {name} ({schedule}): the previous run is still going");
@@ -607,6 +621,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                     self.log_event(message);
                     self.schedules_seen
                         .insert(name.to_owned(), (schedule.to_owned(), now));
+                    self.skipped.insert(name.to_owned(), now);
                 } else {
                     due.insert(name.to_owned());
                 }

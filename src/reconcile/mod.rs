@@ -279,7 +279,20 @@ impl<R: Runtime> Executor<'_, R> {
                 return Err(not_ready("it is not in the manifests".into()));
             };
             if *condition == Condition::Completed {
+                // A run under way (another apply's) is waited for.
                 let containers = self.runtime.list().await?;
+                let running = containers.iter().find(|c| {
+                    c.service == *name
+                        && c.spec_hash == dependency.hash.as_str()
+                        && c.status == ContainerStatus::Running
+                });
+                let containers = match running {
+                    Some(run) => {
+                        self.wait_for_exit(dependency, &run.id).await?;
+                        self.runtime.list().await?
+                    }
+                    None => containers,
+                };
                 if !job_completed(dependency, &containers) {
                     return Err(not_ready(
                         "its run for its current spec did not succeed".into(),
@@ -333,7 +346,7 @@ impl<R: Runtime> Executor<'_, R> {
     /// while `retries` allow, tried again after a pause (1 s, doubling, at most
     /// 1 min). The last try's container stays for its logs and exit code.
     async fn run_job(&self, job: &Service) -> Result<(), StepError> {
-        let tries = job.spec.retries.unwrap_or(0) + 1;
+        let tries = job.spec.retries.unwrap_or(0).saturating_add(1);
         let mut pause = Duration::from_secs(1);
         for attempt in 0..tries {
             let id = self.create(job, attempt).await?;
