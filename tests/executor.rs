@@ -71,6 +71,7 @@ impl Images {
     fn executor<'a>(&'a self, runtime: &'a FakeRuntime) -> Executor<'a, FakeRuntime> {
         Executor {
             runtime,
+            wait_for_jobs: true,
             root: self.root.path(),
             images: &self.store,
             registries: &self.registries,

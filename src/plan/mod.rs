@@ -152,7 +152,8 @@ pub struct HoldBack {
     /// Services whose creations, restarts and replacements wait: the registry of
     /// their `pull: always` image is failing. Removals still run.
     pub pulls: BTreeSet<String>,
-    /// Replica slots (`service/slot`) whose restart is not due yet (backoff).
+    /// Replica slots (`service/slot`) whose restart is not due yet (backoff); for a
+    /// job, the slot of a try after which the next must wait.
     pub restarts: BTreeSet<String>,
     /// Services whose dependencies are not in their condition yet (see
     /// [`dependencies_not_ready`]): their creations, replacements and runs wait.
@@ -175,6 +176,15 @@ impl HoldBack {
             // A crashed replica of an unchanged spec comes back whatever its
             // dependencies do: holding it would take it down with them.
             Action::Restart => self.pulls.contains(&step.service),
+            // The next try of a job waits for the pause after the failed one.
+            Action::Run
+                if step.slot > 0
+                    && self
+                        .restarts
+                        .contains(&format!("{}/{}", step.service, step.slot - 1)) =>
+            {
+                true
+            }
             _ => self.pulls.contains(&step.service) || self.dependants.contains(&step.service),
         }
     }
@@ -519,6 +529,22 @@ fn plan_job(
                 .iter()
                 .map(|c| step(Action::Remove, "an interrupted run".into(), Some(c))),
         );
+    } else if let Some(failed) = next_try(&current, spec) {
+        // A try failed while no one waited for it (the agent): the next one.
+        let code = failed
+            .status
+            .exit_code()
+            .map_or_else(|| "unknown".to_owned(), |code| code.to_string());
+        let reason = format!("try {} failed", failed.slot + 1);
+        steps.push(step(Action::Remove, reason, Some(failed)));
+        let tries = spec.retries.unwrap_or(0).saturating_add(1);
+        let reason = format!(
+            "try {} of {tries} (the last exited with code {code})",
+            failed.slot + 2
+        );
+        let mut run = step(Action::Run, reason, None);
+        run.slot = failed.slot + 1;
+        steps.push(run);
     }
     if steps.is_empty() {
         return (steps, None);
@@ -626,6 +652,20 @@ pub fn dependencies_not_ready(
         })
         .map(|service| service.name().to_owned())
         .collect()
+}
+
+/// The job's last try of its current spec (`current`), if it failed and `retries`
+/// allow another, with nothing of it running.
+fn next_try<'c>(
+    current: &[&'c ObservedContainer],
+    spec: &ServiceSpec,
+) -> Option<&'c ObservedContainer> {
+    if current.iter().any(|c| c.status == ContainerStatus::Running) {
+        return None;
+    }
+    let last = current.iter().copied().max_by_key(|c| c.slot)?;
+    let failed = matches!(last.status, ContainerStatus::Exited { code, .. } if code != Some(0));
+    (failed && last.slot < spec.retries.unwrap_or(0)).then_some(last)
 }
 
 /// Whether `job`'s run for its current spec succeeded (its last try exited 0).
@@ -1056,6 +1096,46 @@ mod tests {
         );
         assert_eq!(again.steps[1].reason, "command changed");
         assert!(again.steps[1].before.is_some(), "shown as run again");
+    }
+
+    #[test]
+    fn a_failed_try_that_no_one_waited_for_is_followed_by_the_next_after_its_pause() {
+        let text = "apiVersion: wharf/v1\nkind: Job\nname: migrate\nimage: reg.lan/m:1\ncommand: [migrate]\nretries: 1\n";
+        let job = parse_manifest(Path::new("m.yaml"), text.as_bytes())
+            .expect("valid")
+            .remove(0);
+        let mut first = running(&job, 0);
+        first.status = ContainerStatus::Exited {
+            code: Some(4),
+            at: None,
+            oom_killed: false,
+        };
+        let plan = plan_of(std::slice::from_ref(&job), &[first.clone()], false);
+        assert_eq!(
+            actions(&plan),
+            [
+                ("migrate".into(), 0, Action::Remove),
+                ("migrate".into(), 1, Action::Run)
+            ]
+        );
+        assert_eq!(
+            plan.steps[1].reason,
+            "try 2 of 2 (the last exited with code 4)"
+        );
+        // Held while the pause after try 1 (slot 0) runs.
+        let hold_back = HoldBack {
+            restarts: BTreeSet::from(["migrate/0".to_owned()]),
+            ..HoldBack::default()
+        };
+        assert!(hold_back.holds(&plan.steps[1]));
+        // The last try failed: the job has failed, nothing more.
+        let mut second = running(&job, 1);
+        second.status = ContainerStatus::Exited {
+            code: Some(4),
+            at: None,
+            oom_killed: false,
+        };
+        assert!(plan_of(std::slice::from_ref(&job), &[second], false).is_empty());
     }
 
     #[test]

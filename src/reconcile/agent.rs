@@ -137,11 +137,13 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
     /// `on_health_change` is called (from a health-check task) whenever a
     /// container's health verdict changes; it should lead to a reconcile.
     pub fn new(
-        executor: Executor<'a, R>,
+        mut executor: Executor<'a, R>,
         root: &Path,
         dir: &Path,
         on_health_change: impl Fn() + Send + Sync + 'static,
     ) -> Self {
+        // A job's run is started, not waited for: see `due_jobs` and `stop_overdue_runs`.
+        executor.wait_for_jobs = false;
         Agent {
             health: HealthMonitor::new(executor.runtime.clone(), on_health_change),
             executor,
@@ -194,6 +196,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
         self.refresh_digests(&desired).await;
         let now = Instant::now();
         let (due_jobs, next_scheduled) = self.due_jobs(&desired, &observed);
+        let next_timeout = self.stop_overdue_runs(&observed).await;
         let hold_back = HoldBack {
             rollouts: self.failed_rollouts_towards(&desired),
             pulls: self.pulls_from_failing_registries(&desired),
@@ -234,8 +237,12 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             .plan
             .held
             .iter()
-            .filter(|step| step.action == Action::Restart)
-            .map(|step| format!("{}/{}", step.service, step.slot))
+            .filter_map(|step| match step.action {
+                Action::Restart => Some(format!("{}/{}", step.service, step.slot)),
+                // A job's next try waits for the pause after the try before.
+                Action::Run if step.slot > 0 => Some(format!("{}/{}", step.service, step.slot - 1)),
+                _ => None,
+            })
             .filter(|slot| facts.hold_back.restarts.contains(slot))
             .map(|slot| {
                 let due = self.backoff.next_allowed(&slot, now);
@@ -250,6 +257,7 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             .map(|(_, due)| *due)
             .chain(next_look)
             .chain(next_scheduled)
+            .chain(next_timeout)
             .min();
         // `wharf status` shows crash-looping replicas and when they restart next.
         self.publish_waiting(&waiting, now);
@@ -264,7 +272,11 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
                 crate::error_chain(&err)
             );
         }
-        for step in report.done.iter().filter(|s| s.action == Action::Restart) {
+        for step in report
+            .done
+            .iter()
+            .filter(|s| matches!(s.action, Action::Restart | Action::Run))
+        {
             let slot = format!("{}/{}", step.service, step.slot);
             let delay = self.backoff.restarted(&slot, Instant::now());
             tracing::info!(
@@ -567,6 +579,42 @@ impl<'a, R: Runtime + Clone + 'static> Agent<'a, R> {
             tracing::warn!("cannot record an event: {}", crate::error_chain(&err));
         }
         self.last_event = Some(message);
+    }
+
+    /// Stops the job runs going past their `timeout` (the agent starts runs without
+    /// waiting for them; a stopped run is a failed try); returns when the next running
+    /// one reaches its timeout.
+    async fn stop_overdue_runs(&mut self, observed: &[ObservedContainer]) -> Option<Instant> {
+        let now = SystemTime::now();
+        let mut next: Option<Duration> = None;
+        for run in observed
+            .iter()
+            .filter(|c| c.status == ContainerStatus::Running)
+        {
+            let Some(spec) = run.spec.as_deref().filter(|spec| spec.is_job()) else {
+                continue;
+            };
+            let (Some(timeout), Some(started)) = (spec.timeout, run.started_at) else {
+                continue;
+            };
+            let deadline = started + timeout.as_std();
+            match deadline.duration_since(now) {
+                Ok(left) => next = Some(next.map_or(left, |n| n.min(left))),
+                Err(_) => {
+                    let message = format!(
+                        "stopped {} of {}: it ran past its timeout of {timeout}",
+                        run.id, run.service
+                    );
+                    tracing::warn!(service = run.service.as_str(), "{message}");
+                    self.log_event(message);
+                    let (signal, grace) = crate::runtime::stop_settings(Some(spec));
+                    if let Err(err) = self.executor.runtime.stop(&run.id, signal, grace).await {
+                        tracing::error!("cannot stop {}: {}", run.id, crate::error_chain(&err));
+                    }
+                }
+            }
+        }
+        next.map(|left| Instant::now() + left)
     }
 
     /// The scheduled jobs whose time has come (see `plan::is_due`), and when the next

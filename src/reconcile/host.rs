@@ -120,6 +120,7 @@ impl Host {
     pub fn executor(&self) -> Executor<'_, LibcontainerRuntime> {
         Executor {
             runtime: &self.runtime,
+            wait_for_jobs: true,
             root: &self.root,
             images: &self.images,
             registries: &self.registries,

@@ -145,6 +145,9 @@ pub trait StepObserver: Sync {
 
 pub struct Executor<'a, R: Runtime> {
     pub runtime: &'a R,
+    /// Whether a job's run is waited for (apply, sync) or only started (the agent,
+    /// which must not stop reconciling while a job runs).
+    pub wait_for_jobs: bool,
     /// The state directory: config contents are stored there by digest.
     pub root: &'a std::path::Path,
     pub images: &'a ImageStore,
@@ -248,7 +251,7 @@ impl<R: Runtime> Executor<'_, R> {
             }
             (Action::Replace, Some(service)) => self.replace(step, service, observed).await,
             (Action::Join, Some(service)) => self.join(step, service).await,
-            (Action::Run, Some(service)) => self.run_job(service).await,
+            (Action::Run, Some(service)) => self.run_job(service, step.slot).await,
             (_, None) => Err(StepError::NotInManifests {
                 service: step.service.clone(),
             }),
@@ -341,14 +344,20 @@ impl<R: Runtime> Executor<'_, R> {
         }
     }
 
-    /// Runs a job to completion: a container per try (the try in its slot), each
-    /// stopped when it runs past the job's `timeout`; a failed try is removed and,
-    /// while `retries` allow, tried again after a pause (1 s, doubling, at most
-    /// 1 min). The last try's container stays for its logs and exit code.
-    async fn run_job(&self, job: &Service) -> Result<(), StepError> {
+    /// Runs a job from try `first` (the slot of each try's container). Waiting (apply,
+    /// sync): to completion, each try stopped when it runs past the job's `timeout`,
+    /// a failed try removed and, while `retries` allow, tried again after a pause (1
+    /// s, doubling, at most 1 min); the last try's container stays for its logs and
+    /// exit code. Not waiting (the agent): the try is started, and its end, its
+    /// timeout and the next try are the agent's next reconciles' business.
+    async fn run_job(&self, job: &Service, first: u32) -> Result<(), StepError> {
+        if !self.wait_for_jobs {
+            self.create(job, first).await?;
+            return Ok(());
+        }
         let tries = job.spec.retries.unwrap_or(0).saturating_add(1);
         let mut pause = Duration::from_secs(1);
-        for attempt in 0..tries {
+        for attempt in first..tries {
             let id = self.create(job, attempt).await?;
             let why = match self.wait_for_exit(job, &id).await? {
                 Some(0) => return Ok(()),
