@@ -56,3 +56,32 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// `bytes` random bytes as hex (container id suffixes, secret versions), from
+/// /dev/urandom; should it fail, from a hash of the time and the process id:
+/// unique, if not unpredictable.
+pub fn random_hex(bytes: usize) -> String {
+    use sha2::{Digest as _, Sha256};
+    use std::io::Read;
+    let mut buffer = vec![0u8; bytes];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buffer));
+    if read.is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = Sha256::digest(format!("{nanos} {}", std::process::id()));
+        buffer = seed.iter().copied().cycle().take(bytes).collect();
+    }
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_hex_has_two_digits_a_byte() {
+        let hex = super::random_hex(16);
+        assert_eq!(hex.len(), 32);
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(hex, super::random_hex(16));
+    }
+}

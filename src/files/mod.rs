@@ -100,18 +100,3 @@ pub fn keep_only(root: &Path, in_use: &[&FileRefs]) -> Result<(), FilesError> {
     ContentStore::open(root)?.prune(&digests)?;
     SecretStore::open(root)?.prune(&versions)
 }
-
-/// Random hex: secret versions, temporary names.
-fn random_hex(bytes: usize) -> String {
-    use std::io::Read;
-    let mut buffer = vec![0u8; bytes];
-    let read = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buffer));
-    if read.is_err() {
-        // Unique, if not unpredictable: a version id says nothing about the value.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        buffer = format!("{nanos:x}{}", std::process::id()).into_bytes();
-    }
-    buffer.iter().map(|b| format!("{b:02x}")).collect()
-}

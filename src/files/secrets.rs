@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{private_dir, random_hex, write_private, FilesError};
+use super::{private_dir, write_private, FilesError};
 use crate::manifest::{check_secret_name, Diagnostic, Service};
+use crate::random_hex;
 
 /// A secret's limit, as for a Kubernetes Secret.
 pub const MAX_SECRET_BYTES: u64 = 1 << 20;

@@ -171,14 +171,13 @@ impl<R: Runtime> Executor<'_, R> {
         let mut report = Report::default();
         // In the plan's order: a service's dependencies before it.
         let mut steps_by_service: Vec<(&str, Vec<&Step>)> = Vec::new();
+        let mut index_of: BTreeMap<&str, usize> = BTreeMap::new();
         for step in &plan.steps {
-            match steps_by_service
-                .iter_mut()
-                .find(|(name, _)| *name == step.service)
-            {
-                Some((_, steps)) => steps.push(step),
-                None => steps_by_service.push((&step.service, vec![step])),
-            }
+            let index = *index_of.entry(&step.service).or_insert_with(|| {
+                steps_by_service.push((&step.service, Vec::new()));
+                steps_by_service.len() - 1
+            });
+            steps_by_service[index].1.push(step);
         }
         let mut failed_services: BTreeSet<&str> = BTreeSet::new();
         for (name, steps) in steps_by_service {

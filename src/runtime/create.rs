@@ -3,12 +3,11 @@
 //! becomes the container's monitor; and starting it.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Read;
+use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
@@ -40,7 +39,7 @@ impl LibcontainerRuntime {
     pub(super) fn create_blocking(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
         let service = &request.service;
         let hostname = format!("{}-{}", service.name, request.slot);
-        let id = format!("{hostname}-{}", random_suffix());
+        let id = format!("{hostname}-{}", crate::random_hex(3));
         let dir = self.container_dir(&id);
         let cgroups_path = Self::cgroups_path(&id);
         let what = format!("service {}, replica {}", service.name, request.slot);
@@ -427,18 +426,4 @@ fn nofile_hard_limit() -> u64 {
     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard)
         .unwrap_or(1024)
-}
-
-fn random_suffix() -> String {
-    let mut bytes = [0u8; 3];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_err()
-    {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        bytes = [nanos as u8, (nanos >> 8) as u8, std::process::id() as u8];
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
