@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 
 use crate::manifest::{Network, ServiceSpec};
 use crate::runtime::{
-    ContainerStatus, CreateRequest, ExecOutput, ObservedContainer, Runtime, RuntimeError,
+    ContainerStatus, CreateRequest, ExecOutput, ObservedContainer, Runtime, RuntimeError, Stopped,
 };
 
 type Rule = Box<dyn Fn(&ServiceSpec) -> bool + Send + Sync>;
@@ -36,14 +36,19 @@ struct Rules {
     unhealthy: Vec<Rule>,
     exits: Vec<(Rule, i32)>,
     create_fails: Vec<Rule>,
+    ignores_stop_signal: Vec<Rule>,
+    stop_fails: Vec<Rule>,
 }
 
 #[derive(Default)]
 struct State {
     created: u32,
     containers: BTreeMap<String, ObservedContainer>,
-    /// What was done, in order: `create web/0 web-0-1`, `start web-0-1`, `remove ...`.
+    /// What was done, in order: `create web/0 web-0-1`, `start web-0-1`, `stop ...`,
+    /// `kill ...` (a stop's SIGKILL at the end of the timeout), `remove ...`.
     journal: Vec<String>,
+    stops: usize,
+    most_stops: usize,
 }
 
 impl FakeRuntime {
@@ -74,6 +79,30 @@ impl FakeRuntime {
     ) -> Self {
         self.rules().create_fails.push(Box::new(rule));
         self
+    }
+
+    /// Containers made from a spec that matches ignore their stop signal: a stop
+    /// waits out their stop timeout (tokio time), then kills them.
+    pub fn ignores_stop_signal_if(
+        self,
+        rule: impl Fn(&ServiceSpec) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.rules().ignores_stop_signal.push(Box::new(rule));
+        self
+    }
+
+    /// Stopping a container made from a spec that matches fails (it will not die).
+    pub fn stop_fails_if(
+        self,
+        rule: impl Fn(&ServiceSpec) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.rules().stop_fails.push(Box::new(rule));
+        self
+    }
+
+    /// The most stops that were under way at once.
+    pub fn most_stops_at_once(&self) -> usize {
+        self.lock().most_stops
     }
 
     /// Makes the container `id` exit with `code` now, as a crash would.
@@ -206,23 +235,60 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn stop(&self, id: &str, _: Signal, _: Duration) -> Result<(), RuntimeError> {
-        let mut state = self.lock();
-        state.journal.push(format!("stop {id}"));
-        let container = state.containers.get_mut(id).ok_or_else(|| not_found(id))?;
-        if container.status == ContainerStatus::Running {
-            container.status = ContainerStatus::Exited {
-                code: Some(0),
-                at: Some(SystemTime::now()),
-                oom_killed: false,
+    async fn stop(&self, id: &str, _: Signal, timeout: Duration) -> Result<Stopped, RuntimeError> {
+        let spec = {
+            let mut state = self.lock();
+            state.journal.push(format!("stop {id}"));
+            let container = state.containers.get(id).ok_or_else(|| not_found(id))?;
+            if container.status != ContainerStatus::Running {
+                return Ok(Stopped::NotRunning);
+            }
+            let spec = container.spec.as_deref().cloned();
+            state.stops += 1;
+            state.most_stops = state.most_stops.max(state.stops);
+            spec
+        };
+        let (ignores, fails) = {
+            let rules = self.rules();
+            let matches = |rules: &[Rule]| {
+                let matching = |spec: &ServiceSpec| rules.iter().any(|rule| rule(spec));
+                spec.as_ref().is_some_and(matching)
             };
-            container.pid = None;
+            (
+                matches(&rules.ignores_stop_signal),
+                matches(&rules.stop_fails),
+            )
+        };
+        if ignores || fails {
+            tokio::time::sleep(timeout).await;
         }
-        Ok(())
+        let mut state = self.lock();
+        state.stops -= 1;
+        if fails {
+            return Err(RuntimeError::Container {
+                what: format!("container {id}"),
+                message: "still running 10s after SIGKILL".into(),
+            });
+        }
+        if ignores {
+            state.journal.push(format!("kill {id}"));
+        }
+        let container = state.containers.get_mut(id).ok_or_else(|| not_found(id))?;
+        container.status = ContainerStatus::Exited {
+            code: Some(if ignores { 137 } else { 0 }),
+            at: Some(SystemTime::now()),
+            oom_killed: false,
+        };
+        container.pid = None;
+        Ok(if ignores {
+            Stopped::Killed
+        } else {
+            Stopped::BySignal
+        })
     }
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
-        self.stop(id, signal, Duration::ZERO).await
+        self.stop(id, signal, Duration::ZERO).await.map(drop)
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {

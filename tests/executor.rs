@@ -9,12 +9,14 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use wharf::image::{ImageStore, NoProgress, Registries};
 use wharf::manifest::{EnvValue, PullPolicy, Service};
 use wharf::plan::{plan, Inputs};
-use wharf::reconcile::{Agent, Executor, Report, StepError, StepObserver};
+use wharf::reconcile::{take_down, Agent, Executor, Parallelism, Report, StepError, StepObserver};
 use wharf::runtime::{ContainerStatus, Runtime};
+use wharf::state::StateView;
 use wharf::testing::FakeRuntime;
 
 use support::{parse_service, service_yaml, TestRegistry};
@@ -75,6 +77,7 @@ impl Images {
             root: self.root.path(),
             images: &self.store,
             registries: &self.registries,
+            parallel: Parallelism::new(None),
         }
     }
 
@@ -421,4 +424,201 @@ async fn a_service_starts_after_its_dependencies_and_not_at_all_when_one_is_not_
         "{causes:?}"
     );
     assert!(runtime.containers().iter().all(|c| c.service != "app"));
+}
+
+/// Service `name` with `replicas` whose stop timeout is `timeout`.
+fn stoppable(images: &Images, name: &str, replicas: u32, timeout: &str) -> Service {
+    named(
+        images,
+        name,
+        &format!("replicas: {replicas}\nstop: {{timeout: {timeout}}}\n"),
+    )
+}
+
+/// `secs` seconds passed since `started` (tokio's timers round up to the millisecond).
+fn assert_took(started: tokio::time::Instant, secs: u64) {
+    let took = started.elapsed();
+    let expected = Duration::from_secs(secs);
+    assert!(
+        took >= expected && took < expected + Duration::from_millis(100),
+        "{took:?}"
+    );
+}
+
+fn journal_count(runtime: &FakeRuntime, line: &str) -> usize {
+    runtime.journal().iter().filter(|l| *l == line).count()
+}
+
+#[tokio::test]
+async fn taking_many_containers_down_costs_one_stop_timeout_and_each_is_killed_after_its_own() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    // Every container ignores SIGTERM: each stop waits out its own timeout.
+    let runtime = FakeRuntime::new().ignores_stop_signal_if(|_| true);
+    let services = [
+        stoppable(&images, "quick", 30, "2s"),
+        stoppable(&images, "slow", 30, "5s"),
+    ];
+    images.converge(&runtime, &services).await;
+    let containers = runtime.containers();
+    assert_eq!(containers.len(), 60);
+
+    let root = tempfile::tempdir().expect("root");
+    let chosen: Vec<_> = containers.iter().collect();
+    let started = tokio::time::Instant::now();
+    take_down(
+        &runtime,
+        root.path(),
+        &chosen,
+        &Parallelism::new(Some(64)),
+        "wharf down",
+        |_| {},
+    )
+    .await
+    .expect("all taken down");
+    // Side by side: the longest timeout, not 30 × 2 s + 30 × 5 s.
+    assert_took(started, 5);
+    assert!(runtime.containers().is_empty());
+    for container in &containers {
+        let id = &container.id;
+        assert_eq!(
+            journal_count(&runtime, &format!("stop {id}")),
+            1,
+            "{id} stopped once"
+        );
+        assert_eq!(
+            journal_count(&runtime, &format!("kill {id}")),
+            1,
+            "{id} killed once"
+        );
+        assert_eq!(
+            journal_count(&runtime, &format!("remove {id}")),
+            1,
+            "{id} removed once"
+        );
+    }
+    // The state database records every removal, and how the container ended.
+    let events = StateView::open(root.path())
+        .expect("state")
+        .expect("exists")
+        .events();
+    for container in &containers {
+        let (service, slot, id) = (&container.service, container.slot, &container.id);
+        let removal = format!(
+            "removed {service}/{slot} {id} (wharf down): killed at the end of its stop timeout"
+        );
+        assert!(events.iter().any(|e| e.message == removal), "{removal}");
+    }
+}
+
+#[tokio::test]
+async fn no_more_containers_stop_at_once_than_asked() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let runtime = FakeRuntime::new().ignores_stop_signal_if(|_| true);
+    images
+        .converge(&runtime, &[stoppable(&images, "web", 12, "1s")])
+        .await;
+    let containers = runtime.containers();
+    let chosen: Vec<_> = containers.iter().collect();
+    let root = tempfile::tempdir().expect("root");
+    let started = tokio::time::Instant::now();
+    take_down(
+        &runtime,
+        root.path(),
+        &chosen,
+        &Parallelism::new(Some(4)),
+        "wharf down",
+        |_| {},
+    )
+    .await
+    .expect("all taken down");
+    assert_eq!(runtime.most_stops_at_once(), 4);
+    // Twelve one-second stops, four at a time.
+    assert_took(started, 3);
+}
+
+#[tokio::test]
+async fn a_container_that_cannot_be_stopped_does_not_abandon_the_others_and_is_reported() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let stuck = |spec: &wharf::manifest::ServiceSpec| spec.name == "stuck";
+    let runtime = FakeRuntime::new().stop_fails_if(stuck);
+    let services = [
+        stoppable(&images, "stuck", 1, "1s"),
+        stoppable(&images, "web", 5, "1s"),
+    ];
+    images.converge(&runtime, &services).await;
+    let containers = runtime.containers();
+    let chosen: Vec<_> = containers.iter().collect();
+    let root = tempfile::tempdir().expect("root");
+    let removed = std::sync::Mutex::new(Vec::new());
+    let err = take_down(
+        &runtime,
+        root.path(),
+        &chosen,
+        &Parallelism::new(None),
+        "wharf down",
+        |c| removed.lock().expect("lock").push(c.id.clone()),
+    )
+    .await
+    .expect_err("one could not be stopped");
+
+    let stuck_id = &containers
+        .iter()
+        .find(|c| c.service == "stuck")
+        .expect("stuck")
+        .id;
+    let message = wharf::error_chain(&err);
+    assert!(
+        message.starts_with("1 of 6 containers could not be taken down"),
+        "{message}"
+    );
+    assert!(message.contains(stuck_id.as_str()), "{message}");
+    // The others went, each told as it went; only the stuck one is left.
+    assert_eq!(removed.lock().expect("lock").len(), 5);
+    let left: Vec<String> = runtime.containers().into_iter().map(|c| c.id).collect();
+    assert_eq!(left, std::slice::from_ref(stuck_id));
+    let events = StateView::open(root.path())
+        .expect("state")
+        .expect("exists")
+        .events();
+    let failed = events
+        .iter()
+        .filter(|e| e.message.starts_with("failed to remove stuck/0"));
+    assert_eq!(failed.count(), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.message.starts_with("removed web/"))
+            .count(),
+        5
+    );
+    // web is forgotten; stuck still has a container, so it is not.
+    assert!(events.iter().any(|e| e.message == "took down web"));
+    assert!(!events.iter().any(|e| e.message == "took down stuck"));
+}
+
+#[tokio::test]
+async fn scaling_down_stops_the_extra_replicas_side_by_side() {
+    let images = Images::new().await;
+    tokio::time::pause();
+    let runtime = FakeRuntime::new().ignores_stop_signal_if(|_| true);
+    images
+        .converge(&runtime, &[stoppable(&images, "web", 40, "3s")])
+        .await;
+    let started = tokio::time::Instant::now();
+    let report = images
+        .converge(&runtime, &[stoppable(&images, "web", 2, "3s")])
+        .await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.done.len(), 38);
+    assert_eq!(runtime.containers().len(), 2);
+    assert_took(started, 3); // one timeout, not 38
+    let stops = runtime
+        .journal()
+        .iter()
+        .filter(|l| l.starts_with("stop "))
+        .count();
+    assert_eq!(stops, 38, "each extra replica stopped once");
 }

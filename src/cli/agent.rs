@@ -101,7 +101,13 @@ pub fn run(session: &Session, args: &Args) -> u8 {
         let periodic = sync.as_mut().map(|sync| sync as &mut dyn Periodic);
         run_agent(&mut agent, &mut triggers, resync, periodic, shutdown).await;
         if args.stop_on_exit {
-            stop_containers_of(&session.runtime, &session.root, &manifests).await?;
+            stop_containers_of(
+                &session.runtime,
+                &session.root,
+                &manifests,
+                &session.parallel,
+            )
+            .await?;
             tracing::info!("agent stopped; its containers were removed");
         } else {
             tracing::info!("agent stopped; containers are left running");

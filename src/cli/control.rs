@@ -62,7 +62,11 @@ fn act(session: &Session, target: &str, action: Action) -> u8 {
             let done = match action {
                 Action::Stop => {
                     let (signal, timeout) = stop_settings(container.spec.as_deref());
-                    session.runtime.stop(&container.id, signal, timeout).await
+                    session
+                        .runtime
+                        .stop(&container.id, signal, timeout)
+                        .await
+                        .map(drop)
                 }
                 Action::Remove => session.runtime.remove(&container.id).await,
                 Action::Kill(signal) => session.runtime.kill(&container.id, signal).await,

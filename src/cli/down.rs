@@ -38,9 +38,17 @@ pub fn run(session: &Session, args: &Args) -> u8 {
                 "no containers of service \"{missing}\" (see `wharf status`)"
             )));
         }
-        take_down(&session.runtime, &session.root, &chosen, |container| {
-            println!("removed {}", container.id);
-        })
+        let parallel = &session.parallel;
+        take_down(
+            &session.runtime,
+            &session.root,
+            &chosen,
+            parallel,
+            "wharf down",
+            |container| {
+                println!("removed {}", container.id);
+            },
+        )
         .await?;
         Ok::<_, Failure>(())
     });

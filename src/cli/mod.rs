@@ -96,6 +96,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "WHARF_SUBNET")]
     pub subnet: Option<crate::network::Subnet>,
 
+    /// How many containers are stopped and removed at once [default: 64 per CPU, 32
+    /// to 256, within the open-file limit]; at most one per CPU is built at once.
+    #[arg(long, global = true, env = "WHARF_PARALLEL", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: Option<u16>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -272,8 +277,13 @@ impl Session {
         let errors = output::for_stderr(cli.color);
         let fail = |err: &dyn std::error::Error| output::fail(err, &errors);
         let wharf = std::env::current_exe().map_err(|err| fail(&err))?;
-        let (host, tightened) = Host::open(&cli.root, cli.insecure_registries.clone(), &wharf)
-            .map_err(|err| fail(&err))?;
+        let (host, tightened) = Host::open(
+            &cli.root,
+            cli.insecure_registries.clone(),
+            &wharf,
+            cli.parallel.map(usize::from),
+        )
+        .map_err(|err| fail(&err))?;
         if let Some(tightened) = tightened {
             eprintln!("wharf: {tightened}");
         }

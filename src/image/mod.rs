@@ -25,7 +25,7 @@ pub use oci::{Compression, Descriptor, ImageConfig, ImageManifest, Platform, Pro
 pub use prune::{InUse, PruneReport};
 pub use pull::{NoProgress, PullProgress};
 pub use registry::{docker_login, Login, Registries, INSECURE_REGISTRIES_ENV};
-pub use rootfs::{mount_rootfs, unmount_rootfs, RootfsPaths};
+pub use rootfs::{detach, mount_rootfs, unmount_rootfs, RootfsPaths};
 pub use store::{ContentStore, StoreLock};
 pub use unpack::{unpack_layer, unpack_layer_limited, LayerLimits, MAX_LAYER_SIZE_ENV};
 

@@ -76,10 +76,7 @@ pub fn mount_rootfs(layers: &[PathBuf], container_dir: &Path) -> io::Result<Root
 /// Unmounts the overlay (if mounted) and removes the rootfs, upper and work dirs.
 pub fn unmount_rootfs(container_dir: &Path) -> io::Result<()> {
     let paths = RootfsPaths::under(container_dir);
-    match unmount(&paths.rootfs, UnmountFlags::DETACH) {
-        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
-        Err(errno) => return Err(errno.into()),
-    }
+    detach(&paths.rootfs)?;
     for dir in [&paths.rootfs, &paths.upper, &paths.work] {
         match fs::remove_dir_all(dir) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
@@ -87,6 +84,14 @@ pub fn unmount_rootfs(container_dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Detaches the mount at `path` from this mount namespace, if there is one.
+pub fn detach(path: &Path) -> io::Result<()> {
+    match unmount(path, UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(errno) => Err(errno.into()),
+    }
 }
 
 /// overlayfs separates options with `,` and lower dirs with `:`.

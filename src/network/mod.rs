@@ -323,6 +323,17 @@ fn enable_forwarding() -> io::Result<()> {
     std::fs::write(FORWARDING, "1")
 }
 
+/// Deletes the container's veth pair now, rather than when the kernel gets round
+/// to destroying its network namespace (asynchronously, after its processes ended):
+/// when `wharf down` returns, the links are gone.
+pub fn remove_veth(id: &str) -> io::Result<()> {
+    let mut rtnl = Rtnl::open()?;
+    match rtnl.link_index(&host_link_name(id))? {
+        Some(index) => rtnl.delete_link(index),
+        None => Ok(()),
+    }
+}
+
 /// The host side of a container's veth pair: `wh` and 13 hex digits of a hash of the
 /// container id (interface names have at most 15 bytes; ids are longer).
 fn host_link_name(id: &str) -> String {

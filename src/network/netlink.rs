@@ -145,6 +145,17 @@ impl Rtnl {
         }
     }
 
+    /// Deletes link `index` (a veth: its peer goes with it); one that is gone
+    /// already is no error.
+    pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        match self.request(RouteNetlinkMessage::DelLink(link), 0) {
+            Err(error) if error.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
     /// Sets link up.
     pub fn set_up(&mut self, index: u32) -> io::Result<()> {
         let mut link = LinkMessage::default();

@@ -195,6 +195,21 @@ impl Plan {
         self.steps.is_empty()
     }
 
+    /// The steps grouped by service, the services in the order the steps first name
+    /// them (dependencies first), in one pass: plans may hold thousands of services.
+    pub fn steps_by_service(&self) -> Vec<(&str, Vec<&Step>)> {
+        let mut groups: Vec<(&str, Vec<&Step>)> = Vec::new();
+        let mut index_of: BTreeMap<&str, usize> = BTreeMap::new();
+        for step in &self.steps {
+            let index = *index_of.entry(&step.service).or_insert_with(|| {
+                groups.push((&step.service, Vec::new()));
+                groups.len() - 1
+            });
+            groups[index].1.push(step);
+        }
+        groups
+    }
+
     pub fn count(&self, action: Action) -> usize {
         self.steps.iter().filter(|s| s.action == action).count()
     }

@@ -1,6 +1,7 @@
 //! Plans for people (Terraform/Nomad style, with a diff of each changed spec) and
 //! for machines (versioned JSON).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,7 @@ impl SavedPlan {
 
 pub fn render_human(plan: &Plan, palette: &Palette) -> String {
     let mut out = String::new();
+    let steps: HashMap<&str, Vec<&Step>> = plan.steps_by_service().into_iter().collect();
     for change in &plan.changes {
         let (mark, paint): (&str, fn(&Palette, &str) -> String) = match change.kind {
             ChangeKind::Create => ("+", Palette::green),
@@ -104,7 +106,7 @@ pub fn render_human(plan: &Plan, palette: &Palette) -> String {
                 out.push_str(&config_diff(config, palette));
             }
         }
-        for step in plan.steps.iter().filter(|s| s.service == change.service) {
+        for step in steps.get(change.service.as_str()).into_iter().flatten() {
             out.push_str(&format!("    {}\n", render_step(step, palette)));
         }
     }

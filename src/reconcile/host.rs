@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{current_digests, prepare, Executor, Facts, Options, Planned, PrepareError};
+use super::{
+    current_digests, prepare, Executor, Facts, Options, Parallelism, Planned, PrepareError,
+};
 use crate::files::{ContentStore, SecretStore};
 use crate::hostroot::{RootError, Tightened};
 use crate::image::{ImageStore, Registries, StoreError};
@@ -17,6 +19,8 @@ pub struct Host {
     pub runtime: LibcontainerRuntime,
     pub images: ImageStore,
     pub registries: Registries,
+    /// How many containers are stopped, removed and built at once.
+    pub parallel: Parallelism,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +53,14 @@ pub enum PlanDirError {
 impl Host {
     /// Opens (creating, root-only) the state directory `root` and the stores in it.
     /// `wharf` is this program, run for credential lookups; `wharf-monitor`, installed
-    /// beside it, runs beside each container. Returns what was tightened, for the
-    /// caller to say.
+    /// beside it, runs beside each container. `parallel` containers are stopped at
+    /// once (None: as suits the machine). Returns what was tightened, for the caller
+    /// to say.
     pub fn open(
         root: &Path,
         insecure_registries: Vec<String>,
         wharf: &Path,
+        parallel: Option<usize>,
     ) -> Result<(Host, Option<Tightened>), HostError> {
         let tightened = crate::hostroot::prepare(root)?;
         let host = Host {
@@ -62,6 +68,7 @@ impl Host {
             images: ImageStore::open(root)?,
             runtime: LibcontainerRuntime::open(root, &wharf.with_file_name("wharf-monitor"))?,
             registries: Registries::new(insecure_registries).with_login_process(wharf),
+            parallel: Parallelism::new(parallel),
         };
         Ok((host, tightened))
     }
@@ -124,6 +131,7 @@ impl Host {
             root: &self.root,
             images: &self.images,
             registries: &self.registries,
+            parallel: self.parallel,
         }
     }
 }

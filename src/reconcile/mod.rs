@@ -9,6 +9,7 @@ mod agent;
 mod backoff;
 mod host;
 mod lock;
+mod parallel;
 mod prepare;
 mod run;
 
@@ -16,6 +17,7 @@ pub use agent::{Agent, ReconcileError};
 pub use backoff::Backoff;
 pub use host::{Host, HostError, PlanDirError};
 pub use lock::{AgentPresence, LockError, ReconcileLock};
+pub use parallel::{each_bounded, Parallelism};
 pub use prepare::{prepare, Facts, Options, Planned, PrepareError};
 pub use run::{run as run_agent, stop_containers_of, take_down, Periodic, TakeDownError};
 
@@ -152,6 +154,8 @@ pub struct Executor<'a, R: Runtime> {
     pub root: &'a std::path::Path,
     pub images: &'a ImageStore,
     pub registries: &'a Registries,
+    /// How many containers are stopped, removed and built at once.
+    pub parallel: Parallelism,
 }
 
 impl<R: Runtime> Executor<'_, R> {
@@ -167,20 +171,11 @@ impl<R: Runtime> Executor<'_, R> {
     ) -> Report {
         let by_name: BTreeMap<&str, &Service> = desired.iter().map(|s| (s.name(), s)).collect();
         let pull_failures: BTreeMap<String, PullFailure> =
-            self.pull_all(plan, desired).await.into_iter().collect();
+            self.pull_all(plan, &by_name).await.into_iter().collect();
         let mut report = Report::default();
-        // In the plan's order: a service's dependencies before it.
-        let mut steps_by_service: Vec<(&str, Vec<&Step>)> = Vec::new();
-        let mut index_of: BTreeMap<&str, usize> = BTreeMap::new();
-        for step in &plan.steps {
-            let index = *index_of.entry(&step.service).or_insert_with(|| {
-                steps_by_service.push((&step.service, Vec::new()));
-                steps_by_service.len() - 1
-            });
-            steps_by_service[index].1.push(step);
-        }
         let mut failed_services: BTreeSet<&str> = BTreeSet::new();
-        for (name, steps) in steps_by_service {
+        // In the plan's order: a service's dependencies before it.
+        for (name, steps) in plan.steps_by_service() {
             let service = by_name.get(name).copied();
             let mut failed = false;
             if let Some(service) = service.filter(|_| steps.iter().any(|s| s.action.needs_image()))
@@ -207,22 +202,25 @@ impl<R: Runtime> Executor<'_, R> {
                     continue;
                 }
                 let image_failure = service.and_then(|s| pull_failures.get(&s.spec.image));
-                let outcomes =
-                    futures_util::future::join_all(batch.iter().map(|step| async move {
-                        match image_failure {
-                            Some(cause) if step.action.needs_image() => Err(cause.for_step()),
-                            _ => self.run_step(step, service, observed).await,
-                        }
-                    }))
-                    .await;
+                let limit = if batch[0].action.needs_image() {
+                    self.parallel.builds
+                } else {
+                    self.parallel.stops
+                };
+                let outcomes = each_bounded(&batch, limit, |step| async move {
+                    let outcome = match image_failure {
+                        Some(cause) if step.action.needs_image() => Err(cause.for_step()),
+                        _ => self.run_step(step, service, observed).await,
+                    };
+                    // Told as each ends: a batch may be hundreds of removals.
+                    observer.finished(step, outcome.as_ref().map(drop));
+                    outcome
+                })
+                .await;
                 for (step, outcome) in batch.into_iter().zip(outcomes) {
                     match outcome {
-                        Ok(()) => {
-                            observer.finished(step, Ok(()));
-                            report.done.push(step.clone());
-                        }
+                        Ok(()) => report.done.push(step.clone()),
                         Err(cause) => {
-                            observer.finished(step, Err(&cause));
                             report.failed.push((step.clone(), cause));
                             failed = true;
                             failed_services.insert(name);
@@ -608,19 +606,26 @@ impl<R: Runtime> Executor<'_, R> {
         observed: &[ObservedContainer],
     ) -> Result<(), StepError> {
         match id.and_then(|id| observed.iter().find(|c| c.id == id)) {
-            Some(container) => Ok(stop_and_remove(self.runtime, container).await?),
+            Some(container) => stop_and_remove(self.runtime, container)
+                .await
+                .map(drop)
+                .map_err(StepError::from),
             // No container, or one that is already gone: nothing to do.
             None => Ok(()),
         }
     }
 
     /// Pulls every image the plan's creations need, each once, concurrently.
-    async fn pull_all(&self, plan: &Plan, desired: &[Service]) -> Vec<(String, PullFailure)> {
+    async fn pull_all(
+        &self,
+        plan: &Plan,
+        by_name: &BTreeMap<&str, &Service>,
+    ) -> Vec<(String, PullFailure)> {
         let needed: BTreeMap<&str, &Service> = plan
             .steps
             .iter()
             .filter(|s| s.action.needs_image())
-            .filter_map(|s| desired.iter().find(|d| d.name() == s.service))
+            .filter_map(|s| by_name.get(s.service.as_str()).copied())
             .map(|s| (s.spec.image.as_str(), s))
             .collect();
         let pulls = needed.into_iter().map(|(image, service)| async move {
@@ -670,31 +675,24 @@ pub async fn current_digests(
     digests
 }
 
-/// Groups a service's steps into batches run one after the other: replacements go
-/// `update.max_unavailable` at a time (one at a time when it is 0, start-first),
-/// every other step alone.
+/// Groups a service's steps into batches run one after the other, the steps of a
+/// batch side by side (as many at once as `Parallelism` allows): replacements go
+/// `update.max_unavailable` at a time (one at a time when it is 0, start-first);
+/// creations go together, and so do removals; restarts and runs go alone.
 fn batches<'s>(steps: &[&'s Step], spec: Option<&ServiceSpec>) -> Vec<Vec<&'s Step>> {
     let size = spec.map_or(1, |spec| spec.update.max_unavailable.max(1) as usize);
-    // On the bridge a new replica waits to be ready before it takes traffic: new
-    // replicas wait together. Elsewhere creations are quick and go one at a time.
-    let creations_together = spec.is_some_and(|spec| spec.network == Network::Bridge);
     let mut batches: Vec<Vec<&Step>> = Vec::new();
     for step in steps {
+        let joins = |batch: &Vec<&Step>| {
+            let same = batch.iter().all(|s| s.action == step.action);
+            match step.action {
+                Action::Replace => same && batch.len() < size,
+                Action::Create | Action::Remove => same,
+                Action::Restart | Action::Join | Action::Run => false,
+            }
+        };
         match batches.last_mut() {
-            Some(batch)
-                if step.action == Action::Replace
-                    && batch.len() < size
-                    && batch.iter().all(|s| s.action == Action::Replace) =>
-            {
-                batch.push(step)
-            }
-            Some(batch)
-                if creations_together
-                    && step.action == Action::Create
-                    && batch.iter().all(|s| s.action == Action::Create) =>
-            {
-                batch.push(step)
-            }
+            Some(batch) if joins(batch) => batch.push(step),
             _ => batches.push(vec![step]),
         }
     }
@@ -873,7 +871,7 @@ mod tests {
     }
 
     #[test]
-    fn creations_go_together_and_replacements_max_unavailable_at_a_time() {
+    fn creations_and_removals_go_together_replacements_max_unavailable_at_a_time() {
         let text = "apiVersion: wharf/v1\nkind: Service\nname: web\nimage: busybox\nupdate: {max_unavailable: 2}\n";
         let spec = parse_manifest(std::path::Path::new("w.yaml"), text.as_bytes())
             .expect("valid")
@@ -886,12 +884,25 @@ mod tests {
             step(1, Action::Replace),
             step(2, Action::Replace),
             step(4, Action::Remove),
+            step(6, Action::Remove),
+            step(7, Action::Restart),
+            step(8, Action::Restart),
         ];
         let refs: Vec<&Step> = steps.iter().collect();
         let slots: Vec<Vec<u32>> = batches(&refs, Some(&spec))
             .iter()
             .map(|batch| batch.iter().map(|s| s.slot).collect())
             .collect();
-        assert_eq!(slots, [vec![3, 5], vec![0, 1], vec![2], vec![4]]);
+        assert_eq!(
+            slots,
+            [
+                vec![3, 5],
+                vec![0, 1],
+                vec![2],
+                vec![4, 6],
+                vec![7],
+                vec![8]
+            ]
+        );
     }
 }

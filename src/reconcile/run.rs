@@ -2,6 +2,7 @@
 //! restart coming due or the resync period, until told to shut down (kube-runtime's
 //! `Controller::run` and mini-redis's `server::run` are the models).
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::time::Instant;
 use tracing::Level;
 
 use super::agent::Agent;
-use super::{AgentPresence, LockError, ReconcileLock};
+use super::{each_bounded, AgentPresence, LockError, Parallelism, ReconcileLock};
 use crate::runtime::{stop_and_remove, ObservedContainer, Runtime, RuntimeError};
 use crate::state::{StateError, StateStore};
 use crate::watch::Triggers;
@@ -90,26 +91,80 @@ pub enum TakeDownError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     State(#[from] StateError),
+    /// Some containers could not be stopped or removed; the others were.
+    #[error("{} of {total} containers could not be taken down: {}", failures.len(), failure_list(failures))]
+    Failed {
+        total: usize,
+        failures: Vec<(String, RuntimeError)>,
+    },
 }
 
-/// Stops and removes `containers` (each with its own stop signal and timeout) and
-/// forgets their services in the state database: `wharf down` and `--stop-on-exit`.
-/// The caller holds the reconcile lock. `removed` is told of each one.
+fn failure_list(failures: &[(String, RuntimeError)]) -> String {
+    let each: Vec<String> = failures
+        .iter()
+        .map(|(id, err)| format!("{id}: {}", crate::error_chain(err)))
+        .collect();
+    each.join("; ")
+}
+
+/// Stops and removes `containers` (each with its own stop signal and timeout, as
+/// many at once as `parallel` says), records each removal in the state database and
+/// forgets the services all of whose containers went: `wharf down` and
+/// `--stop-on-exit` (`why`). A container that cannot be taken down does not stop the
+/// others; it is reported at the end. The caller holds the reconcile lock. `removed`
+/// is told of each one as it goes.
 pub async fn take_down<R: Runtime>(
     runtime: &R,
     root: &Path,
     containers: &[&ObservedContainer],
+    parallel: &Parallelism,
+    why: &str,
     removed: impl Fn(&ObservedContainer),
 ) -> Result<(), TakeDownError> {
-    let mut services: Vec<String> = containers.iter().map(|c| c.service.clone()).collect();
-    services.sort();
-    services.dedup();
-    for container in containers {
-        stop_and_remove(runtime, container).await?;
-        removed(container);
+    let outcomes = each_bounded(containers, parallel.stops, |container| {
+        let removed = &removed;
+        async move {
+            let outcome = stop_and_remove(runtime, container).await;
+            if outcome.is_ok() {
+                removed(container);
+            }
+            outcome
+        }
+    })
+    .await;
+    let mut events = Vec::new();
+    let mut failures = Vec::new();
+    let mut kept: BTreeSet<&str> = BTreeSet::new();
+    for (container, outcome) in containers.iter().zip(outcomes) {
+        let what = format!("{}/{} {}", container.service, container.slot, container.id);
+        match outcome {
+            Ok(stopped) => events.push(format!("removed {what} ({why}): {stopped}")),
+            Err(err) => {
+                events.push(format!(
+                    "failed to remove {what}: {}",
+                    crate::error_chain(&err)
+                ));
+                failures.push((container.id.clone(), err));
+                kept.insert(&container.service);
+            }
+        }
     }
-    StateStore::open(root)?.forget(&services)?;
-    Ok(())
+    // Services all of whose containers went; one with a container left stays known.
+    let gone: BTreeSet<&str> = containers
+        .iter()
+        .map(|c| c.service.as_str())
+        .filter(|service| !kept.contains(service))
+        .collect();
+    let gone: Vec<String> = gone.into_iter().map(str::to_owned).collect();
+    StateStore::open(root)?.forget(&gone, &events)?;
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(TakeDownError::Failed {
+            total: containers.len(),
+            failures,
+        })
+    }
 }
 
 /// Takes down the containers created from the manifest directory `dir`
@@ -118,6 +173,7 @@ pub async fn stop_containers_of<R: Runtime>(
     runtime: &R,
     root: &Path,
     dir: &Path,
+    parallel: &Parallelism,
 ) -> Result<(), TakeDownError> {
     let _lock = ReconcileLock::acquire(root, None)?;
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
@@ -126,13 +182,20 @@ pub async fn stop_containers_of<R: Runtime>(
         .iter()
         .filter(|c| c.manifest_dir.as_deref() == Some(dir.as_path()))
         .collect();
-    take_down(runtime, root, &chosen, |container| {
-        tracing::info!(
-            container = container.id.as_str(),
-            "removed {} (--stop-on-exit)",
-            container.id
-        );
-    })
+    take_down(
+        runtime,
+        root,
+        &chosen,
+        parallel,
+        "--stop-on-exit",
+        |container| {
+            tracing::info!(
+                container = container.id.as_str(),
+                "removed {} (--stop-on-exit)",
+                container.id
+            );
+        },
+    )
     .await
 }
 

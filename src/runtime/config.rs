@@ -374,6 +374,9 @@ fn runtime_spec(
         .masked_paths(strings(&MASKED_PATHS))
         .readonly_paths(strings(&READONLY_PATHS))
         .seccomp(seccomp_profile().map_err(invalid)?)
+        // Mount events of the host do not reach the container (as Docker), nor does
+        // wharf's detaching its root filesystem from the host once it is built.
+        .rootfs_propagation("private")
         .build()
         .map_err(invalid)?;
     let annotations: HashMap<String, String> = host

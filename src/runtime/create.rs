@@ -27,7 +27,7 @@ use super::records::{AddressRecord, LayersRecord, ProcessRecord, Role, StartedRe
 use super::users::resolve_user;
 use super::CreateRequest;
 use crate::bounded_read::read_regular_text;
-use crate::image::{mount_rootfs, ImageConfig};
+use crate::image::{detach, mount_rootfs, ImageConfig, RootfsPaths};
 use crate::manifest::{Network, ServiceSpec, VolumeKind};
 use crate::network::{
     attach, bridge, bring_up_loopback, register, reserve, service_key, Membership,
@@ -150,6 +150,15 @@ impl LibcontainerRuntime {
         };
         init.write(dir, Role::Init)
             .map_err(CreateError::RecordInit)?;
+        // The container has its own copies of its mounts now. Left in this
+        // namespace, every container's would make the mount table grow with their
+        // number, and with it the cost of each later build (libcontainer reads the
+        // whole table several times per container on cgroup v1).
+        for mount in [RootfsPaths::under(dir).rootfs, dir.join("files")] {
+            if let Err(err) = detach(&mount) {
+                tracing::warn!("cannot unmount {}: {err}", mount.display());
+            }
+        }
         Ok(())
     }
 
@@ -167,7 +176,6 @@ impl LibcontainerRuntime {
         if !self.monitor.is_file() {
             return Err(CreateError::MonitorMissing(self.monitor.clone()));
         }
-        let _one_at_a_time = libcontainer_lock();
         let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(CreateError::Pipe);
         let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);
         // Made before the fork: the copy only execs it.

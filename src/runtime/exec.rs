@@ -14,7 +14,6 @@ use nix::sys::signal::Signal;
 use super::error::{ForkedError, RuntimeError};
 use super::forked::in_forked_copy;
 use super::libcontainer::LibcontainerRuntime;
-use crate::process::libcontainer_lock;
 use crate::reaper::Reaper;
 
 /// How long an exec's output may still arrive after its process ended.
@@ -90,7 +89,6 @@ impl LibcontainerRuntime {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<i32, ForkedError> {
-        let _one_at_a_time = libcontainer_lock();
         let state = &self.state;
         in_forked_copy(move || {
             ContainerBuilder::new(id.to_owned(), SyscallType::Linux)

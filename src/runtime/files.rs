@@ -10,12 +10,13 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
+use rustix::mount::{mount, MountFlags};
 
 use super::config::ResolvedUser;
 use super::error::CreateError;
 use super::CreateRequest;
 use crate::files::{env_text, ContentStore, FilesError, SecretStore};
+use crate::image::detach;
 use crate::manifest::EnvValue;
 
 /// What the container gets: host files to mount at container paths, and the
@@ -163,9 +164,8 @@ fn write_owned(path: &Path, bytes: &[u8], mode: u32, (uid, gid): (u32, u32)) -> 
 /// Unmounts and removes `<dir>/files`, if there is one.
 pub fn remove_files(dir: &Path) {
     let path = dir.join("files");
-    match unmount(&path, UnmountFlags::DETACH) {
-        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
-        Err(errno) => tracing::warn!("cannot unmount {}: {errno}", path.display()),
+    if let Err(err) = detach(&path) {
+        tracing::warn!("cannot unmount {}: {err}", path.display());
     }
     let _ = fs::remove_dir_all(&path);
 }

@@ -27,10 +27,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use super::error::ForkedError;
+use crate::process::libcontainer_lock;
 use crate::reaper::Reaper;
 
 /// Runs `build` in a forked copy of this process and returns the pid it answers.
-/// The caller holds the libcontainer lock, so no other thread is spawning a process.
 /// `build`'s error crosses a pipe as JSON, so it is text (`ForkedError::Build`).
 pub(super) fn in_forked_copy(
     build: impl FnOnce() -> Result<i32, String>,
@@ -84,10 +84,16 @@ fn fork_copy(
 ) -> Result<Answered, ForkedError> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ForkedError::Pipe)?;
     let since = SystemTime::now();
-    // SAFETY: the copy only runs `build` (libcontainer, which expects a process of its
-    // own) with logging forbidden, answers on the pipe and leaves with `_exit` (or an
-    // exec), skipping this process's exit handlers and buffered output.
-    match unsafe { fork() } {
+    // Only the fork itself is done under the lock (no other thread spawning a
+    // process, see `libcontainer_lock`): copies build containers side by side.
+    let forked = {
+        let _one_at_a_time = libcontainer_lock();
+        // SAFETY: the copy only runs `build` (libcontainer, which expects a process of
+        // its own) with logging forbidden, answers on the pipe and leaves with `_exit`
+        // (or an exec), skipping this process's exit handlers and buffered output.
+        unsafe { fork() }
+    };
+    match forked {
         Ok(ForkResult::Child) => {
             // Before anything else: from here on nothing may log (see above).
             crate::logging::forbid_in_this_process();

@@ -29,7 +29,7 @@ use nix::sys::signal::Signal;
 use super::error::RuntimeError;
 use super::exec::ExecOutput;
 use super::logs::Logs;
-use super::{CreateRequest, ObservedContainer, Runtime};
+use super::{CreateRequest, ObservedContainer, Runtime, Stopped};
 
 #[derive(Debug, Clone)]
 pub struct LibcontainerRuntime {
@@ -98,9 +98,13 @@ impl Runtime for LibcontainerRuntime {
         blocking(move || runtime.start_blocking(&id)).await
     }
 
-    async fn stop(&self, id: &str, signal: Signal, timeout: Duration) -> Result<(), RuntimeError> {
-        let (runtime, id) = (self.clone(), id.to_owned());
-        blocking(move || runtime.stop_blocking(&id, signal, timeout)).await
+    async fn stop(
+        &self,
+        id: &str,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<Stopped, RuntimeError> {
+        self.stop_waiting(id, signal, timeout).await
     }
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
@@ -109,8 +113,7 @@ impl Runtime for LibcontainerRuntime {
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        let (runtime, id) = (self.clone(), id.to_owned());
-        blocking(move || runtime.remove_blocking(&id)).await
+        self.remove_waiting(id).await
     }
 
     async fn set_serving(&self, id: &str, serving: bool) -> Result<bool, RuntimeError> {
@@ -144,7 +147,7 @@ impl Runtime for LibcontainerRuntime {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
 ) -> Result<T, RuntimeError> {
     tokio::task::spawn_blocking(work)

@@ -14,6 +14,7 @@ mod logs;
 mod monitor;
 mod observe;
 mod output;
+mod pidfd;
 mod proc;
 mod records;
 mod stats;
@@ -139,6 +140,27 @@ impl std::fmt::Display for ContainerStatus {
     }
 }
 
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The container was not running.
+    NotRunning,
+    /// It ended after its stop signal, within its stop timeout.
+    BySignal,
+    /// It was still running at the end of its stop timeout: SIGKILL ended it.
+    Killed,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stopped::NotRunning => "was not running",
+            Stopped::BySignal => "ended on its stop signal",
+            Stopped::Killed => "killed at the end of its stop timeout",
+        })
+    }
+}
+
 /// The operations the planner's steps need.
 pub trait Runtime: Send + Sync {
     /// Creates a container (not started); returns its id.
@@ -147,13 +169,13 @@ pub trait Runtime: Send + Sync {
         request: &CreateRequest,
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// Sends `signal`, waits up to `timeout`, then kills.
+    /// Sends `signal`, waits up to `timeout`, then kills; says which ended it.
     fn stop(
         &self,
         id: &str,
         signal: nix::sys::signal::Signal,
         timeout: Duration,
-    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Stopped, RuntimeError>> + Send;
     fn kill(
         &self,
         id: &str,
@@ -204,7 +226,7 @@ pub fn stop_settings(spec: Option<&ServiceSpec>) -> (nix::sys::signal::Signal, D
 pub async fn stop_and_remove<R: Runtime>(
     runtime: &R,
     container: &ObservedContainer,
-) -> Result<(), RuntimeError> {
+) -> Result<Stopped, RuntimeError> {
     if runtime.set_serving(&container.id, false).await? {
         let drain = container
             .spec
@@ -213,6 +235,7 @@ pub async fn stop_and_remove<R: Runtime>(
         tokio::time::sleep(drain).await;
     }
     let (signal, timeout) = stop_settings(container.spec.as_deref());
-    runtime.stop(&container.id, signal, timeout).await?;
-    runtime.remove(&container.id).await
+    let stopped = runtime.stop(&container.id, signal, timeout).await?;
+    runtime.remove(&container.id).await?;
+    Ok(stopped)
 }

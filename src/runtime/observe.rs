@@ -1,7 +1,7 @@
 //! What is on the host: wharf's containers, each described by the annotations in its
 //! config.json and given a status from its records and /proc.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -81,16 +81,8 @@ impl LibcontainerRuntime {
         if let Some(known) = lock(&self.described).get(id) {
             return Some(known.clone());
         }
-        let config: serde_json::Value =
-            serde_json::from_slice(&fs::read(self.container_dir(id).join("config.json")).ok()?)
-                .ok()?;
-        let annotations = config.get("annotations")?;
-        let get = |key: &str| {
-            annotations
-                .get(key)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        };
+        let annotations = self.annotations(id)?;
+        let get = |key: &str| annotations.get(key).cloned();
         // Only containers carrying wharf's annotations are wharf's.
         let container = ObservedContainer {
             id: id.to_owned(),
@@ -118,6 +110,21 @@ impl LibcontainerRuntime {
         };
         lock(&self.described).insert(id.to_owned(), container.clone());
         Some(container)
+    }
+
+    /// The annotations in the container's config.json. Only they are read into
+    /// memory: the rest (ten kilobytes, mostly the seccomp profile) is skipped, which
+    /// matters when a thousand containers are listed.
+    fn annotations(&self, id: &str) -> Option<HashMap<String, String>> {
+        #[derive(serde::Deserialize)]
+        struct Config {
+            #[serde(default)]
+            annotations: HashMap<String, String>,
+        }
+        let bytes = fs::read(self.container_dir(id).join("config.json")).ok()?;
+        serde_json::from_slice::<Config>(&bytes)
+            .ok()
+            .map(|config| config.annotations)
     }
 
     /// A bundle wharf began (it has a `creator` record) but never completed (no
@@ -156,7 +163,7 @@ impl LibcontainerRuntime {
 
     /// The record of the container's monitor (none for a container of an older wharf,
     /// and a damaged record reads the same).
-    fn monitor_record(&self, id: &str) -> Option<ProcessRecord> {
+    pub(super) fn monitor_record(&self, id: &str) -> Option<ProcessRecord> {
         ProcessRecord::read(&self.container_dir(id), Role::Monitor)
             .ok()
             .flatten()
@@ -208,10 +215,9 @@ impl LibcontainerRuntime {
     /// Only directories whose config.json carries wharf's annotations are wharf's
     /// containers; anything else under `containers/` is never touched.
     pub(super) fn ensure_ours(&self, id: &str) -> Result<(), RuntimeError> {
-        let ours = fs::read(self.container_dir(id).join("config.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .is_some_and(|config| config["annotations"][annotation::SERVICE].is_string());
+        let ours = self
+            .annotations(id)
+            .is_some_and(|annotations| annotations.contains_key(annotation::SERVICE));
         if ours {
             Ok(())
         } else {

@@ -387,9 +387,11 @@ impl StateStore {
         self.write(|txn| Ok(append_events(txn, events)?))
     }
 
-    /// Forgets services (after `wharf down`), with an event each.
-    pub fn forget(&self, services: &[String]) -> Result<(), StateError> {
-        let events: Vec<String> = services.iter().map(|s| format!("took down {s}")).collect();
+    /// Forgets services (after `wharf down`), with an event each after `removals`
+    /// (what happened to each container).
+    pub fn forget(&self, services: &[String], removals: &[String]) -> Result<(), StateError> {
+        let mut events = removals.to_vec();
+        events.extend(services.iter().map(|s| format!("took down {s}")));
         self.write(|txn| {
             for definition in [APPLIED, STOPPED_ROLLOUTS] {
                 let mut table = txn.open_table(definition)?;

@@ -2,7 +2,7 @@
 //! show that containers outlive the process that created them.
 
 use crate::common::{ok, ps, service_file, wharf_at, write};
-use crate::support::{busybox, service_yaml};
+use crate::support::{busybox, busybox_yaml, service_yaml};
 
 /// Output reaches the log through the monitor a moment after it is written: runs
 /// `wharf ARGS` until it prints `expected` (up to 10 s) and returns what it printed last.
@@ -207,4 +207,44 @@ fn logs_end_quietly_when_the_reader_stops_early() {
     assert_eq!(status.code(), Some(0), "no panic on a closed pipe");
     assert_eq!(&first, b"1\n2\n3\n4\n5\n");
     ok(&wharf_at(root.path(), &["rm", "cli"]));
+}
+
+#[test]
+fn down_stops_containers_side_by_side_each_with_its_own_signal_and_timeout() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    // `sleep` as PID 1 ignores SIGTERM: each of these is killed at the end of its
+    // 2 s timeout. `polite` handles SIGTERM and ends at once.
+    let stubborn = "replicas: 6\nnetwork: none\ncommand: [sleep, '1000']\nstop: {timeout: 2s}\n";
+    write(
+        dir.path(),
+        "stubborn.yaml",
+        busybox_yaml("stubborn", stubborn),
+    );
+    let polite =
+        crate::common::busybox_until_term("polite", "network: none\nstop: {timeout: 60s}\n");
+    write(dir.path(), "polite.yaml", polite);
+    ok(&crate::common::apply(root.path(), dir.path(), &[]));
+
+    let down = wharf_at(root.path(), &["down", "--all"]);
+    assert_eq!(
+        ok(&down).lines().count(),
+        7,
+        "one line per removed container"
+    );
+    assert_eq!(ps(root.path()), serde_json::json!([]));
+    // One event per removal, saying how each ended.
+    let events = ok(&wharf_at(root.path(), &["events"])).to_owned();
+    let killed = events
+        .lines()
+        .filter(|l| l.contains("removed stubborn/"))
+        .filter(|l| l.ends_with("(wharf down): killed at the end of its stop timeout"))
+        .count();
+    assert_eq!(killed, 6, "{events}");
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("removed polite/0") && l.ends_with("ended on its stop signal")),
+        "{events}"
+    );
 }
