@@ -271,12 +271,25 @@ impl std::ops::Deref for Session {
     }
 }
 
+/// Raises this process's soft limit of open files to its hard limit (as Go programs
+/// do): stopping many containers at once holds a file descriptor for each.
+/// Containers get their own limit from their config (1024 soft).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 impl Session {
     /// Opens the stores, or prints why not and returns the exit code.
     pub fn open(cli: &Cli) -> Result<Self, u8> {
         let errors = output::for_stderr(cli.color);
         let fail = |err: &dyn std::error::Error| output::fail(err, &errors);
         let wharf = std::env::current_exe().map_err(|err| fail(&err))?;
+        raise_open_file_limit();
         let (host, tightened) = Host::open(
             &cli.root,
             cli.insecure_registries.clone(),

@@ -202,12 +202,7 @@ impl<R: Runtime> Executor<'_, R> {
                     continue;
                 }
                 let image_failure = service.and_then(|s| pull_failures.get(&s.spec.image));
-                let limit = if batch[0].action.needs_image() {
-                    self.parallel.builds
-                } else {
-                    self.parallel.stops
-                };
-                let outcomes = each_bounded(&batch, limit, |step| async move {
+                let outcomes = each_bounded(&batch, self.parallel.stops, |step| async move {
                     let outcome = match image_failure {
                         Some(cause) if step.action.needs_image() => Err(cause.for_step()),
                         _ => self.run_step(step, service, observed).await,

@@ -1,6 +1,6 @@
 //! How many containers are worked on at once: many are stopped together (a stop is
-//! mostly waiting for the container to end, one file descriptor each), fewer are built
-//! together (a build is CPU work).
+//! mostly waiting for the container to end, on a file descriptor). The CPU-bound part
+//! of building and removing takes turns in the runtime (two per CPU).
 
 use futures_util::StreamExt;
 
@@ -12,32 +12,32 @@ const DEFAULT_STOPS: std::ops::RangeInclusive<usize> = 32..=256;
 /// a margin for what else may be open meanwhile.
 const FDS_PER_STOP: u64 = 4;
 
+/// How many containers a step may work on at once: stopping, removing, replacing
+/// (`max_unavailable` at a time at most) or creating and waiting for them to be ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parallelism {
-    /// Containers stopped and removed at once.
     pub stops: usize,
-    /// Containers built at once: at most one per CPU.
-    pub builds: usize,
 }
 
 impl Parallelism {
     /// `stops` at once (the `--parallel` option), or what suits this machine: 64 per
-    /// CPU, 32 to 256, and no more than the open-file limit allows.
+    /// CPU, 32 to 256; either way no more than the open-file limit allows.
     pub fn new(stops: Option<usize>) -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         let stops = stops.unwrap_or_else(|| {
-            let by_cpu = (cpus * STOPS_PER_CPU).clamp(*DEFAULT_STOPS.start(), *DEFAULT_STOPS.end());
-            let by_files =
-                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                    .map_or(u64::MAX, |(soft, _)| soft / FDS_PER_STOP);
-            by_cpu.min(usize::try_from(by_files).unwrap_or(usize::MAX))
+            (cpus * STOPS_PER_CPU).clamp(*DEFAULT_STOPS.start(), *DEFAULT_STOPS.end())
         });
-        let stops = stops.max(1);
         Parallelism {
-            stops,
-            builds: stops.min(cpus),
+            stops: stops.min(file_budget()).max(1),
         }
     }
+}
+
+/// How many stops the open-file limit leaves room for.
+fn file_budget() -> usize {
+    let budget = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(u64::MAX, |(soft, _)| soft / FDS_PER_STOP);
+    usize::try_from(budget).unwrap_or(usize::MAX)
 }
 
 /// Runs `work` on each of `items`, at most `limit` at once, the next starting as
@@ -70,11 +70,10 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn an_asked_number_is_kept_and_builds_are_at_most_one_per_cpu() {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        assert_eq!(Parallelism::new(Some(500)).stops, 500);
-        assert_eq!(Parallelism::new(Some(500)).builds, cpus.min(500));
-        assert_eq!(Parallelism::new(Some(1)).builds, 1);
+    fn an_asked_number_is_kept_within_the_open_file_limit() {
+        let budget = file_budget();
+        assert_eq!(Parallelism::new(Some(5)).stops, 5.min(budget).max(1));
+        assert_eq!(Parallelism::new(Some(usize::MAX)).stops, budget.max(1));
         assert_eq!(Parallelism::new(Some(0)).stops, 1, "never none at all");
         let default = Parallelism::new(None);
         assert!((1..=256).contains(&default.stops));

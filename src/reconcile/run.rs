@@ -99,11 +99,20 @@ pub enum TakeDownError {
     },
 }
 
+/// The first few failures (`wharf events` has each).
 fn failure_list(failures: &[(String, RuntimeError)]) -> String {
-    let each: Vec<String> = failures
+    const SHOWN: usize = 5;
+    let mut each: Vec<String> = failures
         .iter()
+        .take(SHOWN)
         .map(|(id, err)| format!("{id}: {}", crate::error_chain(err)))
         .collect();
+    if failures.len() > SHOWN {
+        each.push(format!(
+            "and {} more (see `wharf events`)",
+            failures.len() - SHOWN
+        ));
+    }
     each.join("; ")
 }
 

@@ -161,6 +161,19 @@ const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
+/// /proc paths, and on cgroup v1 the memory file system at /sys/fs/cgroup and each
+/// hierarchy in it.
+fn readonly_paths(host: &HostFacts) -> Vec<String> {
+    let v1 = &host.cgroup_v1_hierarchies;
+    let cgroups = (!v1.is_empty()).then(|| "/sys/fs/cgroup".to_owned());
+    let hierarchies = v1.iter().map(|name| format!("/sys/fs/cgroup/{name}"));
+    strings(&READONLY_PATHS)
+        .into_iter()
+        .chain(cgroups)
+        .chain(hierarchies)
+        .collect()
+}
+
 /// The filesystems every container gets: destination, type, source, options.
 const SYSTEM_MOUNTS: [(&str, &str, &str, &[&str]); 7] = [
     ("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
@@ -225,6 +238,10 @@ pub struct HostFacts {
     pub etc_dir: PathBuf,
     /// The host's hard limit on open files (the container cannot go above it).
     pub nofile_hard: u64,
+    /// The host's cgroup v1 hierarchies (`cpu`, `pids`...), none on cgroup v2:
+    /// made read-only in the container, as Docker's are (libcontainer mounts them
+    /// writable, so the container could raise its own limits).
+    pub cgroup_v1_hierarchies: Vec<String>,
     pub cgroups_path: String,
     pub annotations: BTreeMap<String, String>,
 }
@@ -372,7 +389,7 @@ fn runtime_spec(
         .namespaces(namespaces(service.network).map_err(invalid)?)
         .resources(resources(service)?)
         .masked_paths(strings(&MASKED_PATHS))
-        .readonly_paths(strings(&READONLY_PATHS))
+        .readonly_paths(readonly_paths(host))
         .seccomp(seccomp_profile().map_err(invalid)?)
         // Mount events of the host do not reach the container (as Docker), nor does
         // wharf's detaching its root filesystem from the host once it is built.
@@ -648,6 +665,7 @@ mod tests {
             files: ContainerFiles::default(),
             etc_dir: "/var/lib/wharf/containers/web-1-abcdef/etc".into(),
             nofile_hard: 4096,
+            cgroup_v1_hierarchies: Vec::new(),
             cgroups_path: "/wharf/web-1-abcdef".into(),
             annotations: BTreeMap::from([(annotation::SERVICE.to_owned(), "web".to_owned())]),
         }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -14,6 +15,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
 use pathrs::Root;
 
+use super::cgroup::v1_hierarchies;
 use super::config::{
     annotation, command_line, environment, runtime_config, HostFacts, MountSource,
 };
@@ -52,7 +54,9 @@ impl LibcontainerRuntime {
         match self.build(request, &id, &hostname, &dir, &cgroups_path) {
             Ok(()) => Ok(id),
             Err(error) => {
-                self.cleanup(&id, &cgroups_path);
+                if let Err(err) = self.cleanup(&id, &cgroups_path) {
+                    tracing::warn!(container = id, "{}", crate::error_chain(&err));
+                }
                 Err(RuntimeError::Create { what, error })
             }
         }
@@ -113,6 +117,7 @@ impl LibcontainerRuntime {
             files,
             etc_dir,
             nofile_hard: nofile_hard_limit(),
+            cgroup_v1_hierarchies: v1_hierarchies(),
             cgroups_path: cgroups_path.to_owned(),
             annotations: annotations(request),
         };
@@ -178,6 +183,7 @@ impl LibcontainerRuntime {
         }
         let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(CreateError::Pipe);
         let ((out_read, out_write), (err_read, err_write)) = (pipe()?, pipe()?);
+        let keep = [&out_read, &out_write, &err_read, &err_write].map(|fd| fd.as_raw_fd());
         // Made before the fork: the copy only execs it.
         let monitor = MonitorCommand::new(&self.monitor, dir, &Self::cgroups_path(id), id, service)
             .map_err(CreateError::MonitorArguments)?;
@@ -206,7 +212,7 @@ impl LibcontainerRuntime {
                 .map(|pid| pid.as_raw())
                 .ok_or_else(|| "libcontainer reported no process for the new container".into())
         };
-        let answered = in_forked_copy_becoming(build, |init, answer| {
+        let answered = in_forked_copy_becoming(&keep, build, |init, answer| {
             monitor.exec(init, out_read, err_read, answer)
         })?;
         // The monitor's exit wakes an agent: it ends after recording the container's.

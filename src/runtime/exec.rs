@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, SystemTime};
 
@@ -90,7 +90,8 @@ impl LibcontainerRuntime {
         stderr: OwnedFd,
     ) -> Result<i32, ForkedError> {
         let state = &self.state;
-        in_forked_copy(move || {
+        let keep = [stdout.as_raw_fd(), stderr.as_raw_fd()];
+        in_forked_copy(&keep, move || {
             ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
                 .with_stdout(stdout)
                 .with_stderr(stderr)

@@ -19,7 +19,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
@@ -32,10 +32,13 @@ use crate::reaper::Reaper;
 
 /// Runs `build` in a forked copy of this process and returns the pid it answers.
 /// `build`'s error crosses a pipe as JSON, so it is text (`ForkedError::Build`).
+/// The copy keeps its standard streams and the descriptors in `keep` (those the
+/// closures own) open, and no other (see `close_all_but`).
 pub(super) fn in_forked_copy(
+    keep: &[RawFd],
     build: impl FnOnce() -> Result<i32, String>,
 ) -> Result<i32, ForkedError> {
-    let answered = fork_copy(build, |pid, answer| write_answer(answer, &Ok(pid)))?;
+    let answered = fork_copy(keep, build, |pid, answer| write_answer(answer, &Ok(pid)))?;
     Ok(answered.pid)
 }
 
@@ -45,10 +48,11 @@ pub(super) fn in_forked_copy(
 /// itself ([`answer_line`]), once it runs. The copy's processes (the container's init)
 /// stay its children across the exec.
 pub(super) fn in_forked_copy_becoming(
+    keep: &[RawFd],
     build: impl FnOnce() -> Result<i32, String>,
     exec_program: impl FnOnce(i32, &OwnedFd) -> String,
 ) -> Result<Answered, ForkedError> {
-    fork_copy(build, |pid, answer| {
+    fork_copy(keep, build, |pid, answer| {
         let error = exec_program(pid, answer);
         write_answer(answer, &Err(error));
     })
@@ -79,6 +83,7 @@ fn write_answer(answer: &OwnedFd, result: &Result<i32, String>) {
 /// Forks the copy: it runs `build`, then `after_build` with the pid built and the
 /// answer pipe (after a failed build, the error is answered), and exits.
 fn fork_copy(
+    keep: &[RawFd],
     build: impl FnOnce() -> Result<i32, String>,
     after_build: impl FnOnce(i32, &OwnedFd),
 ) -> Result<Answered, ForkedError> {
@@ -98,6 +103,7 @@ fn fork_copy(
             // Before anything else: from here on nothing may log (see above).
             crate::logging::forbid_in_this_process();
             drop(read);
+            close_all_but(&[keep, &[write.as_raw_fd()]].concat());
             reset_signals();
             // wharf's own umask (077) is for wharf's files, not the container's: youki
             // creates mount points with it and the container's processes inherit it.
@@ -126,6 +132,30 @@ fn fork_copy(
             })
         }
         Err(err) => Err(ForkedError::Fork(err)),
+    }
+}
+
+/// Closes every descriptor of this copy from 3 up but those in `keep`. The copy
+/// inherited all of this process's (a thousand pidfds of the containers an agent
+/// watches, the state database...): left open, they would fill the container's
+/// process's table up to its open-file limit before it opens anything. (Those
+/// still owned by values the copy drops must be in `keep`: closing a descriptor
+/// twice aborts.)
+fn close_all_but(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    keep.sort_unstable();
+    let mut first = 3u32;
+    for fd in keep.into_iter().chain([u32::MAX]) {
+        if fd > first {
+            // SAFETY: closes descriptors nothing in the copy uses any more (see
+            // above); a kernel without close_range (before 5.9) leaves them open.
+            unsafe { nix::libc::syscall(nix::libc::SYS_close_range, first, fd - 1, 0u32) };
+        }
+        first = fd.saturating_add(1);
     }
 }
 

@@ -29,6 +29,7 @@ use nix::sys::signal::Signal;
 use super::error::RuntimeError;
 use super::exec::ExecOutput;
 use super::logs::Logs;
+use super::observe::Known;
 use super::{CreateRequest, ObservedContainer, Runtime, Stopped};
 
 #[derive(Debug, Clone)]
@@ -38,9 +39,12 @@ pub struct LibcontainerRuntime {
     volumes: PathBuf,
     /// The `wharf-monitor` program, run beside each container (see `monitor`).
     pub(super) monitor: PathBuf,
-    /// What each container's config.json says of it (never changed after creation),
-    /// read once rather than at every listing: the agent lists at every reconcile.
-    pub(super) described: Arc<Mutex<HashMap<String, ObservedContainer>>>,
+    /// What does not change about each container, read once rather than at every
+    /// listing: the agent lists at every reconcile.
+    pub(super) known: Arc<Mutex<HashMap<String, Known>>>,
+    /// Turns for the CPU-bound part of creating and removing containers, two per
+    /// CPU: the rest of a stop or a health wait does not count against it.
+    pub(super) work: Arc<tokio::sync::Semaphore>,
 }
 
 impl LibcontainerRuntime {
@@ -54,7 +58,10 @@ impl LibcontainerRuntime {
             state: root.join("state"),
             volumes: root.join("volumes"),
             monitor: monitor.to_owned(),
-            described: Arc::default(),
+            known: Arc::default(),
+            work: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(1, usize::from),
+            )),
         };
         for dir in [&runtime.containers, &runtime.state, &runtime.volumes] {
             fs::create_dir_all(dir).map_err(RuntimeError::io(dir))?;
@@ -89,6 +96,7 @@ impl LibcontainerRuntime {
 
 impl Runtime for LibcontainerRuntime {
     async fn create(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
+        let _turn = self.work.acquire().await.ok();
         let (runtime, request) = (self.clone(), request.clone());
         blocking(move || runtime.create_blocking(&request)).await
     }
@@ -155,7 +163,7 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(RuntimeError::Task)?
 }
 
-/// A lock that stays usable after a panic while it was held: the `described` cache
+/// A lock that stays usable after a panic while it was held: the `known` cache
 /// only ever holds whole entries.
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex

@@ -3,6 +3,7 @@
 //! that the planner's inputs come from and the executor's steps go through, and its
 //! real implementation on youki's libcontainer.
 
+mod cgroup;
 mod config;
 mod create;
 mod error;

@@ -11,11 +11,28 @@ use libcontainer::container::Container;
 use super::config::annotation;
 use super::error::RuntimeError;
 use super::libcontainer::{lock, LibcontainerRuntime};
+use super::pidfd::Watched;
 use super::records::{AddressRecord, ExitRecord, LayersRecord, ProcessRecord, Role, StartedRecord};
 use super::{ContainerStatus, ObservedContainer};
 use crate::image::Digest;
 use crate::network::is_serving;
 use crate::reaper::Reaper;
+
+/// What does not change about a container once it is there to read: its
+/// description (config.json's annotations) and the records written once.
+#[derive(Debug, Clone)]
+pub(super) struct Known {
+    described: ObservedContainer,
+    init: Option<Watched>,
+    monitor: Option<Watched>,
+    started: Option<StartedRecord>,
+    address: Option<AddressRecord>,
+}
+
+/// Listings read containers on at most this many threads...
+const MAX_LIST_THREADS: usize = 4;
+/// ...one per this many containers.
+const CONTAINERS_PER_LIST_THREAD: usize = 64;
 
 /// How long a monitor may take to record an exit after the init ended: it reads what
 /// is left in the pipes first (at most 2 s).
@@ -24,33 +41,63 @@ pub(super) const MONITOR_GRACE: Duration = Duration::from_secs(3);
 impl LibcontainerRuntime {
     pub(super) fn list_blocking(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         let entries = fs::read_dir(&self.containers).map_err(RuntimeError::io(&self.containers))?;
-        let mut found: Vec<ObservedContainer> = Vec::new();
-        let mut present = HashSet::new();
+        let ids: Vec<String> = entries
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
         // One wait for monitors still recording exits, however many there are (a
         // monitor stuck on a hung disk must not hold up each listing for long).
         let records_due = Instant::now() + MONITOR_GRACE;
-        for entry in entries.flatten() {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            match self.observe(&id, records_due) {
+        // Reading a thousand containers' records is most of `wharf status`: spread
+        // over the CPUs (a few threads at most) once there are many.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_LIST_THREADS)
+            .min(ids.len() / CONTAINERS_PER_LIST_THREAD + 1);
+        let observed: Vec<Option<ObservedContainer>> = std::thread::scope(|scope| {
+            let chunks = ids.chunks(ids.len().div_ceil(threads).max(1));
+            let workers: Vec<_> = chunks
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        let observe = |id: &String| self.observe(id, records_due);
+                        chunk.iter().map(observe).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        let mut found: Vec<ObservedContainer> = Vec::new();
+        for (id, container) in ids.iter().zip(observed) {
+            match container {
                 Some(container) => found.push(container),
-                None if self.is_abandoned(&id) => self.cleanup(&id, &Self::cgroups_path(&id)),
+                None if self.is_abandoned(id) => {
+                    if let Err(err) = self.cleanup(id, &Self::cgroups_path(id)) {
+                        tracing::warn!(container = id.as_str(), "{}", crate::error_chain(&err));
+                    }
+                }
                 None => {}
             }
-            present.insert(id);
         }
-        lock(&self.described).retain(|id, _| present.contains(id));
+        let present: HashSet<&String> = ids.iter().collect();
+        lock(&self.known).retain(|id, _| present.contains(id));
         found.sort_by(|a, b| (&a.service, a.slot, &a.id).cmp(&(&b.service, b.slot, &b.id)));
         Ok(found)
     }
 
     fn observe(&self, id: &str, records_due: Instant) -> Option<ObservedContainer> {
-        let mut container = self.described(id)?;
+        let known = self.known(id)?;
+        let mut container = known.described;
         let dir = self.container_dir(id);
-        let started = StartedRecord::read(&dir).ok().flatten();
-        container.started_at = started.map(|started| started.at);
-        let init = self.init_record(id);
-        container.pid = init.and_then(|init| init.pid_if_alive());
-        container.status = match (init, container.pid) {
+        container.started_at = known.started.map(|started| started.at);
+        container.pid = known.init.as_ref().and_then(Watched::pid_if_alive);
+        container.status = match (&known.init, container.pid) {
             (None, _) => ContainerStatus::Unknown,
             (Some(_), Some(_)) if container.started_at.is_some() => ContainerStatus::Running,
             (Some(_), Some(_)) => ContainerStatus::Created,
@@ -65,23 +112,56 @@ impl LibcontainerRuntime {
                 }
             }
         };
-        container.unmonitored = container.pid.is_some() && !self.monitor_alive(id);
-        let address = AddressRecord::read(&dir).ok().flatten();
-        container.in_rotation = address
+        let monitored = known.monitor.as_ref().and_then(Watched::pid_if_alive);
+        container.unmonitored = container.pid.is_some() && monitored.is_none();
+        container.in_rotation = known
+            .address
             .as_ref()
             .and_then(|record| record.service_key.as_deref())
             .is_some_and(|key| is_serving(key, id));
-        container.address = address.map(|record| record.address);
+        container.address = known.address.map(|record| record.address);
         Some(container)
+    }
+
+    /// What is known of the container that does not change: read once (the
+    /// records written once are read until they are there), then kept while the
+    /// container exists. The agent lists at every reconcile; reading all of it
+    /// again for each container made its reaction grow with their number.
+    fn known(&self, id: &str) -> Option<Known> {
+        // Not locked while reading: listings read containers side by side.
+        let cached = lock(&self.known).get(id).cloned();
+        let dir = self.container_dir(id);
+        let mut known = match cached {
+            Some(known) => known,
+            None => Known {
+                described: self.described(id)?,
+                // Written before config.json, so final once that is there.
+                address: AddressRecord::read(&dir).ok().flatten(),
+                init: None,
+                monitor: None,
+                started: None,
+            },
+        };
+        if known.init.is_none() {
+            known.init = self.init_record(id).map(Watched::new);
+        }
+        if known.monitor.is_none() {
+            known.monitor = self.monitor_record(id).map(Watched::new);
+        }
+        if known.started.is_none() {
+            known.started = StartedRecord::read(&dir).ok().flatten();
+        }
+        for watched in [&mut known.init, &mut known.monitor].into_iter().flatten() {
+            watched.refresh();
+        }
+        lock(&self.known).insert(id.to_owned(), known.clone());
+        Some(known)
     }
 
     /// The container as its config.json describes it (status unknown, no process):
     /// None when it has no config.json yet or is not wharf's.
     fn described(&self, id: &str) -> Option<ObservedContainer> {
-        if let Some(known) = lock(&self.described).get(id) {
-            return Some(known.clone());
-        }
-        let annotations = self.annotations(id)?;
+        let annotations = self.annotations(id).ok().flatten()?;
         let get = |key: &str| annotations.get(key).cloned();
         // Only containers carrying wharf's annotations are wharf's.
         let container = ObservedContainer {
@@ -108,23 +188,26 @@ impl LibcontainerRuntime {
                 .and_then(|json| serde_json::from_str(&json).ok())
                 .unwrap_or_default(),
         };
-        lock(&self.described).insert(id.to_owned(), container.clone());
         Some(container)
     }
 
     /// The annotations in the container's config.json. Only they are read into
     /// memory: the rest (ten kilobytes, mostly the seccomp profile) is skipped, which
     /// matters when a thousand containers are listed.
-    fn annotations(&self, id: &str) -> Option<HashMap<String, String>> {
+    fn annotations(&self, id: &str) -> std::io::Result<Option<HashMap<String, String>>> {
         #[derive(serde::Deserialize)]
         struct Config {
             #[serde(default)]
             annotations: HashMap<String, String>,
         }
-        let bytes = fs::read(self.container_dir(id).join("config.json")).ok()?;
-        serde_json::from_slice::<Config>(&bytes)
+        let bytes = match fs::read(self.container_dir(id).join("config.json")) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        Ok(serde_json::from_slice::<Config>(&bytes)
             .ok()
-            .map(|config| config.annotations)
+            .map(|config| config.annotations))
     }
 
     /// A bundle wharf began (it has a `creator` record) but never completed (no
@@ -215,10 +298,10 @@ impl LibcontainerRuntime {
     /// Only directories whose config.json carries wharf's annotations are wharf's
     /// containers; anything else under `containers/` is never touched.
     pub(super) fn ensure_ours(&self, id: &str) -> Result<(), RuntimeError> {
-        let ours = self
+        let annotations = self
             .annotations(id)
-            .is_some_and(|annotations| annotations.contains_key(annotation::SERVICE));
-        if ours {
+            .map_err(RuntimeError::io(self.container_dir(id).join("config.json")))?;
+        if annotations.is_some_and(|annotations| annotations.contains_key(annotation::SERVICE)) {
             Ok(())
         } else {
             Err(RuntimeError::NotFound(id.to_owned()))

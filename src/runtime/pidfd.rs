@@ -4,12 +4,17 @@
 //! costs a thousand file descriptors, not a thousand threads polling /proc.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rustix::process::PidfdFlags;
 
 use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::proc::is_same_process_checked;
 use super::records::ProcessRecord;
 
 /// How often a process is looked at where no pidfd can be had.
@@ -27,21 +32,33 @@ pub(super) enum ProcessHandle {
 impl ProcessHandle {
     /// A handle on `record`'s process, or None when it has ended. Opened first and
     /// checked after: a process alive with the recorded start time at the check is
-    /// the one the pidfd was opened on.
-    pub(super) fn open(record: ProcessRecord) -> Option<Self> {
-        let pid = rustix::process::Pid::from_raw(record.pid)?;
-        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty());
-        if !record.is_alive() {
-            return None;
+    /// the one the pidfd was opened on. A failure to look (out of file descriptors)
+    /// is an error: a container must never be taken for ended when it is not known.
+    pub(super) fn open(record: ProcessRecord) -> std::io::Result<Option<Self>> {
+        let Some(pid) = rustix::process::Pid::from_raw(record.pid) else {
+            return Ok(None);
+        };
+        let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => Some(fd),
+            Err(rustix::io::Errno::SRCH) => return Ok(None),
+            // An older kernel: /proc is polled.
+            Err(rustix::io::Errno::NOSYS) => None,
+            Err(errno) => return Err(errno.into()),
+        };
+        if !is_same_process_checked(record.pid, record.start_time)? {
+            return Ok(None);
         }
         // Registered with the tokio runtime this is called in (a blocking task's).
         let in_runtime = tokio::runtime::Handle::try_current().is_ok();
-        let handle = pidfd.ok().filter(|_| in_runtime).and_then(|fd| {
-            // SAFETY: the AsyncFd owns the OwnedFd, whose descriptor stays open and the
-            // same until the AsyncFd is dropped.
-            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
-        });
-        Some(handle.map_or(ProcessHandle::Polled(record), ProcessHandle::Pidfd))
+        let Some(fd) = pidfd.filter(|_| in_runtime) else {
+            return Ok(Some(ProcessHandle::Polled(record)));
+        };
+        // SAFETY: the AsyncFd owns the OwnedFd, whose descriptor stays open and the
+        // same until the AsyncFd is dropped.
+        let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
+        registered
+            .map(|fd| Some(ProcessHandle::Pidfd(fd)))
+            .map_err(|err| err.into_parts().1)
     }
 
     /// Sends `signal`; a process that has ended meanwhile is no error.
@@ -74,7 +91,8 @@ impl ProcessHandle {
                 .is_ok_and(|ready| ready.is_ok()),
             ProcessHandle::Polled(record) => {
                 let deadline = tokio::time::Instant::now() + timeout;
-                while record.is_alive() {
+                // One that cannot be looked at is taken as still running.
+                while is_same_process_checked(record.pid, record.start_time).unwrap_or(true) {
                     if tokio::time::Instant::now() >= deadline {
                         return false;
                     }
@@ -83,6 +101,61 @@ impl ProcessHandle {
                 true
             }
         }
+    }
+}
+
+/// A recorded process whose end is looked for, from the second look on, through a
+/// pidfd kept open: one poll at each listing instead of a read of /proc (the agent
+/// lists at every reconcile, and a thousand /proc reads were most of its work). A
+/// command that lists once reads /proc only.
+#[derive(Debug, Clone)]
+pub(super) struct Watched {
+    record: ProcessRecord,
+    /// Once it was looked at twice and still runs (none where no pidfd can be had).
+    fd: Option<Arc<OwnedFd>>,
+    looked: bool,
+    ended: bool,
+}
+
+impl Watched {
+    pub(super) fn new(record: ProcessRecord) -> Self {
+        Watched {
+            record,
+            fd: None,
+            looked: false,
+            ended: false,
+        }
+    }
+
+    /// Looks again whether the process has ended (once ended, it stays so).
+    pub(super) fn refresh(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = match &self.fd {
+            Some(fd) => {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                matches!(poll(&mut fds, PollTimeout::ZERO), Ok(ready) if ready > 0)
+            }
+            None if !self.looked => !self.record.is_alive(),
+            None => {
+                let pidfd = rustix::process::Pid::from_raw(self.record.pid)
+                    .and_then(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok());
+                // Checked after the open: see `ProcessHandle::open`.
+                let ended = !self.record.is_alive();
+                self.fd = pidfd.filter(|_| !ended).map(Arc::new);
+                ended
+            }
+        };
+        self.looked = true;
+        if self.ended {
+            self.fd = None;
+        }
+    }
+
+    /// The pid while the process runs (as of the last `refresh`).
+    pub(super) fn pid_if_alive(&self) -> Option<i32> {
+        (!self.ended).then_some(self.record.pid)
     }
 }
 
@@ -97,14 +170,16 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         let record = ProcessRecord::of(child.id() as i32);
-        let handle = ProcessHandle::open(record).expect("sleep runs");
+        let handle = ProcessHandle::open(record)
+            .expect("looked")
+            .expect("sleep runs");
         assert!(matches!(handle, ProcessHandle::Pidfd(_)));
         assert!(!handle.ended_within(Duration::from_millis(50)).await);
         handle.signal(Signal::SIGTERM).expect("signal");
         // A zombie has ended: the pidfd says so before anyone collects the status.
         assert!(handle.ended_within(Duration::from_secs(5)).await);
         let _ = child.wait();
-        assert!(ProcessHandle::open(record).is_none());
+        assert!(ProcessHandle::open(record).expect("looked").is_none());
         handle
             .signal(Signal::SIGKILL)
             .expect("signalling an ended process is no error");

@@ -16,17 +16,31 @@ pub struct ProcessInfo {
 }
 
 pub fn info(pid: i32) -> Option<ProcessInfo> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    read_info(pid).ok().flatten()
+}
+
+/// The process `pid` as /proc shows it; None when there is none. Any other failure
+/// to read (out of file descriptors) is an error, not a process that has ended.
+pub fn read_info(pid: i32) -> std::io::Result<Option<ProcessInfo>> {
+    let stat = match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) if err.raw_os_error() == Some(nix::libc::ESRCH) => return Ok(None),
+        Err(err) => return Err(err),
+    };
     // The command name (field 2) may contain spaces and parentheses: split after it.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace();
-    let state = fields.next()?;
-    // After the name come state (3), ppid (4) ... starttime is field 22.
-    let start_time = fields.nth(18)?.parse().ok()?;
-    Some(ProcessInfo {
-        start_time,
-        zombie: matches!(state, "Z" | "X"),
-    })
+    let parsed = || {
+        let after_name = &stat[stat.rfind(')')? + 1..];
+        let mut fields = after_name.split_whitespace();
+        let state = fields.next()?;
+        // After the name come state (3), ppid (4) ... starttime is field 22.
+        let start_time = fields.nth(18)?.parse().ok()?;
+        Some(ProcessInfo {
+            start_time,
+            zombie: matches!(state, "Z" | "X"),
+        })
+    };
+    Ok(parsed())
 }
 
 /// The start time of `pid` if it exists and has not exited.
@@ -37,6 +51,12 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// Whether `pid` is alive and still the process that started at `started`.
 pub fn is_same_process(pid: i32, started: u64) -> bool {
     start_time(pid) == Some(started)
+}
+
+/// [`is_same_process`], with a failure to look an error rather than "no".
+pub fn is_same_process_checked(pid: i32, started: u64) -> std::io::Result<bool> {
+    let info = read_info(pid)?;
+    Ok(info.is_some_and(|p| !p.zombie && p.start_time == started))
 }
 
 #[cfg(test)]

@@ -2,25 +2,23 @@
 //! go (and its monitor to record how), removing everything the container had on the host.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use super::cgroup::remove_cgroup;
 use super::error::RuntimeError;
 use super::files::remove_files;
 use super::libcontainer::{blocking, lock, LibcontainerRuntime};
 use super::observe::MONITOR_GRACE;
 use super::pidfd::ProcessHandle;
-use super::records::{AddressRecord, StopRequest};
+use super::records::{AddressRecord, ProcessRecord, RecordError, Role, StopRequest};
 use super::Stopped;
 use crate::image::unmount_rootfs;
 use crate::network::{release, remove_veth, set_serving, unregister};
 
 /// How long a killed container may take to disappear.
 const KILL_GRACE: Duration = Duration::from_secs(10);
-/// How long a cgroup may stay busy after its last process ended.
-const CGROUP_GRACE: Duration = Duration::from_secs(1);
 
 impl LibcontainerRuntime {
     /// Signals the container's init process. Every container has its own pid
@@ -89,14 +87,30 @@ impl LibcontainerRuntime {
         signal: Signal,
     ) -> Result<Option<(ProcessHandle, Option<ProcessHandle>)>, RuntimeError> {
         self.ensure_ours(id)?;
-        let Some(init) = self.init_record(id).and_then(ProcessHandle::open) else {
+        let Some(init) = self.process_handle(id, Role::Init)? else {
             return Ok(None);
         };
-        let monitor = self.monitor_record(id).and_then(ProcessHandle::open);
+        let monitor = self.process_handle(id, Role::Monitor)?;
         self.note_stop_request(id);
         init.signal(signal)
             .map_err(|err| cannot_signal(id, signal, err))?;
         Ok(Some((init, monitor)))
+    }
+
+    /// A handle on the container's process in `role`; None when it has ended or has
+    /// no readable record (a damaged one identifies no process). Failing to read is an
+    /// error: taken for ended, a running container would be removed from under it.
+    fn process_handle(&self, id: &str, role: Role) -> Result<Option<ProcessHandle>, RuntimeError> {
+        let dir = self.container_dir(id);
+        let record = match ProcessRecord::read(&dir, role) {
+            Ok(record) => record,
+            Err(RecordError::Malformed { .. }) => None,
+            Err(RecordError::Io { path, source }) => return Err(RuntimeError::Io { path, source }),
+        };
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        ProcessHandle::open(record).map_err(RuntimeError::io(format!("/proc/{}", record.pid)))
     }
 
     /// Kills what still runs of the container (a created or running one), then
@@ -108,12 +122,10 @@ impl LibcontainerRuntime {
             Err(err) => tracing::warn!(container = id, "{err}"),
             Ok(_) => {}
         }
+        // Removals hold a file descriptor per directory level: a few at once.
+        let _turn = self.work.acquire().await.ok();
         let (runtime, id) = (self.clone(), id.to_owned());
-        blocking(move || {
-            runtime.cleanup(&id, &Self::cgroups_path(&id));
-            Ok(())
-        })
-        .await
+        blocking(move || runtime.cleanup(&id, &Self::cgroups_path(&id))).await
     }
 
     pub(super) fn set_serving_blocking(
@@ -149,14 +161,18 @@ impl LibcontainerRuntime {
         let _ = StopRequest::write(&self.container_dir(id));
     }
 
-    /// Removes everything a container had on the host, whatever state it is in (its
-    /// processes ended). Not through libcontainer's `delete`: on cgroup v1 it reads
-    /// the host's whole mount table several times, a cost that grows with the number
-    /// of containers (each has its root filesystem mounted); wharf sets no hooks and
-    /// removes the cgroup and libcontainer's state itself.
-    pub(super) fn cleanup(&self, id: &str, cgroups_path: &str) {
-        lock(&self.described).remove(id);
-        remove_cgroup_leaf(cgroups_path);
+    /// Removes everything a container had on the host, whatever state it is in:
+    /// what still runs in its cgroup is killed. When the cgroup cannot be emptied and
+    /// removed, the rest stays (the container is still listed) and that is the error.
+    /// Not through libcontainer's `delete`: on cgroup v1 it reads the host's whole
+    /// mount table several times; wharf sets no hooks and removes the cgroup and
+    /// libcontainer's state itself.
+    pub(super) fn cleanup(&self, id: &str, cgroups_path: &str) -> Result<(), RuntimeError> {
+        lock(&self.known).remove(id);
+        remove_cgroup(cgroups_path).map_err(|err| RuntimeError::Container {
+            what: format!("container {id}"),
+            message: format!("{err}; its directory is kept"),
+        })?;
         let dir = self.container_dir(id);
         if let Ok(Some(record)) = AddressRecord::read(&dir) {
             if let Some(key) = &record.service_key {
@@ -171,48 +187,19 @@ impl LibcontainerRuntime {
         }
         let _ = unmount_rootfs(&dir);
         remove_files(&dir);
-        let _ = fs::remove_dir_all(&dir);
-        let _ = fs::remove_dir_all(self.state.join(id));
-    }
-}
-
-/// Removes the container's cgroup: `<cgroup root>/<controller>/<path>` (v1) and
-/// `<cgroup root>/<path>` (v2).
-fn remove_cgroup_leaf(cgroups_path: &str) {
-    let relative = cgroups_path.trim_start_matches('/');
-    let mut candidates = vec![Path::new("/sys/fs/cgroup").join(relative)];
-    if let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") {
-        candidates.extend(controllers.flatten().map(|c| c.path().join(relative)));
-    }
-    let dirs: Vec<&PathBuf> = candidates.iter().filter(|dir| dir.is_dir()).collect();
-    // Whatever is left (a build that failed half-way) is killed: the container's
-    // processes are the only ones in its cgroup.
-    for dir in &dirs {
-        kill_members(dir);
-    }
-    for dir in dirs {
-        // A killed process leaves its cgroup a moment after it is reaped (EBUSY).
-        let deadline = Instant::now() + CGROUP_GRACE;
-        while let Err(err) = fs::remove_dir(dir) {
-            if err.raw_os_error() != Some(nix::libc::EBUSY) || Instant::now() >= deadline {
-                tracing::warn!("cannot remove the cgroup {}: {err}", dir.display());
-                break;
+        let state = self.state.join(id);
+        for dir in [&dir, &state] {
+            match fs::remove_dir_all(dir) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(RuntimeError::Io {
+                        path: dir.clone(),
+                        source: err,
+                    })
+                }
+                _ => {}
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
-    }
-}
-
-/// SIGKILLs the processes in the cgroup `dir` (`cgroup.kill` where the kernel has it).
-fn kill_members(dir: &Path) {
-    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
-        return;
-    }
-    let Ok(members) = fs::read_to_string(dir.join("cgroup.procs")) else {
-        return;
-    };
-    for pid in members.lines().filter_map(|line| line.trim().parse().ok()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        Ok(())
     }
 }
 

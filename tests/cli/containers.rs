@@ -248,3 +248,88 @@ fn down_stops_containers_side_by_side_each_with_its_own_signal_and_timeout() {
         "{events}"
     );
 }
+
+#[test]
+fn short_of_file_descriptors_down_reports_what_it_could_not_take_down_and_keeps_it() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let held = "replicas: 8\nnetwork: none\ncommand: [sleep, '1000']\nstop: {timeout: 1s}\n";
+    write(dir.path(), "held.yaml", busybox_yaml("held", held));
+    ok(&crate::common::apply(root.path(), dir.path(), &[]));
+    let pids: std::collections::BTreeMap<String, i32> = ps(root.path())
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            let pid = row["pid"].as_i64().expect("running") as i32;
+            (row["id"].as_str().expect("id").to_owned(), pid)
+        })
+        .collect();
+
+    // So few open files that some stops fail to look at their containers.
+    let wharf = env!("CARGO_BIN_EXE_wharf");
+    let root_arg = root.path().to_str().expect("UTF-8");
+    let down = std::process::Command::new("prlimit")
+        .args([
+            "--nofile=18:18",
+            wharf,
+            "--root",
+            root_arg,
+            "--parallel",
+            "8",
+        ])
+        .args(["down", "--all"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("prlimit runs");
+    let stdout = String::from_utf8_lossy(&down.stdout);
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    let removed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("removed "))
+        .collect();
+
+    // What it says it removed is gone, process and all; what it could not take down
+    // is reported, still listed and still running, and a later down finishes the job.
+    for id in &removed {
+        let pid = pids[*id];
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "{id} still runs: {stat}"
+        );
+    }
+    let left = ps(root.path());
+    let left = left.as_array().expect("rows");
+    assert_eq!(removed.len() + left.len(), 8, "{stdout}{stderr}");
+    assert!(
+        left.iter().all(|row| row["status"] == "running"),
+        "{left:?}"
+    );
+    if !left.is_empty() {
+        assert_eq!(down.status.code(), Some(1));
+        let told = format!("{} of 8 containers could not be taken down", left.len());
+        assert!(stderr.contains(&told), "{stderr}");
+    }
+    ok(&wharf_at(root.path(), &["down", "--all"]));
+    assert_eq!(ps(root.path()), serde_json::json!([]));
+}
+
+#[test]
+fn a_container_cannot_write_its_cgroups_to_raise_its_own_limits() {
+    let root = tempfile::tempdir().expect("root");
+    let work = tempfile::tempdir().expect("work");
+    let file = service_file(
+        work.path(),
+        "boxed",
+        "network: none\ncommand: [sleep, '1000']\nresources: {pids: 50}\n",
+    );
+    ok(&wharf_at(root.path(), &["run", &file]));
+    // Every hierarchy (cgroup v1: one per controller; v2: the one) is read-only.
+    let script = "for d in /sys/fs/cgroup /sys/fs/cgroup/*/; do \
+                  mkdir \"$d/escape\" 2>/dev/null && echo \"$d writable\"; \
+                  echo 100000 > \"$d/pids.max\" 2>/dev/null && echo \"$d pids.max\"; done; true";
+    let run = wharf_at(root.path(), &["exec", "boxed/0", "--", "sh", "-c", script]);
+    assert_eq!(ok(&run), "", "{}", run.stderr);
+    ok(&wharf_at(root.path(), &["down", "--all"]));
+}
