@@ -327,8 +327,8 @@ fn a_container_cannot_write_its_cgroups_to_raise_its_own_limits() {
     ok(&wharf_at(root.path(), &["run", &file]));
     // Every hierarchy (cgroup v1: one per controller; v2: the one) is read-only.
     let script = "for d in /sys/fs/cgroup /sys/fs/cgroup/*/; do \
-                  mkdir \"$d/escape\" 2>/dev/null && echo \"$d writable\"; \
-                  echo 100000 > \"$d/pids.max\" 2>/dev/null && echo \"$d pids.max\"; done; true";
+                  (mkdir \"$d/escape\") 2>/dev/null && echo \"$d writable\"; \
+                  (echo 100000 > \"$d/pids.max\") 2>/dev/null && echo \"$d pids.max\"; done; true";
     let run = wharf_at(root.path(), &["exec", "boxed/0", "--", "sh", "-c", script]);
     assert_eq!(ok(&run), "", "{}", run.stderr);
     ok(&wharf_at(root.path(), &["down", "--all"]));
