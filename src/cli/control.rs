@@ -6,6 +6,7 @@ use nix::sys::signal::Signal;
 use super::output::Failure;
 use super::target::matching;
 use super::Session;
+use crate::reconcile::each_bounded;
 use crate::runtime::{stop_settings, Runtime};
 
 /// Stop containers: their stop signal, then SIGKILL after their stop timeout.
@@ -49,16 +50,22 @@ pub fn parse_signal(text: &str) -> Result<Signal, String> {
         .map_err(|_| format!("unknown signal \"{text}\" (e.g. TERM, HUP, KILL or a number)"))
 }
 
+#[derive(Clone, Copy)]
 enum Action {
     Stop,
     Remove,
     Kill(Signal),
 }
 
+/// Acts on every container `target` names, as many at once as `--parallel` allows
+/// (stopping a service's hundred replicas costs one stop timeout); prints each id
+/// done. One that fails does not stop the others; the failures are the error.
 fn act(session: &Session, target: &str, action: Action) -> u8 {
     let result = session.block_on(async {
         let containers = session.runtime.list().await?;
-        for container in matching(&containers, target)? {
+        let chosen = matching(&containers, target)?;
+        let total = chosen.len();
+        let outcomes = each_bounded(chosen, session.parallel.stops, |container| async move {
             let done = match action {
                 Action::Stop => {
                     let (signal, timeout) = stop_settings(container.spec.as_deref());
@@ -71,10 +78,22 @@ fn act(session: &Session, target: &str, action: Action) -> u8 {
                 Action::Remove => session.runtime.remove(&container.id).await,
                 Action::Kill(signal) => session.runtime.kill(&container.id, signal).await,
             };
-            done?;
-            println!("{}", container.id);
+            if done.is_ok() {
+                println!("{}", container.id);
+            }
+            done.map_err(|err| format!("{}: {}", container.id, crate::error_chain(&err)))
+        })
+        .await;
+        let failures: Vec<String> = outcomes.into_iter().filter_map(Result::err).collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            let failed = failures.len();
+            Err(Failure::from(format!(
+                "{failed} of {total} containers: {}",
+                failures.join("; ")
+            )))
         }
-        Ok::<_, Failure>(())
     });
     session.exit_code(result)
 }

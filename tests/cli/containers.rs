@@ -333,3 +333,36 @@ fn a_container_cannot_write_its_cgroups_to_raise_its_own_limits() {
     assert_eq!(ok(&run), "", "{}", run.stderr);
     ok(&wharf_at(root.path(), &["down", "--all"]));
 }
+
+#[test]
+fn stop_of_a_service_stops_each_replica_with_sigkill_after_its_timeout() {
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    let stubborn = "replicas: 3\nnetwork: none\nrestart: never\ncommand: [sleep, '1000']\nstop: {timeout: 1s}\n";
+    write(
+        dir.path(),
+        "stubborn.yaml",
+        busybox_yaml("stubborn", stubborn),
+    );
+    ok(&crate::common::apply(root.path(), dir.path(), &[]));
+
+    let stopped = wharf_at(root.path(), &["stop", "stubborn"]);
+    assert_eq!(
+        ok(&stopped).lines().count(),
+        3,
+        "one id per stopped replica"
+    );
+    let rows = ps(root.path());
+    let codes: Vec<&serde_json::Value> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| &r["exit_code"])
+        .collect();
+    assert_eq!(
+        codes,
+        [137, 137, 137],
+        "SIGTERM ignored: each killed after its timeout"
+    );
+    ok(&wharf_at(root.path(), &["down", "--all"]));
+}
