@@ -30,29 +30,24 @@ pub(super) enum ProcessHandle {
 }
 
 impl ProcessHandle {
-    /// A handle on `record`'s process, or None when it has ended. Opened first and
-    /// checked after: a process alive with the recorded start time at the check is
-    /// the one the pidfd was opened on. A failure to look (out of file descriptors)
-    /// is an error: a container must never be taken for ended when it is not known.
+    /// A handle on `record`'s process, or None when it has ended (see `pidfd_of`). A
+    /// failure to look (out of file descriptors) is an error: a container must never
+    /// be taken for ended when it is not known.
     pub(super) fn open(record: ProcessRecord) -> std::io::Result<Option<Self>> {
-        let Some(pid) = rustix::process::Pid::from_raw(record.pid) else {
-            return Ok(None);
-        };
-        let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
-            Ok(fd) => Some(fd),
-            Err(rustix::io::Errno::SRCH) => return Ok(None),
+        let fd = match pidfd_of(&record) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return Ok(None),
             // An older kernel: /proc is polled.
-            Err(rustix::io::Errno::NOSYS) => None,
-            Err(errno) => return Err(errno.into()),
+            Err(err) if err.raw_os_error() == Some(nix::libc::ENOSYS) => {
+                let alive = is_same_process_checked(record.pid, record.start_time)?;
+                return Ok(alive.then_some(ProcessHandle::Polled(record)));
+            }
+            Err(err) => return Err(err),
         };
-        if !is_same_process_checked(record.pid, record.start_time)? {
-            return Ok(None);
-        }
         // Registered with the tokio runtime this is called in (a blocking task's).
-        let in_runtime = tokio::runtime::Handle::try_current().is_ok();
-        let Some(fd) = pidfd.filter(|_| in_runtime) else {
+        if tokio::runtime::Handle::try_current().is_err() {
             return Ok(Some(ProcessHandle::Polled(record)));
-        };
+        }
         // SAFETY: the AsyncFd owns the OwnedFd, whose descriptor stays open and the
         // same until the AsyncFd is dropped.
         let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
@@ -104,6 +99,22 @@ impl ProcessHandle {
     }
 }
 
+/// The pidfd of `record`'s process; None once it has ended. Opened first and checked
+/// after: a process alive with the recorded start time at the check is the one the
+/// pidfd was opened on. A failure to open or look is an error (ENOSYS: a kernel
+/// without pidfds).
+fn pidfd_of(record: &ProcessRecord) -> std::io::Result<Option<OwnedFd>> {
+    let Some(pid) = rustix::process::Pid::from_raw(record.pid) else {
+        return Ok(None);
+    };
+    let fd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Ok(None),
+        Err(errno) => return Err(errno.into()),
+    };
+    Ok(is_same_process_checked(record.pid, record.start_time)?.then_some(fd))
+}
+
 /// A recorded process whose end is looked for, from the second look on, through a
 /// pidfd kept open: one poll at each listing instead of a read of /proc (the agent
 /// lists at every reconcile, and a thousand /proc reads were most of its work). A
@@ -138,14 +149,15 @@ impl Watched {
                 matches!(poll(&mut fds, PollTimeout::ZERO), Ok(ready) if ready > 0)
             }
             None if !self.looked => !self.record.is_alive(),
-            None => {
-                let pidfd = rustix::process::Pid::from_raw(self.record.pid)
-                    .and_then(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok());
-                // Checked after the open: see `ProcessHandle::open`.
-                let ended = !self.record.is_alive();
-                self.fd = pidfd.filter(|_| !ended).map(Arc::new);
-                ended
-            }
+            None => match pidfd_of(&self.record) {
+                Ok(Some(fd)) => {
+                    self.fd = Some(Arc::new(fd));
+                    false
+                }
+                Ok(None) => true,
+                // No pidfd to be had (out of descriptors): /proc, as the first look.
+                Err(_) => !self.record.is_alive(),
+            },
         };
         self.looked = true;
         if self.ended {
@@ -183,5 +195,32 @@ mod tests {
         handle
             .signal(Signal::SIGKILL)
             .expect("signalling an ended process is no error");
+    }
+
+    #[test]
+    fn a_watched_process_is_alive_until_it_ends_and_then_stays_ended() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        let mut watched = Watched::new(ProcessRecord::of(pid));
+        watched.refresh();
+        assert_eq!(watched.pid_if_alive(), Some(pid));
+        watched.refresh();
+        assert!(
+            watched.fd.is_some(),
+            "watched through a pidfd from the second look"
+        );
+        assert_eq!(watched.pid_if_alive(), Some(pid));
+        child.kill().expect("kill");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while watched.pid_if_alive().is_some() && std::time::Instant::now() < deadline {
+            watched.refresh();
+        }
+        assert_eq!(watched.pid_if_alive(), None);
+        let _ = child.wait();
+        watched.refresh();
+        assert_eq!(watched.pid_if_alive(), None, "once ended, always ended");
     }
 }

@@ -366,3 +366,34 @@ fn stop_of_a_service_stops_each_replica_with_sigkill_after_its_timeout() {
     );
     ok(&wharf_at(root.path(), &["down", "--all"]));
 }
+
+#[test]
+fn containers_start_when_wharf_holds_more_descriptors_than_theirs_may() {
+    // The agent holds descriptors for the containers it watches; a container's
+    // process may have only 1,024. Here wharf inherits 1,100 open ones: the copy that
+    // builds a container must not hand them on.
+    let root = tempfile::tempdir().expect("root");
+    let dir = tempfile::tempdir().expect("manifests");
+    write(
+        dir.path(),
+        "web.yaml",
+        busybox_yaml("web", "network: none\ncommand: [sleep, '1000']\n"),
+    );
+    let script =
+        "ulimit -n 4096 && for fd in $(seq 10 1110); do eval \"exec $fd</dev/null\"; done \
+                  && exec \"$@\"";
+    let wharf = env!("CARGO_BIN_EXE_wharf");
+    let root_arg = root.path().to_str().expect("UTF-8");
+    let dir_arg = dir.path().to_str().expect("UTF-8");
+    let applied = std::process::Command::new("bash")
+        .args([
+            "-c", script, "bash", wharf, "--root", root_arg, "apply", "--yes", dir_arg,
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("bash runs");
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert_eq!(applied.status.code(), Some(0), "{stderr}");
+    assert_eq!(ps(root.path())[0]["status"], "running");
+    ok(&wharf_at(root.path(), &["down", "--all"]));
+}
